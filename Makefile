@@ -1,0 +1,37 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Both create .venv and install what they need.
+# PyTorch is pinned here (and only here) to the CPU wheel this machine carries: installed first, so no other
+# requirement can make pip fetch a multi-GB CUDA build. pyproject keeps the loose `torch>=2.3` for users.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test install bench bench-quick clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml Makefile | $(PY)
+	$(PY) -m pip install --quiet "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet -e ".[jax,torch,julia,plot,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/pyneuralode spiral --backend jax --iters 300 --out runs/demo
+
+test: $(STAMP)
+	PYTHON_JULIAPKG_OFFLINE=yes $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks --quick
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,59 @@
+"""pyneuralode: define a neural ODE once, run it on JAX/Diffrax, PyTorch/torchdiffeq or Julia/SciML, and see
+that the backends agree. Importing this package imports numpy only; backends load on first use."""
+
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
+
+from ._adjoints import AbstractAdjoint as AbstractAdjoint
+from ._adjoints import BacksolveAdjoint as BacksolveAdjoint
+from ._adjoints import CheckpointAdjoint as CheckpointAdjoint
+from ._adjoints import DirectAdjoint as DirectAdjoint
+from ._adjoints import GaussAdjoint as GaussAdjoint
+from ._adjoints import InterpolatingAdjoint as InterpolatingAdjoint
+from ._adjoints import QuadratureAdjoint as QuadratureAdjoint
+from ._control import StepControl as StepControl
+from ._errors import BackendUnavailable as BackendUnavailable
+from ._errors import MaxStepsError as MaxStepsError
+from ._errors import NonFiniteError as NonFiniteError
+from ._errors import NotSupportedError as NotSupportedError
+from ._errors import PyNeuralODEError as PyNeuralODEError
+from ._errors import SolveError as SolveError
+from ._errors import SpecError as SpecError
+from ._layers import ACTIVATIONS as ACTIVATIONS
+from ._layers import AbstractLayer as AbstractLayer
+from ._layers import Activation as Activation
+from ._layers import Linear as Linear
+from ._layers import MLP as MLP
+from ._layers import Sequential as Sequential
+from ._losses import L1 as L1
+from ._losses import MSE as MSE
+from ._losses import AbstractLoss as AbstractLoss
+from ._model import ODEModel as ODEModel
+from ._params import init_params as init_params
+from ._params import num_params as num_params
+from ._params import param_layout as param_layout
+from ._params import unflatten as unflatten
+from ._solution import Solution as Solution
+from ._solution import Stats as Stats
+from ._solution import ValueAndGrad as ValueAndGrad
+from ._solvers import FBDF as FBDF
+from ._solvers import QNDF as QNDF
+from ._solvers import RK4 as RK4
+from ._solvers import AbstractSolver as AbstractSolver
+from ._solvers import Bosh3 as Bosh3
+from ._solvers import Dopri5 as Dopri5
+from ._solvers import Dopri8 as Dopri8
+from ._solvers import Euler as Euler
+from ._solvers import Heun as Heun
+from ._solvers import KenCarp4 as KenCarp4
+from ._solvers import Kvaerno5 as Kvaerno5
+from ._solvers import Midpoint as Midpoint
+from ._solvers import Rodas5P as Rodas5P
+from ._solvers import Tsit5 as Tsit5
+from ._solvers import Vern7 as Vern7
+from .backends import backend_info as backend_info
+
+try:
+    __version__ = _version("pyneuralode")
+except _PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,55 @@
+"""Step-size control shared by every backend: one object, one meaning."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ._errors import SpecError
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StepControl:
+    """How the solver chooses its steps.
+
+    **Arguments (keyword-only):**
+
+    - ``rtol``, ``atol``: relative and absolute tolerances of adaptive solvers (both > 0).
+    - ``dt0``: first step of an adaptive solver; ``None`` picks it with Hairer's rule (Hairer, Nørsett & Wanner,
+      *Solving ODEs I*, II.4), computed the same way on every backend.
+    - ``dt``: the step of a fixed-step solver (``Euler``, ``Midpoint``, ``Heun``, ``RK4``); required by them.
+    - ``safety``, ``factormin``, ``factormax``: the integral controller's safety factor and limits on how much one
+      step may shrink or grow (diffrax's ``PIDController`` and torchdiffeq's ``safety/dfactor/ifactor``).
+    - ``max_steps``: the most steps (accepted + rejected) one solve may take before raising
+      :class:`pyneuralode.MaxStepsError`.
+    """
+
+    rtol: float = 1e-6
+    atol: float = 1e-8
+    dt0: float | None = None
+    dt: float | None = None
+    safety: float = 0.9
+    factormin: float = 0.2
+    factormax: float = 10.0
+    max_steps: int = 4096
+
+    def __post_init__(self):
+        for name in ("rtol", "atol", "safety", "factormin", "factormax"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise SpecError(f"StepControl {name} must be a finite number > 0, got {value!r}.")
+            object.__setattr__(self, name, float(value))
+        for name in ("dt0", "dt"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                        or value <= 0:
+                    raise SpecError(f"StepControl {name} must be a finite number > 0 (or None), got {value!r}.")
+                object.__setattr__(self, name, float(value))
+        if not self.safety < 1:
+            raise SpecError(f"StepControl safety must lie in (0, 1), got {self.safety}.")
+        if not self.factormin < 1 < self.factormax:
+            raise SpecError("StepControl needs factormin < 1 < factormax, got "
+                            f"factormin={self.factormin}, factormax={self.factormax}.")
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise SpecError(f"StepControl max_steps must be a positive integer, got {self.max_steps!r}.")

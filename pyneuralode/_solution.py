@@ -1,0 +1,54 @@
+"""What a solve or a gradient returns: plain numpy arrays plus exact evaluation counts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """Counts of one call, identical in meaning on every backend (DESIGN.md contract 3).
+
+    - ``nfe_forward``: vector-field evaluations of the forward solve (initial-step selection included).
+    - ``nfe_backward``: evaluations in the backward pass — one per evaluation of the augmented adjoint dynamics
+      (BacksolveAdjoint) or one per vector-field VJP (discretise-then-optimise adjoints). 0 for a plain solve.
+    - ``steps_accepted``, ``steps_rejected``: the forward solver's steps.
+    - ``backward_steps_accepted``, ``backward_steps_rejected``: the backward solve's steps (BacksolveAdjoint).
+    """
+
+    nfe_forward: int = 0
+    nfe_backward: int = 0
+    steps_accepted: int = 0
+    steps_rejected: int = 0
+    backward_steps_accepted: int = 0
+    backward_steps_rejected: int = 0
+
+    @property
+    def steps(self) -> int:
+        """Forward steps attempted (accepted + rejected)."""
+        return self.steps_accepted + self.steps_rejected
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Solution:
+    """The states at the requested times: ``ys`` of shape ``(len(ts), *y0.shape)``."""
+
+    ts: np.ndarray
+    ys: np.ndarray
+    stats: Stats
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueAndGrad:
+    """A loss and its gradients: ``grad_params`` in the canonical flat layout, ``grad_y0`` shaped like ``y0``."""
+
+    value: float
+    grad_params: np.ndarray
+    grad_y0: np.ndarray
+    stats: Stats
+    ys: np.ndarray | None = None

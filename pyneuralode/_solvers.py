@@ -1,0 +1,89 @@
+"""Solver choices as small frozen strategy objects; each backend maps them onto its library's solvers.
+
+The metadata here (order, adaptivity, stages) is neutral knowledge about the method, shared by every backend:
+the same ``Dopri5()`` means the Dormand–Prince 5(4) pair with FSAL whether diffrax, torchdiffeq or
+OrdinaryDiffEq runs it.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import ClassVar
+
+from ._errors import SpecError
+
+
+class AbstractSolver(abc.ABC):
+    """A numerical method for ``dy/dt = f(t, y)``. Subclasses are final frozen dataclasses."""
+
+    order: ClassVar[int]
+    """Order of the propagated solution."""
+    adaptive: ClassVar[bool]
+    """Whether the method carries an embedded error estimate (``StepControl`` rtol/atol apply)."""
+    stiff: ClassVar[bool] = False
+    """Implicit / stiff method."""
+    stages: ClassVar[int]
+    """Vector-field evaluations per step (for explicit methods)."""
+    fsal: ClassVar[bool] = False
+    """First-same-as-last: one evaluation per step is reused by the next step."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"{self.name}()"
+
+
+def _solver(name: str, *, order: int, adaptive: bool, stages: int, fsal: bool = False, stiff: bool = False,
+            doc: str) -> type[AbstractSolver]:
+    cls = type(name, (AbstractSolver,), {
+        "order": order, "adaptive": adaptive, "stages": stages, "fsal": fsal, "stiff": stiff,
+        "__doc__": doc, "__module__": __name__, "__annotations__": {},
+    })
+    return dataclasses.dataclass(frozen=True, repr=False)(cls)
+
+
+Euler = _solver("Euler", order=1, adaptive=False, stages=1, doc="Explicit Euler (fixed step).")
+Midpoint = _solver("Midpoint", order=2, adaptive=False, stages=2, doc="Explicit midpoint, RK2 (fixed step).")
+Heun = _solver("Heun", order=2, adaptive=False, stages=2, doc="Heun's method, RK2 (fixed step).")
+RK4 = _solver("RK4", order=4, adaptive=False, stages=4, doc="Classic 4th-order Runge–Kutta, 3/8 rule as "
+              "torchdiffeq and diffrax use it (fixed step).")
+Bosh3 = _solver("Bosh3", order=3, adaptive=True, stages=4, fsal=True,
+                doc="Bogacki–Shampine 3(2) pair with FSAL (adaptive; torchdiffeq 'bosh3', Julia BS3).")
+Dopri5 = _solver("Dopri5", order=5, adaptive=True, stages=7, fsal=True,
+                 doc="Dormand–Prince 5(4) pair with FSAL (adaptive; the paper's solver; Julia DP5).")
+Tsit5 = _solver("Tsit5", order=5, adaptive=True, stages=7, fsal=True,
+                doc="Tsitouras 5(4) pair with FSAL (adaptive).")
+Dopri8 = _solver("Dopri8", order=8, adaptive=True, stages=13, doc="Dormand–Prince 8(7) pair (adaptive; Julia DP8).")
+Kvaerno5 = _solver("Kvaerno5", order=5, adaptive=True, stages=7, stiff=True,
+                   doc="Kværnø's ESDIRK 5(4) method for stiff problems (adaptive, implicit).")
+Vern7 = _solver("Vern7", order=7, adaptive=True, stages=10, doc="Verner's 7(6) pair (Julia only).")
+Rodas5P = _solver("Rodas5P", order=5, adaptive=True, stages=8, stiff=True,
+                  doc="Rosenbrock method Rodas5P for stiff problems (Julia only).")
+KenCarp4 = _solver("KenCarp4", order=4, adaptive=True, stages=6, stiff=True,
+                   doc="Kennedy–Carpenter ESDIRK 4(3) method for stiff problems (Julia only).")
+QNDF = _solver("QNDF", order=5, adaptive=True, stages=1, stiff=True,
+               doc="Quasi-constant-step NDF multistep method for stiff problems (Julia only).")
+FBDF = _solver("FBDF", order=5, adaptive=True, stages=1, stiff=True,
+               doc="Fixed-leading-coefficient BDF multistep method for stiff problems (Julia only).")
+
+SOLVERS: dict[str, type[AbstractSolver]] = {
+    cls.__name__: cls
+    for cls in (Euler, Midpoint, Heun, RK4, Bosh3, Dopri5, Tsit5, Dopri8, Kvaerno5, Vern7, Rodas5P, KenCarp4,
+                QNDF, FBDF)
+}
+
+
+def as_solver(solver) -> AbstractSolver:
+    """Accept a solver object or its name (``"Dopri5"``/``"dopri5"``); anything else is a SpecError."""
+    if isinstance(solver, AbstractSolver):
+        return solver
+    if isinstance(solver, type) and issubclass(solver, AbstractSolver):
+        raise SpecError(f"Pass a solver instance, e.g. pn.{solver.__name__}(), not the class.")
+    if isinstance(solver, str):
+        by_lower = {name.lower(): cls for name, cls in SOLVERS.items()}
+        if solver.lower() in by_lower:
+            return by_lower[solver.lower()]()
+    raise SpecError(f"Unknown solver {solver!r}: choose one of {', '.join(f'pn.{n}()' for n in SOLVERS)}.")

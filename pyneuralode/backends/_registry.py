@@ -1,0 +1,108 @@
+"""Which backends exist, what each supports, how to install it — knowledge that needs no framework import.
+
+A backend module is imported only when a model first uses it (``get_backend``); before that, a missing
+dependency is detected with ``importlib.util.find_spec`` (as diffrax's ``TqdmProgressMeter`` does) so the error
+names the install command instead of a bare ``ModuleNotFoundError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+from functools import lru_cache
+
+from .._adjoints import AbstractAdjoint
+from .._errors import BackendUnavailable, NotSupportedError, SpecError
+from .._solvers import AbstractSolver
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendEntry:
+    """Static facts about one backend."""
+
+    name: str
+    target: str  # "module:Class"
+    requires: tuple[str, ...]  # importable top-level modules
+    install: str
+    solvers: frozenset[str]
+    adjoints: frozenset[str]
+
+
+_COMMON_SOLVERS = {"Euler", "Midpoint", "Heun", "RK4", "Bosh3", "Dopri5", "Dopri8"}
+
+_ENTRIES = (
+    BackendEntry(
+        "jax", "pyneuralode.backends.jax:JaxBackend", ("jax", "diffrax", "equinox", "optax"),
+        'pip install "pyneuralode[jax]"',
+        frozenset(_COMMON_SOLVERS | {"Tsit5", "Kvaerno5"}),
+        frozenset({"BacksolveAdjoint", "CheckpointAdjoint", "DirectAdjoint"})),
+    BackendEntry(
+        "torch", "pyneuralode.backends.torch:TorchBackend", ("torch", "torchdiffeq"),
+        'pip install "pyneuralode[torch]"',
+        frozenset(_COMMON_SOLVERS),
+        frozenset({"BacksolveAdjoint", "DirectAdjoint"})),
+    BackendEntry(
+        "julia", "pyneuralode.backends.julia:JuliaBackend", ("juliacall",),
+        'pip install "pyneuralode[julia]" (then Julia 1.10+ via juliaup, or point PYTHON_JULIAPKG_EXE at one)',
+        frozenset(_COMMON_SOLVERS | {"Tsit5", "Kvaerno5", "Vern7", "Rodas5P", "KenCarp4", "QNDF", "FBDF"}),
+        frozenset({"BacksolveAdjoint", "DirectAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint",
+                   "GaussAdjoint"})),
+)
+REGISTRY: dict[str, BackendEntry] = {e.name: e for e in _ENTRIES}
+BACKEND_NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def entry(name: str) -> BackendEntry:
+    """The registry entry of ``name``, or a SpecError listing the valid names."""
+    if name not in REGISTRY:
+        raise SpecError(f"Unknown backend {name!r}: choose one of {', '.join(map(repr, BACKEND_NAMES))}.")
+    return REGISTRY[name]
+
+
+def missing_modules(name: str) -> list[str]:
+    """Required modules of backend ``name`` that are not importable (checked without importing them)."""
+    return [m for m in entry(name).requires if importlib.util.find_spec(m) is None]
+
+
+def _backends_with(kind: str, option_name: str) -> list[str]:
+    return [e.name for e in _ENTRIES if option_name in getattr(e, kind)]
+
+
+def require_support(backend: str, *, solver: AbstractSolver | None = None,
+                    adjoint: AbstractAdjoint | None = None) -> None:
+    """Raise NotSupportedError if ``backend`` cannot run ``solver``/``adjoint``, naming the backends that can."""
+    e = entry(backend)
+    for kind, option in (("solvers", solver), ("adjoints", adjoint)):
+        if option is None:
+            continue
+        if option.name not in getattr(e, kind):
+            others = _backends_with(kind, option.name)
+            where = (f"use backend={' or '.join(map(repr, others))}" if others else "no backend has it yet")
+            raise NotSupportedError(f"{option.name}() is not available on backend {backend!r}: {where}, or choose "
+                                    f"one of {', '.join(sorted(getattr(e, kind)))} on {backend!r}.")
+
+
+@lru_cache(maxsize=None)
+def get_backend(name: str):
+    """Import and instantiate backend ``name`` (cached), or raise BackendUnavailable with the install command."""
+    e = entry(name)
+    missing = missing_modules(name)
+    if missing:
+        raise BackendUnavailable(f"Backend {name!r} needs {', '.join(missing)}, which is not installed: "
+                                 f"{e.install}.")
+    module_name, cls_name = e.target.split(":")
+    return getattr(importlib.import_module(module_name), cls_name)()
+
+
+def backend_info(name: str) -> dict:
+    """Installed or not, versions and devices of one backend — for ``pyneuralode info`` and ``pn.compare``."""
+    e = entry(name)
+    missing = missing_modules(name)
+    info = {"backend": name, "installed": not missing, "install": e.install, "missing": missing}
+    if not missing:
+        try:
+            info.update(get_backend(name).describe())
+        except BackendUnavailable as err:  # installed but cannot start (e.g. Julia itself missing)
+            info.update(installed=False, error=str(err))
+    return info
