@@ -53,3 +53,19 @@ class StepControl:
                             f"factormin={self.factormin}, factormax={self.factormax}.")
         if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise SpecError(f"StepControl max_steps must be a positive integer, got {self.max_steps!r}.")
+
+
+def fixed_step_grid(ts, dt: float):
+    """The step grid of a fixed-step solve, shared by every backend so they take identical steps.
+
+    Each interval between consecutive save times is split into ``ceil(|Δt| / dt)`` equal steps, so every save
+    time is a step boundary: no backend interpolates, and the grid is the same everywhere.
+    """
+    import numpy as np
+
+    ts = np.asarray(ts, dtype=np.float64)
+    pieces = [ts[:1]]
+    for a, b in zip(ts[:-1], ts[1:]):
+        n = max(1, int(np.ceil(abs(b - a) / dt - 1e-9)))
+        pieces.append(np.linspace(a, b, n + 1)[1:])
+    return np.concatenate(pieces)

@@ -1,0 +1,32 @@
+"""The JAX backend object: version/device facts and the compile step (which enables float64 when asked)."""
+
+from __future__ import annotations
+
+import jax
+
+from .._base import AbstractBackend
+
+
+class JaxBackend(AbstractBackend):
+    """Compiles specs to JAX functions solved by diffrax (`pip install "pyneuralode[jax]"`)."""
+
+    name = "jax"
+
+    def compile(self, model):
+        if model.dtype == "float64" and not jax.config.jax_enable_x64:
+            # JAX computes in float32 unless x64 is on; it is a process-wide switch, so we turn it on only when
+            # a float64 model is compiled (float32 models still run in float32: their arrays are cast).
+            jax.config.update("jax_enable_x64", True)
+        if model.device == "cuda" and not any(d.platform == "gpu" for d in jax.devices()):
+            from ..._errors import BackendUnavailable
+            raise BackendUnavailable("device='cuda' was asked for but JAX sees no GPU: install a CUDA build "
+                                     "with `pip install -U \"jax[cuda12]\"`, or use device=None.")
+        from ._program import JaxProgram
+        return JaxProgram(model)
+
+    def describe(self) -> dict:
+        import diffrax
+        import equinox
+        return {"versions": {"jax": jax.__version__, "diffrax": diffrax.__version__,
+                             "equinox": equinox.__version__},
+                "devices": [str(d) for d in jax.devices()]}

@@ -1,0 +1,79 @@
+"""Compile a pyneuralode spec to a pure JAX function ``field(params_flat, t, y) -> dy/dt``.
+
+``y`` always carries a leading batch axis here (the program adds one for unbatched inputs), so layers see
+``(batch, *sample_shape)``. Parameters are sliced from the canonical flat vector with static offsets, so the
+compiled function takes the same vector every backend takes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from ..._errors import NotSupportedError
+from ..._layers import AbstractLayer, Activation, Linear, Sequential, walk
+from ..._params import param_layout
+
+_ACTIVATIONS: dict[str, Callable] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "softplus": jax.nn.softplus,
+    "sigmoid": jax.nn.sigmoid,
+    "elu": jax.nn.elu,
+    "silu": jax.nn.silu,
+    "cube": lambda x: x * x * x,
+    "identity": lambda x: x,
+}
+
+LayerFn = Callable[[list, jax.Array, jax.Array], jax.Array]  # (tensors, t, y) -> y
+
+
+def _linear(layer: Linear) -> LayerFn:
+    def apply(tensors, t, y):
+        weight = tensors[0]
+        if layer.time_input:  # t is the last input feature (DiffEqFlux / the paper's ConcatLinear)
+            y = jnp.concatenate([y, jnp.broadcast_to(t, (*y.shape[:-1], 1)).astype(y.dtype)], axis=-1)
+        out = y @ weight.T
+        return out + tensors[1] if layer.bias else out
+    return apply
+
+
+def _activation(layer: Activation) -> LayerFn:
+    fn = _ACTIVATIONS[layer.name]
+    return lambda tensors, t, y: fn(y)
+
+
+_COMPILERS: dict[type, Callable[[AbstractLayer], LayerFn]] = {Linear: _linear, Activation: _activation}
+
+
+def register_layer(layer_type: type, compiler: Callable[[AbstractLayer], LayerFn]) -> None:
+    """Teach the JAX backend a new primitive layer type (used by problem modules that add layers)."""
+    _COMPILERS[layer_type] = compiler
+
+
+def compile_field(spec: AbstractLayer) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+    """``field(params_flat, t, y)`` for the whole spec, with static slices into the flat vector."""
+    root = spec.expand()
+    slots_by_index: dict[int, list] = {}
+    for s in param_layout(root):
+        slots_by_index.setdefault(s.layer_index, []).append((s.offset, s.stop, s.shape))
+    counter = iter(range(len(walk(root))))
+
+    def build(layer: AbstractLayer):
+        index = next(counter)  # walk() order: parent before children, as param_layout numbers them
+        if isinstance(layer, Sequential):
+            children = [build(child) for child in layer.layers]
+
+            def sequential(params, t, y):
+                for child in children:
+                    y = child(params, t, y)
+                return y
+            return sequential
+        if type(layer) not in _COMPILERS:
+            raise NotSupportedError(f"Layer {type(layer).__name__} is not supported by the JAX backend yet.")
+        apply, slots = _COMPILERS[type(layer)](layer), slots_by_index.get(index, [])
+        return lambda params, t, y: apply([params[a:b].reshape(shape) for a, b, shape in slots], t, y)
+
+    return build(root)

@@ -1,0 +1,186 @@
+"""A model compiled for JAX: jit-compiled solve and value-and-gradient with exact NFE, numpy in and out."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..._errors import SolveError, max_steps_error, non_finite_error
+from ..._solution import Solution, Stats, ValueAndGrad
+from .._base import AbstractProgram
+from ._backsolve import make_backsolve
+from ._counting import HostCounter, new_probe, vjp_counted
+from ._diffrax import counts_by_formula, fixed_grid, make_solver, nfe_from_steps, step_setup
+from ._field import compile_field
+
+
+class JaxProgram(AbstractProgram):
+    """The JAX/Diffrax program of one :class:`pyneuralode.ODEModel`.
+
+    All arrays carry a leading batch axis inside; unbatched ``y0`` gets one added and removed. The pure
+    functions :meth:`solve_fn` and :meth:`loss_and_grad_fn` are what the training loop and ``native()`` reuse.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.dtype = jnp.dtype(model.dtype)
+        self.field = compile_field(model.field)
+        self.solver = make_solver(model.solver)
+        self.host_counter = None if counts_by_formula(model.solver) else HostCounter()
+        self._forward_field = self.host_counter.wrap(self.field) if self.host_counter else self.field
+        self._solve_jit = jax.jit(self.solve_fn)
+        self._vg_jit = jax.jit(self.value_and_grad_fn, static_argnums=(5,))
+        if model.adjoint.name == "BacksolveAdjoint":
+            self._backsolve = make_backsolve(model, self.field, self.solver, self._plain_solve)
+
+    # ------------------------------------------------------------------ pure functions
+    def _diffeqsolve(self, field, params, y0, ts, grid, adjoint):
+        model = self.model
+        controller, dt0, _ = step_setup(model.solver, model.control, np.asarray([0.0, 1.0]))
+        if not model.solver.adaptive:
+            controller = diffrax.StepTo(ts=grid)
+        elif dt0 is not None:
+            dt0 = abs(dt0) * jnp.sign(ts[-1] - ts[0])
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(field), self.solver, ts[0], ts[-1], dt0, y0, args=params,
+            saveat=diffrax.SaveAt(ts=ts), stepsize_controller=controller, max_steps=model.control.max_steps,
+            adjoint=adjoint, throw=False)
+        steps, accepted = sol.stats["num_steps"], sol.stats["num_accepted_steps"]
+        auto = model.solver.adaptive and model.control.dt0 is None
+        stats = {
+            "nfe_forward": nfe_from_steps(model.solver, steps, auto_dt0=auto),
+            "steps_accepted": accepted,
+            "steps_rejected": steps - accepted,
+            "max_steps": sol.result == diffrax.RESULTS.max_steps_reached,
+            "failed": sol.result != diffrax.RESULTS.successful,
+        }
+        return sol.ys, stats
+
+    def _plain_solve(self, params, y0, ts, grid):
+        return self._diffeqsolve(lambda t, y, p: self._forward_field(p, t, y), params, y0, ts, grid,
+                                 diffrax.RecursiveCheckpointAdjoint())
+
+    def solve_fn(self, params, y0, ts, grid):
+        """``(ys, stats)`` for batched ``y0`` — pure and jit-able."""
+        return self._plain_solve(params, y0, ts, grid)
+
+    def _diffrax_adjoint(self):
+        adjoint = self.model.adjoint
+        if adjoint.name == "CheckpointAdjoint":
+            return diffrax.RecursiveCheckpointAdjoint(checkpoints=adjoint.checkpoints)
+        return diffrax.DirectAdjoint()
+
+    def predict_fn(self, params, y0, ts, grid, probe):
+        """``(ys, stats)`` differentiable with the model's adjoint; ``d/d probe`` carries backward counts."""
+        if self.model.adjoint.name == "BacksolveAdjoint":
+            return self._backsolve(params, y0, ts, grid, probe)
+        if self.model.solver.stiff:  # forward-mode Jacobians cannot pass the counting custom_vjp
+            field = lambda t, y, p: self._forward_field(p[0], t, y)  # noqa: E731
+        else:
+            counted = vjp_counted(self.field)
+            field = lambda t, y, p: counted(p[0], t, y, p[1])  # noqa: E731
+        return self._diffeqsolve(field, (params, probe), y0, ts, grid, self._diffrax_adjoint())
+
+    def value_and_grad_fn(self, params, y0, ts, grid, target, loss_reduce):
+        """``(value, (grad_params, grad_y0, probe_grad), (ys, stats))`` — pure and jit-able."""
+        def loss_fn(params, y0, probe):
+            ys, stats = self.predict_fn(params, y0, ts, grid, probe)
+            return loss_reduce(jnp, ys - target), (ys, stats)
+
+        probe = new_probe(self.dtype)
+        (value, aux), grads = jax.value_and_grad(loss_fn, argnums=(0, 1, 2), has_aux=True)(params, y0, probe)
+        return value, grads, aux
+
+    # ------------------------------------------------------------------ numpy API
+    def _arrays(self, params, y0, ts):
+        batched = y0.ndim == len(self.model.field.in_shape or (y0.shape[-1],)) + 1
+        y0b = y0 if batched else y0[None]
+        grid = fixed_grid(self.model.control, ts) if not self.model.solver.adaptive else np.zeros(0, ts.dtype)
+        return batched, jnp.asarray(params), jnp.asarray(y0b), jnp.asarray(ts), jnp.asarray(grid)
+
+    def _forward_stats(self, stats) -> dict:
+        if stats["max_steps"]:
+            raise max_steps_error(self.model.control.max_steps)
+        if stats["failed"]:
+            raise SolveError("The forward solve failed (diffrax reported an unsuccessful result): tighten "
+                             "rtol/atol, check the inputs, or try a stiff solver such as pn.Kvaerno5().")
+        return {"nfe_forward": int(stats["nfe_forward"]), "steps_accepted": int(stats["steps_accepted"]),
+                "steps_rejected": int(stats["steps_rejected"])}
+
+    def _host_nfe(self, forward: dict) -> dict:
+        if self.host_counter is not None:
+            forward["nfe_forward"] = self.host_counter.count
+        return forward
+
+    def solve(self, params, y0, ts):
+        batched, p, y, t, grid = self._arrays(params, y0, ts)
+        if t.shape[0] == 1:
+            return Solution(ts, np.asarray(y0)[None].copy(), Stats())
+        if self.host_counter:
+            self.host_counter.reset()
+        ys, stats = jax.block_until_ready(self._solve_jit(p, y, t, grid))
+        forward = self._host_nfe(self._forward_stats(jax.device_get(stats)))
+        ys = np.asarray(ys)
+        if not np.all(np.isfinite(ys)):
+            raise non_finite_error()
+        return Solution(ts, ys if batched else ys[:, 0], Stats(**forward))
+
+    def value_and_grad(self, params, y0, ts, loss):
+        batched, p, y, t, grid = self._arrays(params, y0, ts)
+        target = loss.target.astype(self.dtype)
+        target = jnp.asarray(target if batched else target[:, None])
+        if t.shape[0] == 1:
+            value, (gp, gy) = jax.value_and_grad(lambda p_, y_: loss.reduce(jnp, y_[None] - target),
+                                                 argnums=(0, 1))(p, y)
+            ys, stats, probe_grad = np.asarray(y)[None], None, np.zeros(4)
+            forward = {}
+        else:
+            if self.host_counter:
+                self.host_counter.reset()
+            value, (gp, gy, probe_grad), (ys, stats) = jax.block_until_ready(
+                self._vg_jit(p, y, t, grid, target, loss.reduce))
+            forward = self._host_nfe(self._forward_stats(jax.device_get(stats)))
+            probe_grad = np.asarray(probe_grad)
+        if probe_grad[1]:
+            raise max_steps_error(self.model.control.max_steps, where="backward (adjoint) solve")
+        gp, gy, ys = np.asarray(gp), np.asarray(gy), np.asarray(ys)
+        if not (np.isfinite(value) and np.all(np.isfinite(gp)) and np.all(np.isfinite(gy))):
+            raise non_finite_error("loss or its gradient")
+        counted_backward = not (self.model.solver.stiff and self.model.adjoint.name != "BacksolveAdjoint")
+        stats_out = Stats(**forward,
+                          nfe_backward=int(round(probe_grad[0])) if counted_backward else None,
+                          backward_steps_accepted=int(round(probe_grad[2])),
+                          backward_steps_rejected=int(round(probe_grad[3])))
+        return ValueAndGrad(float(value), gp, gy if batched else gy[0], stats_out,
+                            ys if batched else ys[:, 0])
+
+    def native(self):
+        return NativeODE(self, jnp.asarray(self.model.init(0)))
+
+
+class NativeODE(eqx.Module):
+    """The JAX-native face of a model: an equinox module ``ode(y0, ts) -> ys`` with its parameters as a field.
+
+    Differentiable with ``jax.grad`` (through the model's adjoint) and jit-able; ``vector_field(t, y)`` is the
+    compiled network. Replace ``params`` with ``eqx.tree_at`` or construct with your own flat vector.
+    """
+
+    params: jax.Array
+    program: JaxProgram = eqx.field(static=True)
+
+    def vector_field(self, t, y):
+        """``dy/dt`` at ``(t, y)`` with batched ``y``."""
+        return self.program.field(self.params, t, y)
+
+    def __call__(self, y0, ts):
+        """Solve from batched ``y0`` and return ``ys`` of shape ``(len(ts), *y0.shape)``."""
+        model = self.program.model
+        if not model.solver.adaptive:
+            raise NotImplementedError("native() of fixed-step models needs host-side grids; use model.solve.")
+        ys, _ = self.program.predict_fn(self.params, y0, ts, jnp.zeros(0, ts.dtype), new_probe(self.params.dtype))
+        return ys
