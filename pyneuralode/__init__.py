@@ -13,6 +13,7 @@ from ._adjoints import InterpolatingAdjoint as InterpolatingAdjoint
 from ._adjoints import QuadratureAdjoint as QuadratureAdjoint
 from ._control import StepControl as StepControl
 from ._errors import BackendUnavailable as BackendUnavailable
+from ._errors import DataError as DataError
 from ._errors import MaxStepsError as MaxStepsError
 from ._errors import NonFiniteError as NonFiniteError
 from ._errors import NotSupportedError as NotSupportedError

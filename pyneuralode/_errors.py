@@ -24,6 +24,10 @@ class BackendUnavailable(PyNeuralODEError, ImportError):
     """A backend whose optional dependency is not installed or cannot start; the message has the install command."""
 
 
+class DataError(PyNeuralODEError, RuntimeError):
+    """A data set could not be fetched, verified, cached or read; the message says what to do next."""
+
+
 class SolveError(PyNeuralODEError, RuntimeError):
     """The solver ran but could not produce a trustworthy answer."""
 
