@@ -53,6 +53,7 @@ from ._solvers import Rodas5P as Rodas5P
 from ._solvers import Tsit5 as Tsit5
 from ._solvers import Vern7 as Vern7
 from .backends import backend_info as backend_info
+from . import datasets as datasets
 
 try:
     __version__ = _version("pyneuralode")

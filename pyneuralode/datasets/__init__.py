@@ -1,0 +1,16 @@
+"""Data sets of the paper's experiments, numpy only: MNIST (from the package index) and 2-D toy densities."""
+
+from ._augment import random_crop as random_crop
+from ._batching import batches as batches
+from ._batching import check_images_labels as check_images_labels
+from ._mnist import MNIST_SHA256 as MNIST_SHA256
+from ._mnist import MNIST_SPLIT_SIZES as MNIST_SPLIT_SIZES
+from ._mnist import MNIST_SPLITS as MNIST_SPLITS
+from ._mnist import MNIST_WHEEL as MNIST_WHEEL
+from ._mnist import MNISTSplit as MNISTSplit
+from ._mnist import clear_memory_cache as clear_memory_cache
+from ._mnist import default_cache_dir as default_cache_dir
+from ._mnist import fetch_mnist as fetch_mnist
+from ._mnist import mnist as mnist
+from ._toy2d import TOY_2D_NAMES as TOY_2D_NAMES
+from ._toy2d import toy_2d as toy_2d
