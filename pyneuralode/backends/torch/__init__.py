@@ -1,0 +1,10 @@
+"""The PyTorch/torchdiffeq backend: specs compile to ``torch.nn.Module`` vector fields solved by torchdiffeq.
+
+``model.native()`` returns the module (``forward(t, y)``); :func:`load_flat` and :func:`flat_values` move
+between it and the canonical flat parameter vector.
+"""
+
+from ._backend import TorchBackend
+from ._compile import VectorField, flat_values, load_flat
+
+__all__ = ["TorchBackend", "VectorField", "flat_values", "load_flat"]

@@ -1,0 +1,149 @@
+"""Compile a pyneuralode spec to a ``torch.nn.Module`` whose ``forward(t, y)`` is the vector field.
+
+The module tree mirrors the expanded spec (``layer.expand()``, then ``sublayers()``), and its parameters are
+registered in canonical order (:func:`pyneuralode.param_layout`), so loading the flat vector and reading the
+flat gradient are one loop over the layout. Tensors keep PyTorch's shapes, which are the canonical ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..._errors import NotSupportedError
+from ..._layers import AbstractLayer, Activation, Linear, Sequential
+from ..._params import param_layout
+
+
+def _softplus(x):
+    # jax.nn.softplus is logaddexp(x, 0); torch's F.softplus switches to x above threshold=20, which differs in
+    # the 9th digit. Use the exact form so float64 backends agree.
+    return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+_ACTIVATION_FNS = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "softplus": _softplus,
+    "sigmoid": torch.sigmoid,
+    "elu": F.elu,
+    "silu": F.silu,
+    "cube": lambda x: x * x * x,
+    "identity": lambda x: x,
+}
+
+
+class ActivationModule(torch.nn.Module):
+    """A pointwise function from :data:`pyneuralode.ACTIVATIONS`; ``forward(t, x)`` ignores ``t``."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self._fn = _ACTIVATION_FNS[name]
+
+    def forward(self, t, x):
+        return self._fn(x)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
+class LinearModule(torch.nn.Module):
+    """``W [x, t] + b`` with PyTorch-convention ``W`` of shape ``(out, in [+1])``; ``t`` is the LAST input."""
+
+    def __init__(self, layer: Linear, *, dtype, device):
+        super().__init__()
+        self.time_input = layer.time_input
+        fan_in = layer.in_features + int(layer.time_input)
+        self.weight = torch.nn.Parameter(torch.zeros(layer.out_features, fan_in, dtype=dtype, device=device))
+        self.bias = (torch.nn.Parameter(torch.zeros(layer.out_features, dtype=dtype, device=device))
+                     if layer.bias else None)
+
+    def forward(self, t, x):
+        if self.time_input:
+            tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).reshape((1,) * x.dim()).expand(
+                *x.shape[:-1], 1)
+            x = torch.cat([x, tt], dim=-1)
+        return F.linear(x, self.weight, self.bias)
+
+
+class SequentialModule(torch.nn.Module):
+    """Children applied in order, each called as ``child(t, x)``."""
+
+    def __init__(self, children):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(children)
+
+    def forward(self, t, x):
+        for layer in self.layers:
+            x = layer(t, x)
+        return x
+
+
+def _build(layer: AbstractLayer, *, dtype, device, built: list) -> torch.nn.Module:
+    """One module per spec node, appended to ``built`` in :func:`pyneuralode._layers.walk` order."""
+    layer = layer.expand()
+    if isinstance(layer, Sequential):
+        placeholder_index = len(built)
+        built.append(None)
+        module = SequentialModule([_build(child, dtype=dtype, device=device, built=built)
+                                   for child in layer.sublayers()])
+        built[placeholder_index] = module
+        return module
+    if isinstance(layer, Linear):
+        module = LinearModule(layer, dtype=dtype, device=device)
+    elif isinstance(layer, Activation):
+        module = ActivationModule(layer.name)
+    else:
+        raise NotSupportedError(f"{type(layer).__name__} layers are not available on backend 'torch' yet: use "
+                                "backend='jax', or build the field from Linear/Activation/Sequential/MLP.")
+    built.append(module)
+    return module
+
+
+class VectorField(torch.nn.Module):
+    """The compiled spec as a torch module: ``forward(t, y)`` with ``y`` of shape ``(D,)`` or ``(B, D)``.
+
+    ``flat_parameters()`` lists the parameters in canonical order; :func:`load_flat` and :func:`flat_grad`
+    move between them and the canonical flat vector. This is what ``model.native()`` returns.
+    """
+
+    def __init__(self, spec: AbstractLayer, *, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        built: list = []
+        self.net = _build(spec, dtype=dtype, device=device, built=built)
+        self._slots = param_layout(spec)
+        self._slot_params = [getattr(built[slot.layer_index], slot.spec.name) for slot in self._slots]
+        self.num_params = self._slots[-1].stop if self._slots else 0
+
+    def forward(self, t, y):
+        return self.net(t, y)
+
+    def flat_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameter tensors in canonical flat-vector order."""
+        return list(self._slot_params)
+
+
+def load_flat(field: VectorField, flat) -> None:
+    """Copy the canonical flat vector (numpy or tensor) into ``field``'s parameters, in place."""
+    flat_t = torch.as_tensor(np.asarray(flat) if not torch.is_tensor(flat) else flat)
+    with torch.no_grad():
+        for slot, param in zip(field._slots, field._slot_params):
+            param.copy_(flat_t[slot.offset:slot.stop].reshape(slot.shape))
+
+
+def flat_grad(field: VectorField, grads) -> np.ndarray:
+    """Concatenate per-parameter gradients (canonical order; ``None`` means zero) into the flat vector."""
+    parts = [np.zeros(p.numel(), dtype=_np_dtype(p)) if g is None else g.detach().cpu().numpy().reshape(-1)
+             for p, g in zip(field._slot_params, grads)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def flat_values(field: VectorField) -> np.ndarray:
+    """The field's current parameters as the canonical flat vector (numpy)."""
+    return flat_grad(field, [p.detach() for p in field._slot_params])
+
+
+def _np_dtype(tensor: torch.Tensor):
+    return np.float32 if tensor.dtype == torch.float32 else np.float64

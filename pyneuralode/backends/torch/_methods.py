@@ -1,0 +1,152 @@
+"""pyneuralode solvers and StepControl as torchdiffeq ``method``/``options``, with diffrax's step sequence.
+
+Matched step control (DESIGN.md contract 3, issue 3 item 3). Read side by side, torchdiffeq 0.2.5
+(``_impl/rk_common.py``, ``_impl/misc.py``) and diffrax 0.7.2 (``_step_size_controller/pid.py``,
+``_integrate.py``) already agree on:
+
+- the error norm: RMS over all elements of ``err / (atol + rtol * max(|y0|, |y1|))`` (torchdiffeq
+  ``_compute_error_ratio`` with ``_rms_norm``; diffrax ``_scale`` with ``optx.rms_norm``);
+- the controller: integral control ``factor = safety * ratio**(-1/order)`` with ``order`` the method's order (5
+  for Dopri5, 3 for Bosh3; diffrax ``AbstractSolver.error_order`` returns ``order`` for ODEs), clipped to
+  ``[1, factormax]`` on an accepted step and to ``[factormin, safety]`` on a rejected one (torchdiffeq
+  ``_optimal_step_size`` uses ``dfactor`` only when ``ratio >= 1``: the same thing);
+- the initial step: Hairer's rule, with the same formula in ``misc._select_initial_step`` and diffrax's
+  ``pid._select_initial_step`` (checked to the last bit in tests).
+
+They differ in four places, which this module closes:
+
+1. diffrax clips the step that would pass the end time to land on it (``_integrate._clip_to_end``);
+   torchdiffeq steps past it and interpolates. We pass ``step_t=[ts[-1]]``, torchdiffeq's own option for
+   "do not step over this time", so the last step is clipped exactly as diffrax clips it.
+2. diffrax stops gradients through the initial step (``pid.py``: ``dt0 = lax.stop_gradient(dt0)``); torchdiffeq
+   backpropagates through ``_select_initial_step``. Our solver classes detach it (``_DetachedFirstStep``).
+3. diffrax's Bosh3 interpolates with a cubic Hermite polynomial (``ThirdOrderHermitePolynomialInterpolation``);
+   torchdiffeq's bosh3 uses a quartic through a crude midpoint. Our Bosh3 uses diffrax's cubic Hermite.
+4. ``max_steps``: diffrax counts every step of the solve; torchdiffeq's ``max_num_steps`` counts per output
+   interval. The step counter in :mod:`._nfe` enforces the diffrax meaning.
+
+Residual differences (bounded, documented): diffrax accepts a step when ``ratio < 1`` and torchdiffeq when
+``ratio <= 1``; diffrax snaps a step ending within 100 ULPs of ``t1`` onto ``t1``. Both affect only ties of
+measure zero, at most one step. diffrax's Dopri8 has a 7th-order interpolant and torchdiffeq's a 4th-order one,
+so Dopri8 outputs *between* steps differ within the tolerance (the step ends agree).
+
+Fixed-step solvers use :func:`pyneuralode._control.fixed_step_grid` (every save time is a step boundary), the
+same grid the other backends use, through torchdiffeq's ``grid_constructor`` option.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torchdiffeq._impl.bosh3 import Bosh3Solver
+from torchdiffeq._impl.dopri5 import Dopri5Solver
+from torchdiffeq._impl.dopri8 import Dopri8Solver
+
+from ..._control import StepControl, fixed_step_grid
+from ..._errors import NotSupportedError
+from ..._solvers import AbstractSolver
+
+FIXED_METHODS = {"Euler": "euler", "Midpoint": "midpoint", "Heun": "heun2", "RK4": "rk4"}
+"""pyneuralode fixed-step solver -> torchdiffeq method name (torchdiffeq 'rk4' is the 3/8 rule)."""
+
+
+class _DetachedFirstStep:
+    """Mixin: the first step size carries no gradient, as in diffrax (``pid.py``: ``lax.stop_gradient(dt0)``).
+
+    Without it, backprop through ``odeint`` also differentiates Hairer's initial-step rule, so gradients and the
+    number of backward VJPs differ from diffrax's for reasons that have nothing to do with the ODE.
+    """
+
+    def _before_integrate(self, t):
+        super()._before_integrate(t)
+        self.rk_state = self.rk_state._replace(dt=self.rk_state.dt.detach())
+
+
+class PNDopri5(_DetachedFirstStep, Dopri5Solver):
+    """torchdiffeq's dopri5 with a gradient-free first step."""
+
+
+class PNDopri8(_DetachedFirstStep, Dopri8Solver):
+    """torchdiffeq's dopri8 with a gradient-free first step."""
+
+
+class PNBosh3(_DetachedFirstStep, Bosh3Solver):
+    """torchdiffeq's bosh3 with a gradient-free first step and diffrax's cubic Hermite interpolation."""
+
+    def _interp_fit(self, y0, y1, k, dt):
+        # diffrax ThirdOrderHermitePolynomialInterpolation.from_k(k0=k[0], k1=k[-1]); Bosh3 is FSAL, so
+        # k[-1] = f(t1, y1). Written as torchdiffeq's coefficient list [e, d, c, b, a] of
+        # e + d x + c x^2 + b x^3 + a x^4, x in [0, 1].
+        dt = dt.type_as(y0)
+        f0 = dt * k[..., 0]
+        f1 = dt * k[..., -1]
+        dy = y1 - y0
+        return [y0, f0, 3 * dy - 2 * f0 - f1, f1 + f0 - 2 * dy, torch.zeros_like(y0)]
+
+
+ADAPTIVE_METHODS = {"Dopri5": ("pyneuralode_dopri5", PNDopri5), "Bosh3": ("pyneuralode_bosh3", PNBosh3),
+                    "Dopri8": ("pyneuralode_dopri8", PNDopri8)}
+"""pyneuralode adaptive solver -> (torchdiffeq method name we register, solver class)."""
+
+# odeint and odeint_adjoint look methods up by name in this one dict (torchdiffeq/_impl/odeint.py SOLVERS;
+# adjoint.py imports the same object). We add our names next to torchdiffeq's own; nothing existing changes.
+# (The package re-exports the *function* odeint under the module's name, hence import_module.)
+_TD_SOLVERS = importlib.import_module("torchdiffeq._impl.odeint").SOLVERS
+for _name, _cls in ADAPTIVE_METHODS.values():
+    _TD_SOLVERS.setdefault(_name, _cls)
+
+
+def method_name(solver: AbstractSolver) -> str:
+    """The torchdiffeq ``method`` string for ``solver``."""
+    if solver.name in ADAPTIVE_METHODS:
+        return ADAPTIVE_METHODS[solver.name][0]
+    if solver.name in FIXED_METHODS:
+        return FIXED_METHODS[solver.name]
+    raise NotSupportedError(f"{solver.name}() is not available on backend 'torch'.")
+
+
+def _controller_options(control: StepControl) -> dict:
+    options = {"safety": control.safety, "ifactor": control.factormax, "dfactor": control.factormin,
+               # A backstop only: torchdiffeq counts per output interval; the _nfe step counter enforces
+               # max_steps over the whole solve, as diffrax does.
+               "max_num_steps": control.max_steps,
+               "dtype": torch.float64}  # time-like quantities in float64 (torchdiffeq's default), any state dtype
+    if control.dt0 is not None:
+        options["first_step"] = control.dt0
+    return options
+
+
+def forward_options(solver: AbstractSolver, control: StepControl, ts: torch.Tensor) -> dict:
+    """torchdiffeq ``options`` for the forward solve over save times ``ts`` (a tensor)."""
+    if not solver.adaptive:
+        grid = torch.as_tensor(fixed_step_grid(ts.detach().cpu().numpy(), control.dt), dtype=ts.dtype,
+                               device=ts.device)
+        # torchdiffeq negates both t and the returned grid for decreasing times (misc._check_inputs), so the
+        # constructor receives and returns times in the user's direction.
+        return {"grid_constructor": lambda func, y0, t: grid}
+    options = _controller_options(control)
+    options["step_t"] = ts[-1:].detach()  # clip the last step onto ts[-1], as diffrax does
+    return options
+
+
+def adjoint_options(solver: AbstractSolver, control: StepControl, ts: torch.Tensor, *, seminorm: bool) -> dict:
+    """torchdiffeq ``adjoint_options`` for BacksolveAdjoint's backward solves.
+
+    torchdiffeq solves the adjoint ODE interval by interval (``adjoint.py``: ``for i in range(len(t) - 1, 0,
+    -1)``); ``step_t=ts`` clips each backward solve onto its interval's end, as diffrax clips every solve.
+    """
+    if not solver.adaptive:
+        grid = torch.as_tensor(fixed_step_grid(ts.detach().cpu().numpy(), control.dt), dtype=ts.dtype,
+                               device=ts.device)
+
+        def interval_grid(func, y0, t):  # the forward grid's points inside [t[0], t[-1]], walked backwards
+            lo, hi = torch.minimum(t[0], t[-1]), torch.maximum(t[0], t[-1])
+            inside = grid[(grid >= lo) & (grid <= hi)]
+            return inside if bool((t[-1] - t[0]) * (inside[-1] - inside[0]) > 0) else inside.flip(0)
+        return {"grid_constructor": interval_grid}
+    options = _controller_options(control)
+    options["step_t"] = ts.detach()
+    if seminorm:
+        options["norm"] = "seminorm"
+    return options

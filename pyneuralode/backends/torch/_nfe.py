@@ -1,0 +1,103 @@
+"""Exact evaluation and step counts for torchdiffeq solves (DESIGN.md contract 3).
+
+torchdiffeq has no counter; its examples put ``self.nfe += 1`` in ``forward`` (``examples/odenet_mnist.py``),
+and it reports steps through the callbacks it looks up on the function (``callback_step``,
+``callback_accept_step``, ``callback_reject_step`` and their ``*_adjoint`` twins for the backward solve; see
+``_impl/misc.py`` ``_check_inputs`` and ``_impl/adjoint.py``). :class:`CountingField` is that function: it wraps
+the compiled field and counts with Python integers, which costs nothing next to an evaluation.
+
+What is counted:
+
+- forward NFE: every call of the field while ``phase == "forward"`` (initial-step selection included);
+- BacksolveAdjoint backward NFE: every call during ``phase == "backward"``: torchdiffeq's augmented dynamics
+  calls the field exactly once per evaluation (``adjoint.py`` ``augmented_dynamics``);
+- DirectAdjoint backward NFE: vector-field VJPs actually executed by autograd. Each forward output that requires
+  grad gets a tensor hook; autograd runs the hook exactly when it computes that output's cotangent, i.e. when it
+  executes that evaluation's VJP. Evaluations that do not reach the loss (rejected steps, the initial-step probe)
+  run no VJP and are not counted.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class StepLimitExceeded(Exception):
+    """Raised from a solver callback when a solve attempts more than ``max_steps`` steps."""
+
+
+class CountingField(torch.nn.Module):
+    """``forward(t, y) = field(t, y)``, counting evaluations, VJPs and steps, and enforcing ``max_steps``.
+
+    ``max_steps`` bounds the forward solve's attempted steps (accepted + rejected) over the whole solve, the
+    meaning of diffrax's ``max_steps`` (torchdiffeq's ``max_num_steps`` counts per output interval).
+    """
+
+    def __init__(self, field: torch.nn.Module, *, max_steps: int):
+        super().__init__()
+        self.field = field
+        self.max_steps = max_steps
+        self.reset()
+
+    def reset(self, *, count_vjps: bool = False) -> None:
+        """Zero every counter; ``count_vjps`` hooks each differentiable output (DirectAdjoint)."""
+        self.phase = "forward"
+        self.count_vjps = count_vjps
+        self.nfe_forward = 0
+        self.nfe_backward = 0
+        self.vjps = 0
+        self.steps_attempted = 0
+        self.steps_accepted = 0
+        self.steps_rejected = 0
+        self.backward_steps_attempted = 0
+        self.backward_steps_accepted = 0
+        self.backward_steps_rejected = 0
+        self.last_output = None
+
+    def forward(self, t, y):
+        out = self.field(t, y)
+        if self.phase == "forward":
+            self.nfe_forward += 1
+            if self.count_vjps and out.requires_grad:
+                out.register_hook(self._count_vjp)
+        else:
+            self.nfe_backward += 1
+        self.last_output = out
+        return out
+
+    def _count_vjp(self, grad):
+        self.vjps += 1
+
+    # torchdiffeq callback of every solver, once per attempted step (fixed-grid solvers: once per step).
+    def callback_step(self, t0, y0, dt):
+        self.steps_attempted += 1
+        if self.steps_attempted > self.max_steps:
+            raise StepLimitExceeded()
+
+    def callback_step_adjoint(self, t0, y0, dt):
+        self.backward_steps_attempted += 1
+
+    def output_finite(self) -> bool:
+        """Whether the last evaluation returned finite values (``True`` if there was none)."""
+        return self.last_output is None or bool(torch.isfinite(self.last_output).all())
+
+
+class AdaptiveCountingField(CountingField):
+    """:class:`CountingField` plus the accepted/rejected-step callbacks of torchdiffeq's adaptive solvers.
+
+    Kept apart because torchdiffeq warns when a fixed-grid solver is handed callbacks it never calls.
+    """
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.steps_accepted += 1
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.steps_rejected += 1
+
+    # ... and of the backward (adjoint) solve; its step limit is torchdiffeq's own per-interval max_num_steps,
+    # which matches diffrax's per-interval backward solves.
+    def callback_accept_step_adjoint(self, t0, y0, dt):
+        self.backward_steps_accepted += 1
+
+    def callback_reject_step_adjoint(self, t0, y0, dt):
+        self.backward_steps_rejected += 1

@@ -1,0 +1,121 @@
+"""A model compiled for torch: solve and differentiate with torchdiffeq, numpy in and out.
+
+- ``DirectAdjoint``: backpropagation through ``torchdiffeq.odeint`` (discretise-then-optimise).
+- ``BacksolveAdjoint``: ``torchdiffeq.odeint_adjoint`` (the paper's adjoint method), with the adjoint object's
+  rtol/atol (else the forward ones) and ``adjoint_options={"norm": "seminorm"}`` when ``seminorm=True``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchdiffeq import odeint, odeint_adjoint
+
+from ..._control import fixed_step_grid
+from ..._errors import max_steps_error, non_finite_error
+from ..._solution import Solution, Stats, ValueAndGrad
+from .._base import AbstractProgram
+from ._compile import VectorField, flat_grad, load_flat
+from ._failures import BACKWARD, torchdiffeq_failures
+from ._methods import adjoint_options, forward_options, method_name
+from ._nfe import AdaptiveCountingField, CountingField
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class TorchProgram(AbstractProgram):
+    """An :class:`pyneuralode.ODEModel` compiled to a torch module solved by torchdiffeq."""
+
+    def __init__(self, model, device: torch.device):
+        self.model = model
+        self.dtype = _DTYPES[model.dtype]
+        self.device = device
+        self.field = VectorField(model.field, dtype=self.dtype, device=device)
+        counter_cls = AdaptiveCountingField if model.solver.adaptive else CountingField
+        self.counter = counter_cls(self.field, max_steps=model.control.max_steps)
+        self.method = method_name(model.solver)
+        self.backsolve = model.adjoint.name == "BacksolveAdjoint"
+
+    def native(self) -> VectorField:
+        """The compiled vector field, a ``torch.nn.Module`` with ``forward(t, y)``; load weights with
+        :func:`pyneuralode.backends.torch.load_flat`."""
+        return self.field
+
+    # ------------------------------------------------------------------ helpers
+    def _tensor(self, array) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
+
+    def _check_fixed_grid(self, ts: np.ndarray) -> None:
+        if not self.model.solver.adaptive:
+            steps = len(fixed_step_grid(ts, self.model.control.dt)) - 1
+            if steps > self.model.control.max_steps:
+                raise max_steps_error(self.model.control.max_steps)
+
+    def _integrate(self, y0: torch.Tensor, ts: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
+        model, control = self.model, self.model.control
+        kwargs = dict(rtol=control.rtol, atol=control.atol, method=self.method,
+                      options=forward_options(model.solver, control, ts))
+        if not adjoint:
+            return odeint(self.counter, y0, ts, **kwargs)
+        adj = model.adjoint
+        return odeint_adjoint(
+            self.counter, y0, ts, **kwargs,
+            adjoint_rtol=adj.rtol if adj.rtol is not None else control.rtol,
+            adjoint_atol=adj.atol if adj.atol is not None else control.atol,
+            adjoint_method=self.method,
+            adjoint_options=adjoint_options(model.solver, control, ts, seminorm=adj.seminorm),
+            adjoint_params=tuple(self.field.flat_parameters()))
+
+    def _forward_stats(self) -> dict:
+        c = self.counter
+        accepted = c.steps_accepted if self.model.solver.adaptive else c.steps_attempted
+        return {"nfe_forward": c.nfe_forward, "steps_accepted": accepted, "steps_rejected": c.steps_rejected}
+
+    # ------------------------------------------------------------------ the program API
+    def solve(self, params, y0, ts) -> Solution:
+        if len(ts) == 1:
+            return Solution(ts, np.asarray(y0)[None].copy(), Stats())
+        self._check_fixed_grid(ts)
+        load_flat(self.field, params)
+        self.counter.reset()
+        max_steps = self.model.control.max_steps
+        with torch.no_grad(), torchdiffeq_failures(self.counter, max_steps=max_steps):
+            ys = self._integrate(self._tensor(y0), self._tensor(ts), adjoint=False)
+        ys = ys.cpu().numpy()
+        if not np.all(np.isfinite(ys)):
+            raise non_finite_error()
+        return Solution(ts, ys, Stats(**self._forward_stats()))
+
+    def value_and_grad(self, params, y0, ts, loss) -> ValueAndGrad:
+        load_flat(self.field, params)
+        y0_t = self._tensor(y0).requires_grad_(True)
+        target = self._tensor(loss.target)
+        counter = self.counter
+        counter.reset(count_vjps=not self.backsolve)
+        max_steps = self.model.control.max_steps
+        if len(ts) == 1:
+            ys = y0_t[None]
+        else:
+            self._check_fixed_grid(ts)
+            with torchdiffeq_failures(counter, max_steps=max_steps):
+                ys = self._integrate(y0_t, self._tensor(ts), adjoint=self.backsolve)
+            if not bool(torch.isfinite(ys).all()):
+                raise non_finite_error()
+        value = loss.reduce(torch, ys - target)
+        counter.phase = "backward"
+        params_t = self.field.flat_parameters()
+        with torchdiffeq_failures(counter, max_steps=max_steps, where=BACKWARD):
+            *grads, grad_y0 = torch.autograd.grad(value, [*params_t, y0_t], allow_unused=True)
+        counter.last_output = None
+        grad_params = flat_grad(self.field, grads)
+        grad_y0 = np.zeros_like(np.asarray(y0)) if grad_y0 is None else grad_y0.detach().cpu().numpy()
+        value_f = float(value.detach())
+        if not (np.isfinite(value_f) and np.all(np.isfinite(grad_params)) and np.all(np.isfinite(grad_y0))):
+            raise non_finite_error("loss or its gradient")
+        backward_accepted = (counter.backward_steps_accepted if self.model.solver.adaptive
+                             else counter.backward_steps_attempted)
+        stats = Stats(**self._forward_stats() if len(ts) > 1 else {},
+                      nfe_backward=counter.nfe_backward if self.backsolve else counter.vjps,
+                      backward_steps_accepted=backward_accepted,
+                      backward_steps_rejected=counter.backward_steps_rejected)
+        return ValueAndGrad(value_f, grad_params, grad_y0, stats, ys.detach().cpu().numpy())
