@@ -55,11 +55,12 @@ class StepControl:
             raise SpecError(f"StepControl max_steps must be a positive integer, got {self.max_steps!r}.")
 
 
-def fixed_step_grid(ts, dt: float):
+def fixed_step_grid(ts, dt: float, max_steps: int | None = None):
     """The step grid of a fixed-step solve, shared by every backend so they take identical steps.
 
     Each interval between consecutive save times is split into ``ceil(|Δt| / dt)`` equal steps, so every save
-    time is a step boundary: no backend interpolates, and the grid is the same everywhere.
+    time is a step boundary: no backend interpolates, and the grid is the same everywhere. A grid of more than
+    ``max_steps`` steps raises :class:`pyneuralode.MaxStepsError` before any work is done.
     """
     import numpy as np
 
@@ -68,4 +69,8 @@ def fixed_step_grid(ts, dt: float):
     for a, b in zip(ts[:-1], ts[1:]):
         n = max(1, int(np.ceil(abs(b - a) / dt - 1e-9)))
         pieces.append(np.linspace(a, b, n + 1)[1:])
-    return np.concatenate(pieces)
+    grid = np.concatenate(pieces)
+    if max_steps is not None and len(grid) - 1 > max_steps:
+        from ._errors import max_steps_error
+        raise max_steps_error(max_steps)
+    return grid

@@ -26,9 +26,12 @@ class AbstractLoss(abc.ABC):
             raise SpecError(f"{type(self).__name__} target has shape {tuple(self.target.shape)} but the solution "
                             f"has shape {tuple(ys_shape)} (len(ts), *y0.shape).")
 
+    @staticmethod
     @abc.abstractmethod
-    def reduce(self, xp, diff):
-        """The loss of ``diff = ys - target`` using the array namespace ``xp`` (numpy, jax.numpy, torch)."""
+    def reduce(xp, diff):
+        """The loss of ``diff = ys - target`` using the array namespace ``xp`` (numpy, jax.numpy, torch).
+
+        A static method, so compiled backends can key their caches on the loss *type*, not the instance."""
 
     def __call__(self, ys) -> float:
         """The loss evaluated in numpy (reference implementation used by tests and reports)."""
@@ -41,12 +44,14 @@ class AbstractLoss(abc.ABC):
 class L1(AbstractLoss):
     """Mean absolute error ``mean(|ys - target|)`` — the paper's spiral loss."""
 
-    def reduce(self, xp, diff):
+    @staticmethod
+    def reduce(xp, diff):
         return xp.mean(xp.abs(diff))
 
 
 class MSE(AbstractLoss):
     """Mean squared error ``mean((ys - target)**2)``."""
 
-    def reduce(self, xp, diff):
+    @staticmethod
+    def reduce(xp, diff):
         return xp.mean(diff * diff)

@@ -90,4 +90,4 @@ def step_setup(solver: AbstractSolver, control: StepControl, ts_np, *, norm=None
 
 def fixed_grid(control: StepControl, ts_np):
     """The step grid of a fixed-step solve (numpy), passed into the compiled solve as an array argument."""
-    return fixed_step_grid(ts_np, control.dt).astype(ts_np.dtype)
+    return fixed_step_grid(ts_np, control.dt, control.max_steps).astype(ts_np.dtype)

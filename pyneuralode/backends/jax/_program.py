@@ -143,7 +143,7 @@ class JaxProgram(AbstractProgram):
             if self.host_counter:
                 self.host_counter.reset()
             value, (gp, gy, probe_grad), (ys, stats) = jax.block_until_ready(
-                self._vg_jit(p, y, t, grid, target, loss.reduce))
+                self._vg_jit(p, y, t, grid, target, type(loss).reduce))
             forward = self._host_nfe(self._forward_stats(jax.device_get(stats)))
             probe_grad = np.asarray(probe_grad)
         if probe_grad[1]:

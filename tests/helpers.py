@@ -1,0 +1,90 @@
+"""Analytic test problems written as pyneuralode specs, plus a cache of compiled models.
+
+The problems follow torchdiffeq's ``tests/problems.py`` where a spec can express them (peers.md §6):
+
+- ``linear``: 10-D ``dy/dt = A y`` with antisymmetric ``A = 2U - (U + Uᵀ)``, ``U = 0.1·N(0,1)``; exact
+  ``expm(A t) y0``.
+- ``exp``: ``dy/dt = -0.1 y``, ``y(1) = exp(-0.1)``; exact ``exp(-0.1 t)`` (torchdiffeq's exp problem).
+- ``constant``: ``dy/dt = a`` through a time-input layer with zero weights; exact ``y0 + a (t - t0)``.
+- ``cubic``: ``dy/dt = -y³`` (nonlinear); exact ``y0 / sqrt(1 + 2 y0² (t - t0))``.
+
+Each returns ``(spec, params, y0, ts, exact_fn)`` with ``ts = linspace(1, 8, 10)`` as torchdiffeq uses.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+import pyneuralode as pn
+
+TS = np.linspace(1.0, 8.0, 10)
+
+
+def _expm(a: np.ndarray) -> np.ndarray:
+    """Matrix exponential of a real antisymmetric matrix by eigen-decomposition (exact to ~1e-15)."""
+    w, v = np.linalg.eig(a)
+    return np.real(v @ np.diag(np.exp(w)) @ np.linalg.inv(v))
+
+
+def linear_problem():
+    rng = np.random.default_rng(0)
+    u = 0.1 * rng.standard_normal((10, 10))
+    a = 2 * u - (u + u.T)
+    spec = pn.Linear(10, 10, bias=False)
+    y0 = np.ones(10)
+    return spec, a.reshape(-1), y0, TS, lambda t: np.stack([_expm(a * (ti - TS[0])) @ y0 for ti in t])
+
+
+def exp_problem():
+    spec = pn.Linear(1, 1, bias=False)
+    y0 = np.array([np.exp(-0.1 * TS[0])])
+    return spec, np.array([-0.1]), y0, TS, lambda t: np.exp(-0.1 * t)[:, None]
+
+
+def constant_problem():
+    spec = pn.Linear(1, 1, bias=True, time_input=True)
+    y0 = np.array([3.2])
+    return spec, np.array([0.0, 0.0, 0.2]), y0, TS, lambda t: (3.2 + 0.2 * (t - TS[0]))[:, None]
+
+
+def cubic_problem():
+    spec = pn.Sequential(pn.Activation("cube"), pn.Linear(1, 1, bias=False))
+    y0 = np.array([1.5])
+    return spec, np.array([-1.0]), y0, TS, lambda t: (1.5 / np.sqrt(1 + 2 * 1.5**2 * (t - TS[0])))[:, None]
+
+
+PROBLEMS = {"linear": linear_problem, "exp": exp_problem, "constant": constant_problem, "cubic": cubic_problem}
+
+SPIRAL_A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
+
+
+def spiral_field() -> pn.MLP:
+    """The paper's spiral network, 2 -> 50 -> 2, tanh, on y**3."""
+    return pn.MLP([2, 50, 2], activation="tanh", input_transform="cube")
+
+
+def spiral_batch(batch: int = 4, steps: int = 5, seed: int = 0):
+    """Small spiral-like inputs: (batch, 2) starting points and a short time grid."""
+    rng = np.random.default_rng(seed)
+    theta = rng.uniform(0, 2 * np.pi, batch)
+    y0 = np.stack([np.cos(theta), np.sin(theta)], axis=1) * rng.uniform(0.5, 2.0, (batch, 1))
+    return y0, np.linspace(0.0, 0.5, steps)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_model(field, solver, control, adjoint, backend, dtype):
+    return pn.ODEModel(field, solver=solver, control=control, adjoint=adjoint, backend=backend, dtype=dtype)
+
+
+def model(field, *, backend, solver=None, control=None, adjoint=None, dtype="float64") -> pn.ODEModel:
+    """A compiled model shared by every test that asks for the same configuration (compiles are slow)."""
+    return _cached_model(field, solver or pn.Dopri5(), control or pn.StepControl(), adjoint or pn.DirectAdjoint(),
+                         backend, dtype)
+
+
+def rel_err(a, b) -> float:
+    """max |a - b| / max |b| — the relative difference used throughout the tests."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
