@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 
-from ..._errors import MAX_STEPS_ADVICE, SolveError, max_steps_error, non_finite_error
+from ..._errors import SolveError, max_steps_error, non_finite_error
 from ._nfe import CountingField, StepLimitExceeded
 
 BACKWARD = "backward (adjoint) solve"
@@ -30,6 +30,7 @@ def torchdiffeq_failures(counter: CountingField, *, max_steps: int, where: str =
         if "non-finite values" in message or ("underflow in dt" in message and not counter.output_finite()):
             raise non_finite_error() from None
         if "underflow in dt" in message:
-            raise SolveError(f"The {where} step size underflowed to zero (the problem is likely stiff or "
-                             f"discontinuous): {MAX_STEPS_ADVICE}.") from None
+            raise SolveError(f"The {where}'s step size underflowed to zero: the solution may blow up in finite "
+                             "time, or the problem is stiff; check the dynamics and inputs, shorten the time span, "
+                             "or try a stiff solver such as pn.Kvaerno5() on another backend.") from None
         raise
