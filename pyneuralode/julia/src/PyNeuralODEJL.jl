@@ -1,0 +1,58 @@
+"""
+    PyNeuralODEJL
+
+The Julia half of pyneuralode's `backend="julia"`: a neural ODE vector field described by pyneuralode's
+backend-neutral spec, built as a Lux model, solved with the OrdinaryDiffEq sub-libraries and
+differentiated with SciMLSensitivity.
+
+Entry points (all take and return plain arrays, so juliacall converts them without surprises):
+
+  - [`build_field`](@ref): spec description + canonical flat parameters -> [`NeuralField`](@ref)
+  - [`set_params!`](@ref), [`get_params`](@ref): the canonical <-> Lux parameter layout map
+  - [`evaluate`](@ref): one evaluation of the field (tests compare it with a numpy evaluation)
+  - [`solve_options`](@ref): solver, step control and sensitivity algorithm, built once per model
+  - [`forward`](@ref): solve with `saveat`, counted NFE next to `sol.stats`
+  - [`vjp_forward`](@ref), [`vjp_backward`](@ref): value and gradient through the chosen `sensealg`
+  - [`cnf_logpx`](@ref): exact-trace continuous-normalising-flow log-density hook
+  - [`device_functional`](@ref): whether a device (`:cuda`, via the CUDA extension) can be used
+
+Layouts: states are `(D, B)` matrices (features x batch, Julia's column-major convention); saved
+solutions are `(D, B, T)`. The Python side transposes numpy's `(B, D)` / `(T, B, D)` views.
+"""
+module PyNeuralODEJL
+
+using ADTypes: AutoFiniteDiff, AutoForwardDiff
+using ChainRulesCore: ChainRulesCore
+using ComponentArrays: ComponentArray, getaxes, getdata
+using ForwardDiff: ForwardDiff
+using Logging: Logging
+using Lux: Dense
+using LuxCore: LuxCore, AbstractLuxLayer, AbstractLuxWrapperLayer
+using PrecompileTools: @compile_workload, @setup_workload
+using Random: Xoshiro
+using SciMLBase: ODEFunction, ODEProblem, ReturnCode, solve, successful_retcode
+using SciMLSensitivity: BacksolveAdjoint, EnzymeVJP, GaussAdjoint, InterpolatingAdjoint,
+    QuadratureAdjoint, ReverseDiffAdjoint, ReverseDiffVJP, ZygoteVJP
+using Zygote: Zygote
+
+# Solvers: one import per sub-library (OrdinaryDiffEq NEWS.md, "Package scope reduction").
+using OrdinaryDiffEqBDF: FBDF, QNDF
+using OrdinaryDiffEqCore: IController
+using OrdinaryDiffEqHighOrderRK: DP8
+using OrdinaryDiffEqLowOrderRK: BS3, DP5, Euler, Heun, Midpoint, RK4
+using OrdinaryDiffEqRosenbrock: Rodas5P
+using OrdinaryDiffEqSDIRK: KenCarp4, Kvaerno5
+using OrdinaryDiffEqTsit5: Tsit5
+using OrdinaryDiffEqVerner: Vern7
+
+export ActivationSpec, LinearSpec, NeuralField, Pointwise, SolveOptions, SpecNet
+export build_field, cnf_logpx, device_functional, evaluate, forward, get_params, parse_spec, set_params!,
+    solve_options, vjp_backward, vjp_forward
+
+include("layers.jl")
+include("field.jl")
+include("solve.jl")
+include("cnf.jl")
+include("precompile.jl")
+
+end # module PyNeuralODEJL

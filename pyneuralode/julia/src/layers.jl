@@ -1,0 +1,161 @@
+# The network spec, mirrored from pyneuralode/_layers.py, and its Lux model.
+#
+# One spec layer is one Lux layer: spec layer k (1-based, in the expanded Sequential) is `layer_k` of the
+# model's parameter and state NamedTuples. Only `Linear` carries parameters, so the canonical flat vector
+# (per Linear: weight (out, in) row-major, then bias) follows the order of the `LinearSpec`s.
+
+"""Abstract type of one layer of a pyneuralode spec."""
+abstract type LayerSpec end
+
+"""
+    LinearSpec(in, out, bias, time_input)
+
+`y = W x + b` with `W` of shape `(out, in + time_input)`; with `time_input` the scalar time is appended as
+the last input feature (pyneuralode's `Linear(time_input=True)`).
+"""
+struct LinearSpec <: LayerSpec
+    in::Int
+    out::Int
+    bias::Bool
+    time_input::Bool
+end
+
+"""
+    ActivationSpec(name)
+
+A pointwise function from pyneuralode's `ACTIVATIONS`.
+"""
+struct ActivationSpec <: LayerSpec
+    name::String
+end
+
+fan_in(s::LinearSpec) = s.in + Int(s.time_input)
+num_params(s::LinearSpec) = s.out * fan_in(s) + (s.bias ? s.out : 0)
+num_params(::ActivationSpec) = 0
+
+"""
+    parse_spec(description) -> Vector{LayerSpec}
+
+Parse the compact description the Python side writes: layers separated by `;`, each either
+`linear,IN,OUT,BIAS,TIME` (`BIAS`, `TIME` are `0`/`1`) or `act,NAME`. Example:
+`"act,cube;linear,2,50,1,0;act,tanh;linear,50,2,1,0"` is `pn.MLP([2, 50, 2], input_transform="cube")`.
+"""
+function parse_spec(description::AbstractString)
+    layers = LayerSpec[]
+    for item in split(description, ';'; keepempty = false)
+        parts = split(strip(item), ',')
+        kind = first(parts)
+        if kind == "linear" && length(parts) == 5
+            nin, nout = parse(Int, parts[2]), parse(Int, parts[3])
+            (nin > 0 && nout > 0) || throw(ArgumentError("Linear sizes must be positive in $(repr(item))"))
+            push!(layers, LinearSpec(nin, nout, _flag(parts[4]), _flag(parts[5])))
+        elseif kind == "act" && length(parts) == 2
+            name = String(parts[2])
+            haskey(ACTIVATIONS, name) ||
+                throw(ArgumentError("unknown activation $(repr(name)); known: $(join(sort!(collect(keys(ACTIVATIONS))), ", "))"))
+            push!(layers, ActivationSpec(name))
+        else
+            throw(ArgumentError("cannot parse layer description $(repr(item))"))
+        end
+    end
+    isempty(layers) && throw(ArgumentError("empty network description"))
+    return layers
+end
+
+function _flag(s::AbstractString)
+    s == "1" && return true
+    s == "0" && return false
+    throw(ArgumentError("expected 0 or 1, got $(repr(s))"))
+end
+
+# ---------------------------------------------------------------------------------------------- activations
+# Written out rather than taken from NNlib: Lux's Dense swaps `tanh`/`sigmoid` for `tanh_fast`/
+# `sigmoid_fast` (NNlib.fast_act, a few eps off), and the other backends compute these exact formulas.
+# Every branch is overflow-free so reverse-mode AD never meets `Inf * 0`.
+_relu(x::Real) = ifelse(x > zero(x), x, zero(x))
+function _sigmoid(x::Real)
+    e = exp(-abs(x))
+    return ifelse(x >= zero(x), inv(one(x) + e), e / (one(x) + e))
+end
+_softplus(x::Real) = log1p(exp(-abs(x))) + _relu(x)          # == log(1 + exp(x)) == logaddexp(x, 0)
+_elu(x::Real) = ifelse(x > zero(x), x, expm1(min(x, zero(x))))  # torch.nn.ELU(alpha=1)
+_silu(x::Real) = x * _sigmoid(x)
+_cube(x::Real) = x * x * x                                      # the paper's spiral field f(y) = MLP(y^3)
+
+"""Activation names (pyneuralode's `ACTIVATIONS`) and the scalar functions they broadcast."""
+const ACTIVATIONS = Dict{String, Function}(
+    "tanh" => tanh, "relu" => _relu, "softplus" => _softplus, "sigmoid" => _sigmoid,
+    "elu" => _elu, "silu" => _silu, "cube" => _cube, "identity" => identity,
+)
+
+"""
+    Pointwise(σ)
+
+A parameter-free Lux layer applying the scalar function `σ` elementwise (no `NNlib.fast_act` swap).
+"""
+struct Pointwise{F} <: AbstractLuxLayer
+    σ::F
+end
+
+(l::Pointwise)(x::AbstractArray, ps, st::NamedTuple) = (l.σ.(x), st)
+
+# ---------------------------------------------------------------------------------------------- the model
+"""
+    SpecNet(layers::NamedTuple, time_input::NTuple{N, Bool})
+
+A Lux layer running `layers` in order on an input `(u, t)`; before layer `k` with `time_input[k]` the row
+`t` is appended to the features (the time row enters exactly where the spec says, not only at the first
+layer). Parameters and states are those of `layers` (`layer_1`, `layer_2`, ...), unwrapped
+(`AbstractLuxWrapperLayer`, LuxCore >= 1).
+"""
+struct SpecNet{TI, L <: NamedTuple} <: AbstractLuxWrapperLayer{:layers}
+    layers::L
+end
+
+function SpecNet(layers::NamedTuple, time_input::Tuple{Vararg{Bool}})
+    length(layers) == length(time_input) ||
+        throw(ArgumentError("one time_input flag per layer is needed"))
+    return SpecNet{time_input, typeof(layers)}(layers)
+end
+
+function (m::SpecNet{TI})(ut::Tuple{Any, Any}, ps, st::NamedTuple) where {TI}
+    u, t = ut
+    return _apply_spec(Val(TI), m.layers, u, t, ps, st), st
+end
+
+# Unrolled like Lux's own `applychain`: one statement per layer, type-stable, AD-friendly.
+@generated function _apply_spec(::Val{TI}, layers::NamedTuple{names}, x, t, ps, st) where {TI, names}
+    body = Expr[]
+    for (k, name) in enumerate(names)
+        if TI[k]
+            push!(body, :(x = vcat(x, _time_row(x, t))))
+        end
+        push!(body, :(x = first(layers.$name(x, ps.$name, st.$name))))
+    end
+    return Expr(:block, body..., :(return x))
+end
+
+"""
+    _time_row(u, t)
+
+A `1 x B` row filled with `t`, allocated like `u` (so it lives on the GPU when `u` does) with the element
+type of `t` (a `ForwardDiff.Dual` when a Rosenbrock method differentiates in time).
+"""
+_time_row(u::AbstractMatrix, t) = fill!(similar(u, typeof(t), 1, size(u, 2)), t)
+ChainRulesCore.@non_differentiable _time_row(::Any, ::Any)
+
+_lux_layer(s::LinearSpec) = Dense(fan_in(s) => s.out; use_bias = s.bias)
+_lux_layer(s::ActivationSpec) = Pointwise(ACTIVATIONS[s.name])
+
+"""
+    build_model(specs) -> SpecNet
+
+The Lux model of a parsed spec: `LinearSpec` -> `Lux.Dense` (weight `(out, in)`, identity activation),
+`ActivationSpec` -> [`Pointwise`](@ref).
+"""
+function build_model(specs::AbstractVector{<:LayerSpec})
+    layers = Tuple(_lux_layer(s) for s in specs)
+    names = ntuple(k -> Symbol("layer_", k), length(layers))
+    time_input = Tuple(s isa LinearSpec && s.time_input for s in specs)
+    return SpecNet(NamedTuple{names}(layers), time_input)
+end
