@@ -20,15 +20,17 @@ They differ in four places, which this module closes:
    "do not step over this time", so the last step is clipped exactly as diffrax clips it.
 2. diffrax stops gradients through the initial step (``pid.py``: ``dt0 = lax.stop_gradient(dt0)``); torchdiffeq
    backpropagates through ``_select_initial_step``. Our solver classes detach it (``_DetachedFirstStep``).
-3. diffrax's Bosh3 interpolates with a cubic Hermite polynomial (``ThirdOrderHermitePolynomialInterpolation``);
-   torchdiffeq's bosh3 uses a quartic through a crude midpoint. Our Bosh3 uses diffrax's cubic Hermite.
+3. Dense output between steps: diffrax's Bosh3 interpolates with a cubic Hermite polynomial
+   (``ThirdOrderHermitePolynomialInterpolation``) where torchdiffeq's bosh3 fits a quartic through a crude
+   midpoint, and diffrax's Dopri8 uses a 7th-order table (``_Dopri8Interpolation``) where torchdiffeq fits a
+   quartic. Our Bosh3 and Dopri8 use diffrax's interpolants (Dopri5's already agree).
 4. ``max_steps``: diffrax counts every step of the solve; torchdiffeq's ``max_num_steps`` counts per output
    interval. The step counter in :mod:`._nfe` enforces the diffrax meaning.
 
 Residual differences (bounded, documented): diffrax accepts a step when ``ratio < 1`` and torchdiffeq when
 ``ratio <= 1``; diffrax snaps a step ending within 100 ULPs of ``t1`` onto ``t1``. Both affect only ties of
-measure zero, at most one step. diffrax's Dopri8 has a 7th-order interpolant and torchdiffeq's a 4th-order one,
-so Dopri8 outputs *between* steps differ within the tolerance (the step ends agree).
+measure zero, at most one step. Without diffrax installed, Dopri8 keeps torchdiffeq's quartic interpolant,
+so its outputs *between* steps are less accurate (the step ends are unchanged).
 
 Fixed-step solvers use :func:`pyneuralode._control.fixed_step_grid` (every save time is a step boundary), the
 same grid the other backends use, through torchdiffeq's ``grid_constructor`` option.
@@ -67,8 +69,30 @@ class PNDopri5(_DetachedFirstStep, Dopri5Solver):
     """torchdiffeq's dopri5 with a gradient-free first step."""
 
 
+def _diffrax_dopri8_eval_coeffs() -> torch.Tensor:
+    """diffrax's ``_Dopri8Interpolation.eval_coeffs`` (14 stages x 6, highest power first), read from diffrax's
+    source when it is installed, so the two backends use one table."""
+    try:
+        from diffrax._solver.dopri8 import _Dopri8Interpolation
+    except Exception:  # diffrax absent or reorganised: keep torchdiffeq's own interpolant
+        return None
+    return torch.as_tensor(_Dopri8Interpolation.eval_coeffs, dtype=torch.float64).flip(-1)  # lowest power first
+
+
 class PNDopri8(_DetachedFirstStep, Dopri8Solver):
-    """torchdiffeq's dopri8 with a gradient-free first step."""
+    """torchdiffeq's dopri8 with a gradient-free first step and, when diffrax is installed, diffrax's 7th-order
+    dense output (torchdiffeq fits a quartic through a midpoint value of the same table)."""
+
+    _eval_coeffs = _diffrax_dopri8_eval_coeffs()
+
+    def _interp_fit(self, y0, y1, k, dt):
+        if self._eval_coeffs is None:
+            return super()._interp_fit(y0, y1, k, dt)
+        # diffrax: y(x) = y0 + sum_i (dt k_i) * x * polyval(eval_coeffs[i], x), stages in the same order as
+        # torchdiffeq's (both are Dormand–Prince 8(7) with 14 stages; compare torchdiffeq dopri8.py C_mid).
+        table = self._eval_coeffs.to(dtype=k.dtype, device=k.device)
+        powers = torch.tensordot(k, table, dims=([-1], [0])) * dt.type_as(y0)  # (..., 6): x^1 .. x^6
+        return [y0] + list(powers.unbind(-1))
 
 
 class PNBosh3(_DetachedFirstStep, Bosh3Solver):
