@@ -24,8 +24,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = __import__("pytest").importorskip("tomli", reason="Python 3.10 needs tomli to read TOML")
 
 import pytest
 
