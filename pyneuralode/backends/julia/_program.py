@@ -101,7 +101,8 @@ def julia_options(model) -> dict:
     solver, control = model.solver, model.control
     if solver.name not in SOLVERS:
         raise NotSupportedError(f"{solver.name}() is not available on backend 'julia'.")
-    if solver.name in OWN_CONTROLLER and (control.safety, control.factormin, control.factormax) != DEFAULT_CONTROL:
+    knobs = (control.safety, control.factormin, control.factormax)
+    if solver.name in OWN_CONTROLLER and knobs != DEFAULT_CONTROL:
         raise NotSupportedError(f"{solver.name}() on backend 'julia' uses its own order and step controller: "
                                 "StepControl safety/factormin/factormax cannot be set for it (leave them at "
                                 "their defaults), or choose pn.Rodas5P()/pn.KenCarp4().")
@@ -112,7 +113,8 @@ def julia_options(model) -> dict:
         # differences for the stiff solvers' internal Jacobians in that case (TrackerAdjoint warning).
         jac = "finitediff" if (options["sensealg"] == "reversediff" and solver.stiff) else "forwarddiff"
     if jac not in ("forwarddiff", "finitediff"):
-        raise NotSupportedError(f"PYNEURALODE_JULIA_JAC must be 'auto', 'forwarddiff' or 'finitediff', got {jac!r}.")
+        raise NotSupportedError("PYNEURALODE_JULIA_JAC must be 'auto', 'forwarddiff' or 'finitediff', "
+                                f"got {jac!r}.")
     options.update(
         solver=SOLVERS[solver.name], rtol=control.rtol, atol=control.atol, dt0=control.dt0, dt=control.dt,
         max_steps=control.max_steps, safety=control.safety, factormin=control.factormin,

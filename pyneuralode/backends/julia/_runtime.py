@@ -90,9 +90,10 @@ def start():
                 f"Backend 'julia' needs juliacall, which is not installed: pip install \"pyneuralode[julia]\" "
                 f"({err}).") from err
         except Exception as err:  # juliapkg resolve / Julia start-up failures are plain Exceptions
-            _STATE["error"] = (f"Backend 'julia' could not start Julia ({probe.how}"
-                               f"{', ' + probe.exe if probe.exe else ''}): {type(err).__name__}: {str(err).rstrip('.')}. "
-                               "If Julia is missing or offline installs are impossible: "
+            where = probe.how + (f", {probe.exe}" if probe.exe else "")
+            detail = str(err).rstrip(".")
+            _STATE["error"] = (f"Backend 'julia' could not start Julia ({where}): {type(err).__name__}: "
+                               f"{detail}. If Julia is missing or offline installs are impossible: "
                                f"{_detect_help()}.")
             raise BackendUnavailable(_STATE["error"]) from err
         try:
@@ -100,9 +101,10 @@ def start():
             jl.seval("using PyNeuralODEJL")
             module = jl.seval("PyNeuralODEJL")
         except Exception as err:  # juliacall.JuliaError: package missing, failed precompile, ...
+            detail = str(err).rstrip(".")
             _STATE["error"] = (
                 "Backend 'julia' started Julia but could not load the Julia package PyNeuralODEJL: "
-                f"{type(err).__name__}: {str(err).rstrip('.')}. It is installed from pyneuralode/juliapkg.json by juliapkg on "
+                f"{type(err).__name__}: {detail}. It is installed from pyneuralode/juliapkg.json by juliapkg on "
                 "first start (this needs network access to the Julia package registry; with "
                 "PYTHON_JULIAPKG_OFFLINE=yes nothing is installed). Retry online, or run "
                 "`python -c \"import juliapkg; juliapkg.resolve(force=True)\"` to see the installer's output.")

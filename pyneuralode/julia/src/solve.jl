@@ -309,5 +309,7 @@ function _lux_gradient(g::AbstractArray, f::NeuralField)
         error("parameter gradient has $(length(g)) entries, expected $(length(f.perm))")
     return vec(_host(g))
 end
-_lux_gradient(g::NamedTuple, f::NeuralField) = _lux_gradient(ComponentArray(g), f)
+# A structural tangent of the ComponentArray itself, `(data = ..., axes = ...)`, or a NamedTuple of layers.
+_lux_gradient(g::NamedTuple, f::NeuralField) =
+    haskey(g, :data) ? _lux_gradient(g.data, f) : _lux_gradient(ComponentArray(g), f)
 _lux_gradient(g, ::NeuralField) = error("unexpected parameter gradient of type $(typeof(g))")
