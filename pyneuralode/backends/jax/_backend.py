@@ -13,10 +13,6 @@ class JaxBackend(AbstractBackend):
     name = "jax"
 
     def compile(self, model):
-        if model.dtype == "float64" and not jax.config.jax_enable_x64:
-            # JAX computes in float32 unless x64 is on; it is a process-wide switch, so we turn it on only when
-            # a float64 model is compiled (float32 models still run in float32: their arrays are cast).
-            jax.config.update("jax_enable_x64", True)
         if model.device == "cuda" and not any(d.platform == "gpu" for d in jax.devices()):
             from ..._errors import BackendUnavailable
             raise BackendUnavailable("device='cuda' was asked for but JAX sees no GPU: install a CUDA build "

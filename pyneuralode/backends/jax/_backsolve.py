@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..._params import param_layout
-from ._diffrax import nfe_from_steps, step_setup
+from ._diffrax import integrate
 
 
 def adjoint_norm(spec, seminorm: bool):
@@ -68,21 +68,14 @@ def make_backsolve(model, field, solver, forward_solve):
     term = diffrax.ODETerm(augmented)
 
     def segment_solve(t_from, t_to, state, params):
-        if model.solver.adaptive:
-            controller, dt0, auto = step_setup(model.solver, back_control, np.array([1.0, 0.0]), norm=norm)
-            dt0 = None if dt0 is None else jnp.abs(dt0) * jnp.sign(t_to - t_from)
-        else:  # the forward grid's steps within this interval, walked backwards
-            n = jnp.maximum(1, jnp.ceil(jnp.abs(t_to - t_from) / control.dt - 1e-9))
-            controller, dt0, auto = diffrax.ConstantStepSize(), (t_to - t_from) / n, False
-        sol = diffrax.diffeqsolve(
-            term, solver, t_from, t_to, dt0, state, args=params, saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=controller, max_steps=control.max_steps, throw=False,
-            adjoint=diffrax.RecursiveCheckpointAdjoint())
+        dt = None
+        if not model.solver.adaptive:  # the forward grid's steps within this interval, walked backwards
+            dt = (t_to - t_from) / jnp.maximum(1, jnp.ceil(jnp.abs(t_to - t_from) / control.dt - 1e-9))
+        sol, stats = integrate(augmented, params, state, t_from, t_to, model_solver=model.solver,
+                               diffrax_solver=solver, control=back_control, saveat=diffrax.SaveAt(t1=True),
+                               norm=norm, dt=dt)
         final = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
-        steps, accepted = sol.stats["num_steps"], sol.stats["num_accepted_steps"]
-        nfe = nfe_from_steps(model.solver, steps, auto_dt0=auto)
-        failed = sol.result != diffrax.RESULTS.successful
-        return final, nfe, failed, accepted, steps - accepted
+        return final, stats["nfe_forward"], stats["failed"], stats["steps_accepted"], stats["steps_rejected"]
 
     @jax.custom_vjp
     def backsolve(params, y0, ts, grid, probe):

@@ -1,11 +1,18 @@
 """Translate pyneuralode's solver and step-control objects into diffrax's, and count evaluations exactly.
 
-Forward NFE follow from diffrax's step statistics, because an explicit Runge–Kutta step costs a fixed number of
-evaluations (diffrax#315; checked against an independent callback counter in tests/test_nfe.py):
+Initial step. ``StepControl(dt0=None)`` means Hairer's rule (*Solving ODEs I*, II.4) exactly as torchdiffeq's
+``misc._select_initial_step`` computes it, so both backends start with the same step. It is computed here rather
+than by diffrax because diffrax 0.7.2's own rule never runs for ``diffeqsolve``: ``_select_initial_step`` returns
+0.01 unless ``terms`` is an ``ODETerm``, and ``diffeqsolve`` always passes a ``WrapTerm``. The rule's first
+evaluation ``f(t0, y0)`` is handed to the FSAL solver as its first stage (``solver_state=(False, f0)``), as
+torchdiffeq does, so it is not evaluated twice. Gradients do not flow through the chosen step (as in diffrax).
 
-    nfe = [2 if dt0 is picked automatically]   # diffrax pid.py _select_initial_step: f(t0,y0), f(t0+h0,y1)
-        + [1 if the method is FSAL]            # the solver's init evaluates f(t0, y0) once
+Forward NFE then follow from diffrax's step statistics, because an explicit Runge–Kutta step costs a fixed number
+of evaluations (diffrax#315), checked against an independent host-callback counter in tests/test_jax_backend.py:
+
+    nfe = [2 if dt0 is picked by Hairer's rule, else 1 for an FSAL method's first stage]
         + steps * (stages - [1 if FSAL])       # accepted and rejected steps alike
+        + [rejected steps if FSAL]             # diffrax re-evaluates the first stage after a rejection
 
 Implicit methods (Kvaerno5) evaluate the field a data-dependent number of times inside Newton iterations, so
 they are counted by a host callback instead (slower; implicit solves are rare in training loops).
@@ -14,8 +21,10 @@ they are counted by a host callback instead (slower; implicit solves are rare in
 from __future__ import annotations
 
 import diffrax
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 
 from ..._control import StepControl, fixed_step_grid
 from ..._errors import NotSupportedError
@@ -64,28 +73,90 @@ def counts_by_formula(solver: AbstractSolver) -> bool:
     return not solver.stiff
 
 
-def nfe_from_steps(solver: AbstractSolver, num_steps, *, auto_dt0: bool):
-    """Exact evaluations of an explicit method over ``num_steps`` attempted steps (see the module docstring)."""
-    per_step = solver.stages - (1 if solver.fsal else 0)
-    return 2 * int(auto_dt0) + int(solver.fsal) + num_steps * per_step
+def stage_cost(diffrax_solver) -> tuple[int, bool]:
+    """``(stages, fsal)`` of an explicit diffrax solver, read from its Butcher tableau (Euler has none)."""
+    tableau = getattr(diffrax_solver, "tableau", None)
+    if tableau is None:
+        return 1, False
+    return tableau.num_stages, bool(tableau.fsal)
 
 
-def step_setup(solver: AbstractSolver, control: StepControl, ts_np, *, norm=None):
-    """``(stepsize_controller, dt0, auto_dt0)`` for diffrax, from a StepControl and the (numpy) save times.
+def nfe_from_steps(diffrax_solver, num_steps, num_rejected, *, auto_dt0: bool):
+    """Exact evaluations of an explicit method (see the module docstring for the rule and its proof)."""
+    stages, fsal = stage_cost(diffrax_solver)
+    start = 2 if auto_dt0 else int(fsal)
+    return start + num_steps * (stages - int(fsal)) + (num_rejected if fsal else 0)
 
-    Adaptive methods: an integral controller (PID with pcoeff=dcoeff=0, icoeff=1) with the StepControl's
-    safety and factor limits — the controller torchdiffeq and OrdinaryDiffEq's default also use.
-    Fixed-step methods: the shared grid of :func:`pyneuralode._control.fixed_step_grid` through ``StepTo``.
+
+def hairer_initial_step(fn, t0, y0, direction, *, order: int, rtol: float, atol: float, norm):
+    """``(h, f0)``: Hairer's initial step (a signed step, along ``direction`` = ±1) and ``f0 = fn(t0, y0)``.
+
+    Line by line torchdiffeq's ``misc._select_initial_step`` (which sees reversed time as forward time with a
+    negated field; written here in the original time). ``fn(t, y)`` is the vector field, ``y0`` any pytree and
+    ``norm`` maps a pytree of scaled values to a scalar. Costs two evaluations; ``f0`` is returned so the
+    solver reuses it as its first stage.
     """
-    if solver.adaptive:
-        kwargs = {} if norm is None else {"norm": norm}
+    tree = jax.tree_util.tree_map
+    f0 = fn(t0, y0)
+    scale = tree(lambda y: atol + jnp.abs(y) * rtol, y0)
+    d0 = jnp.abs(norm(tree(jnp.divide, y0, scale)))
+    d1 = jnp.abs(norm(tree(jnp.divide, f0, scale)))
+    small = (d0 < 1e-5) | (d1 < 1e-5)
+    h0 = jnp.abs(jnp.where(small, 1e-6, 0.01 * d0 / jnp.where(small, 1.0, d1)))
+    y1 = tree(lambda y, f: y + direction * h0 * f, y0, f0)
+    f1 = fn(t0 + direction * h0, y1)
+    d2 = jnp.abs(norm(tree(lambda a, b, s: (a - b) / s, f1, f0, scale)) / h0)
+    flat = (d1 <= 1e-15) & (d2 <= 1e-15)
+    max_d = jnp.maximum(d1, d2)
+    h1 = jnp.where(flat, jnp.maximum(1e-6, h0 * 1e-3), (0.01 / jnp.where(flat, 1.0, max_d)) ** (1.0 / order))
+    h = jax.lax.stop_gradient(jnp.minimum(100 * h0, jnp.abs(h1)))  # no gradient through the step choice
+    return direction * h, f0
+
+
+def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_solver, control: StepControl,
+              saveat, grid=None, adjoint=None, norm=optx.rms_norm, dt=None):
+    """One ``diffeqsolve`` with pyneuralode's step rules; returns ``(sol, stats)`` with exact NFE.
+
+    - Adaptive methods: an integral controller (PID with pcoeff=dcoeff=0, icoeff=1 — the controller torchdiffeq
+      and OrdinaryDiffEq's defaults also use) with the StepControl's safety and factor limits, and Hairer's
+      initial step unless ``control.dt0`` is given.
+    - Fixed-step methods: ``grid`` (from :func:`pyneuralode._control.fixed_step_grid`) through ``StepTo``, or a
+      constant step ``dt`` when no grid is given.
+
+    ``field(t, y, args)`` is diffrax's vector-field signature. ``stats`` holds ``nfe_forward`` (exact for
+    explicit methods), ``steps_accepted``, ``steps_rejected``, and the failure flags ``max_steps``/``failed``.
+    """
+    direction = jnp.sign(t1 - t0)
+    solver_state, auto = None, False
+    if model_solver.adaptive:
         controller = diffrax.PIDController(
             rtol=control.rtol, atol=control.atol, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, safety=control.safety,
-            factormin=control.factormin, factormax=control.factormax, **kwargs)
-        direction = 1.0 if len(ts_np) < 2 or ts_np[-1] >= ts_np[0] else -1.0
-        dt0 = None if control.dt0 is None else direction * control.dt0
-        return controller, dt0, control.dt0 is None
-    return None, None, False
+            factormin=control.factormin, factormax=control.factormax, norm=norm)
+        if control.dt0 is None:
+            auto = True
+            dt0, f0 = hairer_initial_step(lambda t, y: field(t, y, args), t0, y0, direction,
+                                          order=model_solver.order, rtol=control.rtol, atol=control.atol, norm=norm)
+            if stage_cost(diffrax_solver)[1] and not model_solver.stiff:
+                solver_state = (jnp.array(False), f0)  # reuse f0 as the first FSAL stage, as torchdiffeq does
+        else:
+            dt0 = direction * control.dt0
+    elif grid is not None:
+        controller, dt0 = diffrax.StepTo(ts=grid), None
+    else:
+        controller, dt0 = diffrax.ConstantStepSize(), dt
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field), diffrax_solver, t0, t1, dt0, y0, args=args, saveat=saveat,
+        stepsize_controller=controller, max_steps=control.max_steps, solver_state=solver_state,
+        adjoint=adjoint if adjoint is not None else diffrax.RecursiveCheckpointAdjoint(), throw=False)
+    steps, accepted = sol.stats["num_steps"], sol.stats["num_accepted_steps"]
+    stats = {
+        "nfe_forward": nfe_from_steps(diffrax_solver, steps, steps - accepted, auto_dt0=auto),
+        "steps_accepted": accepted,
+        "steps_rejected": steps - accepted,
+        "max_steps": sol.result == diffrax.RESULTS.max_steps_reached,
+        "failed": sol.result != diffrax.RESULTS.successful,
+    }
+    return sol, stats
 
 
 def fixed_grid(control: StepControl, ts_np):

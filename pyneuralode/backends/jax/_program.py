@@ -15,7 +15,7 @@ from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram
 from ._backsolve import make_backsolve
 from ._counting import HostCounter, new_probe, vjp_counted
-from ._diffrax import counts_by_formula, fixed_grid, make_solver, nfe_from_steps, step_setup
+from ._diffrax import counts_by_formula, fixed_grid, integrate, make_solver
 from ._field import compile_field
 
 
@@ -26,10 +26,17 @@ class JaxProgram(AbstractProgram):
     functions :meth:`solve_fn` and :meth:`loss_and_grad_fn` are what the training loop and ``native()`` reuse.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, *, instrument=None):
+        """``instrument(field) -> field`` wraps the compiled vector field (tests use it for independent counters)."""
+        if model.dtype == "float64" and not jax.config.jax_enable_x64:
+            # JAX computes in float32 unless x64 is on. It is a process-wide switch, so it is turned on only when
+            # a float64 model is compiled; float32 models still run in float32 (their arrays are cast).
+            jax.config.update("jax_enable_x64", True)
         self.model = model
         self.dtype = jnp.dtype(model.dtype)
         self.field = compile_field(model.field)
+        if instrument is not None:
+            self.field = instrument(self.field)
         self.solver = make_solver(model.solver)
         self.host_counter = None if counts_by_formula(model.solver) else HostCounter()
         self._forward_field = self.host_counter.wrap(self.field) if self.host_counter else self.field
@@ -40,25 +47,9 @@ class JaxProgram(AbstractProgram):
 
     # ------------------------------------------------------------------ pure functions
     def _diffeqsolve(self, field, params, y0, ts, grid, adjoint):
-        model = self.model
-        controller, dt0, _ = step_setup(model.solver, model.control, np.asarray([0.0, 1.0]))
-        if not model.solver.adaptive:
-            controller = diffrax.StepTo(ts=grid)
-        elif dt0 is not None:
-            dt0 = abs(dt0) * jnp.sign(ts[-1] - ts[0])
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(field), self.solver, ts[0], ts[-1], dt0, y0, args=params,
-            saveat=diffrax.SaveAt(ts=ts), stepsize_controller=controller, max_steps=model.control.max_steps,
-            adjoint=adjoint, throw=False)
-        steps, accepted = sol.stats["num_steps"], sol.stats["num_accepted_steps"]
-        auto = model.solver.adaptive and model.control.dt0 is None
-        stats = {
-            "nfe_forward": nfe_from_steps(model.solver, steps, auto_dt0=auto),
-            "steps_accepted": accepted,
-            "steps_rejected": steps - accepted,
-            "max_steps": sol.result == diffrax.RESULTS.max_steps_reached,
-            "failed": sol.result != diffrax.RESULTS.successful,
-        }
+        sol, stats = integrate(field, params, y0, ts[0], ts[-1], model_solver=self.model.solver,
+                               diffrax_solver=self.solver, control=self.model.control,
+                               saveat=diffrax.SaveAt(ts=ts), grid=grid, adjoint=adjoint)
         return sol.ys, stats
 
     def _plain_solve(self, params, y0, ts, grid):
@@ -160,7 +151,7 @@ class JaxProgram(AbstractProgram):
                             ys if batched else ys[:, 0])
 
     def native(self):
-        return NativeODE(self, jnp.asarray(self.model.init(0)))
+        return NativeODE(params=jnp.asarray(self.model.init(0)), program=self)
 
 
 class NativeODE(eqx.Module):

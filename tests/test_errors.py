@@ -1,0 +1,108 @@
+"""Bad input gets one clear pyneuralode exception, with the same words on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyneuralode as pn
+
+from helpers import model, spiral_batch, spiral_field
+
+CONTROL = pn.StepControl(rtol=1e-3, atol=1e-4)
+Y0, TS = spiral_batch()
+
+# (id, callable(model, params) that must raise, exception type, message pattern)
+BAD_CALLS = [
+    ("y0-width", lambda m, p: m.solve(p, np.ones((4, 3)), TS), pn.SpecError, r"y0 has shape \(4, 3\).*expects \(2,\)"),
+    ("y0-rank", lambda m, p: m.solve(p, np.ones((2, 4, 2)), TS), pn.SpecError, r"y0 has shape"),
+    ("y0-nan", lambda m, p: m.solve(p, np.full((4, 2), np.nan), TS), pn.SpecError, r"y0 contains NaN"),
+    ("params-length", lambda m, p: m.solve(p[:-1], Y0, TS), pn.SpecError, r"params has length 251 .* 252"),
+    ("params-2d", lambda m, p: m.solve(p[None], Y0, TS), pn.SpecError, r"flat 1-D parameter vector"),
+    ("params-complex", lambda m, p: m.solve(p.astype(complex), Y0, TS), pn.SpecError, r"real floating-point"),
+    ("params-bool", lambda m, p: m.solve(p > 0, Y0, TS), pn.SpecError, r"real floating-point"),
+    ("params-inf", lambda m, p: m.solve(np.where(np.arange(p.size) == 3, np.inf, p), Y0, TS), pn.SpecError,
+     r"params contains NaN or infinite"),
+    ("ts-not-monotonic", lambda m, p: m.solve(p, Y0, np.array([0.0, 0.2, 0.1])), pn.SpecError, r"strictly monotonic"),
+    ("ts-repeated", lambda m, p: m.solve(p, Y0, np.array([0.0, 0.1, 0.1])), pn.SpecError, r"strictly monotonic"),
+    ("ts-empty", lambda m, p: m.solve(p, Y0, np.array([])), pn.SpecError, r"at least one time"),
+    ("ts-2d", lambda m, p: m.solve(p, Y0, np.zeros((2, 2))), pn.SpecError, r"1-D array"),
+    ("loss-shape", lambda m, p: m.value_and_grad(p, Y0, TS, loss=pn.L1(np.zeros((5, 4, 3)))), pn.SpecError,
+     r"target has shape \(5, 4, 3\) but the solution has shape \(5, 4, 2\)"),
+    ("loss-type", lambda m, p: m.value_and_grad(p, Y0, TS, loss=lambda ys: 0.0), pn.SpecError, r"pn.L1"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+def test_bad_call(backend, case):
+    _, call, exc, pattern = case
+    m = model(spiral_field(), backend=backend, control=CONTROL)
+    with pytest.raises(exc, match=pattern):
+        call(m, m.init(0))
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"rtol": 0.0}, r"rtol must be a finite number > 0"),
+    ({"atol": -1e-6}, r"atol must be a finite number > 0"),
+    ({"rtol": float("nan")}, r"rtol must be a finite number > 0"),
+    ({"dt": 0.0}, r"dt must be a finite number > 0"),
+    ({"max_steps": 0}, r"max_steps must be a positive integer"),
+    ({"safety": 1.5}, r"safety must lie in \(0, 1\)"),
+    ({"factormin": 2.0}, r"factormin < 1 < factormax"),
+])
+def test_bad_step_control(kwargs, pattern):
+    with pytest.raises(pn.SpecError, match=pattern):
+        pn.StepControl(**kwargs)
+
+
+def test_unknown_options_are_errors():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'rtoll'"):
+        pn.StepControl(rtoll=1e-3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'semi_norm'"):
+        pn.BacksolveAdjoint(semi_norm=True)
+
+
+@pytest.mark.parametrize("kwargs, exc, pattern", [
+    ({"solver": "Dopri6"}, pn.SpecError, r"Unknown solver 'Dopri6': choose one of .*pn.Dopri5\(\)"),
+    ({"adjoint": "magic"}, pn.SpecError, r"Unknown adjoint 'magic'"),
+    ({"backend": "tensorflow"}, pn.SpecError, r"Unknown backend 'tensorflow': choose one of 'jax', 'torch', 'julia'"),
+    ({"dtype": "float16"}, pn.SpecError, r"dtype must be 'float32' or 'float64'"),
+    ({"solver": pn.RK4()}, pn.SpecError, r"RK4\(\) is a fixed-step solver: .*StepControl\(dt=...\)"),
+    ({"solver": pn.Rodas5P(), "backend": "jax"}, pn.NotSupportedError,
+     r"Rodas5P\(\) is not available on backend 'jax': use backend='julia'"),
+    ({"solver": pn.Tsit5(), "backend": "torch"}, pn.NotSupportedError,
+     r"Tsit5\(\) is not available on backend 'torch': use backend='jax' or 'julia'"),
+    ({"adjoint": pn.GaussAdjoint(), "backend": "jax"}, pn.NotSupportedError,
+     r"GaussAdjoint\(\) is not available on backend 'jax': use backend='julia'"),
+    ({"device": "tpu"}, pn.SpecError, r"device must be None, 'cpu' or 'cuda'"),
+])
+def test_bad_model_options(kwargs, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        pn.ODEModel(spiral_field(), **kwargs)
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda: pn.MLP([2]), r"at least an input and an output size"),
+    (lambda: pn.MLP([2, 0, 2]), r"positive integer"),
+    (lambda: pn.MLP([2, 3], activation="swish"), r"Unknown activation 'swish'"),
+    (lambda: pn.MLP("2,3"), r"sequence of layer widths"),
+    (lambda: pn.Sequential(), r"at least one layer"),
+    (lambda: pn.Sequential("tanh"), r"takes pyneuralode layers"),
+])
+def test_bad_spec(make, pattern):
+    with pytest.raises(pn.SpecError, match=pattern):
+        make()
+
+
+def test_max_steps_exceeded(backend):
+    m = model(spiral_field(), backend=backend, control=pn.StepControl(rtol=1e-10, atol=1e-10, max_steps=5))
+    with pytest.raises(pn.MaxStepsError, match=r"max_steps=5 .*increase max_steps.*stiff solver such as pn.Kvaerno5"):
+        m.solve(m.init(0), Y0, TS)
+
+
+def test_non_finite_state(backend):
+    """dy/dt = y**3 from y0 = 10 blows up at t = 0.005; fixed Euler steps overflow to inf/NaN."""
+    spec = pn.Sequential(pn.Activation("cube"), pn.Linear(1, 1, bias=False))
+    m = model(spec, backend=backend, solver=pn.Euler(), control=pn.StepControl(dt=0.1))
+    with pytest.raises(pn.NonFiniteError, match=r"state became NaN or infinite.*float64"):
+        m.solve(np.array([1.0]), np.array([10.0]), np.linspace(0.0, 2.0, 3))
