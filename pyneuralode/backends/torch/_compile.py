@@ -81,6 +81,18 @@ class SequentialModule(torch.nn.Module):
         return x
 
 
+_MODULE_BUILDERS: dict[type, object] = {
+    Linear: lambda layer, dtype, device: LinearModule(layer, dtype=dtype, device=device),
+    Activation: lambda layer, dtype, device: ActivationModule(layer.name),
+}
+
+
+def register_layer(layer_type: type, builder) -> None:
+    """Teach the torch backend a new primitive layer: ``builder(layer, dtype, device) -> nn.Module`` whose
+    ``forward(t, x)`` computes the layer and whose parameters carry the names of ``layer.param_specs()``."""
+    _MODULE_BUILDERS[layer_type] = builder
+
+
 def _build(layer: AbstractLayer, *, dtype, device, built: list) -> torch.nn.Module:
     """One module per spec node, appended to ``built`` in :func:`pyneuralode._layers.walk` order."""
     layer = layer.expand()
@@ -91,10 +103,9 @@ def _build(layer: AbstractLayer, *, dtype, device, built: list) -> torch.nn.Modu
                                    for child in layer.sublayers()])
         built[placeholder_index] = module
         return module
-    if isinstance(layer, Linear):
-        module = LinearModule(layer, dtype=dtype, device=device)
-    elif isinstance(layer, Activation):
-        module = ActivationModule(layer.name)
+    builder = _MODULE_BUILDERS.get(type(layer))
+    if builder is not None:
+        module = builder(layer, dtype, device)
     else:
         raise NotSupportedError(f"{type(layer).__name__} layers are not available on backend 'torch' yet: use "
                                 "backend='jax', or build the field from Linear/Activation/Sequential/MLP.")
