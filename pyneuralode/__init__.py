@@ -11,6 +11,8 @@ from ._adjoints import DirectAdjoint as DirectAdjoint
 from ._adjoints import GaussAdjoint as GaussAdjoint
 from ._adjoints import InterpolatingAdjoint as InterpolatingAdjoint
 from ._adjoints import QuadratureAdjoint as QuadratureAdjoint
+from ._compare import Comparison as Comparison
+from ._compare import compare as compare
 from ._control import StepControl as StepControl
 from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import DataError as DataError
@@ -30,6 +32,10 @@ from ._losses import L1 as L1
 from ._losses import MSE as MSE
 from ._losses import AbstractLoss as AbstractLoss
 from ._model import ODEModel as ODEModel
+from ._optim import SGD as SGD
+from ._optim import AbstractOptimizer as AbstractOptimizer
+from ._optim import Adam as Adam
+from ._optim import RMSprop as RMSprop
 from ._params import init_params as init_params
 from ._params import num_params as num_params
 from ._params import param_layout as param_layout
@@ -53,6 +59,7 @@ from ._solvers import Rodas5P as Rodas5P
 from ._solvers import Tsit5 as Tsit5
 from ._solvers import Vern7 as Vern7
 from .backends import backend_info as backend_info
+from .train import Trainer as Trainer
 from . import datasets as datasets
 
 try:

@@ -42,11 +42,15 @@ class AbstractLoss(abc.ABC):
 
 
 class L1(AbstractLoss):
-    """Mean absolute error ``mean(|ys - target|)`` — the paper's spiral loss."""
+    """Mean absolute error ``mean(|ys - target|)`` — the paper's spiral loss.
+
+    Written as ``diff * sign(diff)`` so that every backend takes the same subgradient, 0, where a residual is
+    exactly zero (``jnp.abs`` and ``torch.abs`` disagree there, and the spiral's first target point always
+    equals ``y0``)."""
 
     @staticmethod
     def reduce(xp, diff):
-        return xp.mean(xp.abs(diff))
+        return xp.mean(diff * xp.sign(diff))
 
 
 class MSE(AbstractLoss):

@@ -17,6 +17,12 @@ class AbstractProgram(abc.ABC):
     def value_and_grad(self, params, y0, ts, loss):
         """Return a :class:`pyneuralode.ValueAndGrad` with gradients in the canonical layout."""
 
+    def make_trainer(self, optimizer, loss_type):
+        """A native training loop for :class:`pyneuralode.train.Trainer` (backends that support training)."""
+        from .._errors import NotSupportedError
+        raise NotSupportedError(f"Training through pn.Trainer is not available on this backend "
+                                f"({type(self).__name__}) yet: train on backend='jax' or 'torch'.")
+
     @abc.abstractmethod
     def native(self) -> Any:
         """The backend's own object (JAX callable, ``torch.nn.Module``, Julia callable)."""

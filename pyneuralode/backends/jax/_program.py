@@ -150,6 +150,11 @@ class JaxProgram(AbstractProgram):
         return ValueAndGrad(float(value), gp, gy if batched else gy[0], stats_out,
                             ys if batched else ys[:, 0])
 
+    def make_trainer(self, optimizer, loss_type):
+        """A native training loop (see :class:`pyneuralode.train.Trainer`)."""
+        from ._train import JaxTrainer
+        return JaxTrainer(self, optimizer, loss_type)
+
     def native(self):
         return NativeODE(params=jnp.asarray(self.model.init(0)), program=self)
 

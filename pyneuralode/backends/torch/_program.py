@@ -86,10 +86,12 @@ class TorchProgram(AbstractProgram):
             raise non_finite_error()
         return Solution(ts, ys, Stats(**self._forward_stats()))
 
-    def value_and_grad(self, params, y0, ts, loss) -> ValueAndGrad:
-        load_flat(self.field, params)
-        y0_t = self._tensor(y0).requires_grad_(True)
-        target = self._tensor(loss.target)
+    def value_and_grads(self, y0_t: torch.Tensor, ts: np.ndarray, target: torch.Tensor, reduce):
+        """Loss and gradients with the module's current weights, all as tensors (no numpy round trip).
+
+        Returns ``(value, param_grads, grad_y0, ys, stats)``; ``param_grads`` follow ``flat_parameters()``.
+        The training loop calls this directly; :meth:`value_and_grad` wraps it for numpy callers.
+        """
         counter = self.counter
         counter.reset(count_vjps=not self.backsolve)
         max_steps = self.model.control.max_steps
@@ -101,21 +103,35 @@ class TorchProgram(AbstractProgram):
                 ys = self._integrate(y0_t, self._tensor(ts), adjoint=self.backsolve)
             if not bool(torch.isfinite(ys).all()):
                 raise non_finite_error()
-        value = loss.reduce(torch, ys - target)
+        value = reduce(torch, ys - target)
         counter.phase = "backward"
         params_t = self.field.flat_parameters()
+        inputs = [*params_t, y0_t] if y0_t.requires_grad else params_t
         with torchdiffeq_failures(counter, max_steps=max_steps, where=BACKWARD):
-            *grads, grad_y0 = torch.autograd.grad(value, [*params_t, y0_t], allow_unused=True)
+            grads = list(torch.autograd.grad(value, inputs, allow_unused=True))
         counter.last_output = None
-        grad_params = flat_grad(self.field, grads)
-        grad_y0 = np.zeros_like(np.asarray(y0)) if grad_y0 is None else grad_y0.detach().cpu().numpy()
-        value_f = float(value.detach())
-        if not (np.isfinite(value_f) and np.all(np.isfinite(grad_params)) and np.all(np.isfinite(grad_y0))):
-            raise non_finite_error("loss or its gradient")
+        grad_y0 = grads.pop() if y0_t.requires_grad else None
         backward_accepted = (counter.backward_steps_accepted if self.model.solver.adaptive
                              else counter.backward_steps_attempted)
         stats = Stats(**self._forward_stats() if len(ts) > 1 else {},
                       nfe_backward=counter.nfe_backward if self.backsolve else counter.vjps,
                       backward_steps_accepted=backward_accepted,
                       backward_steps_rejected=counter.backward_steps_rejected)
+        return value, grads, grad_y0, ys, stats
+
+    def value_and_grad(self, params, y0, ts, loss) -> ValueAndGrad:
+        load_flat(self.field, params)
+        y0_t = self._tensor(y0).requires_grad_(True)
+        value, grads, grad_y0, ys, stats = self.value_and_grads(y0_t, ts, self._tensor(loss.target),
+                                                                type(loss).reduce)
+        grad_params = flat_grad(self.field, grads)
+        grad_y0 = np.zeros_like(np.asarray(y0)) if grad_y0 is None else grad_y0.detach().cpu().numpy()
+        value_f = float(value.detach())
+        if not (np.isfinite(value_f) and np.all(np.isfinite(grad_params)) and np.all(np.isfinite(grad_y0))):
+            raise non_finite_error("loss or its gradient")
         return ValueAndGrad(value_f, grad_params, grad_y0, stats, ys.detach().cpu().numpy())
+
+    def make_trainer(self, optimizer, loss_type):
+        """A native training loop (see :class:`pyneuralode.train.Trainer`)."""
+        from ._train import TorchTrainer
+        return TorchTrainer(self, optimizer, loss_type)

@@ -1,0 +1,134 @@
+"""``pn.compare``: run one model on several backends with identical weights and inputs, side by side.
+
+Agreement is a product feature: the report shows, per backend, the loss, NFE forward/backward, steps and wall
+time per call (median after a warm-up call), and per pair of backends the largest relative differences of the
+outputs, of ``grad_params`` and of ``grad_y0`` (``max |a - b| / max |b|``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import time
+
+import numpy as np
+
+from ._errors import BackendUnavailable, NotSupportedError
+
+
+def relative_difference(a, b) -> float:
+    """``max |a - b| / max |b|`` (0 when both are zero)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = np.max(np.abs(b)) if b.size else 0.0
+    diff = np.max(np.abs(a - b)) if a.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendResult:
+    """One backend's figures in a comparison."""
+
+    backend: str
+    value: float
+    nfe_forward: int
+    nfe_backward: int | None
+    steps_accepted: int
+    steps_rejected: int
+    seconds_per_call: float
+    ys: np.ndarray = dataclasses.field(repr=False)
+    grad_params: np.ndarray = dataclasses.field(repr=False)
+    grad_y0: np.ndarray = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairDifference:
+    """Largest relative differences between two backends."""
+
+    a: str
+    b: str
+    outputs: float
+    grad_params: float
+    grad_y0: float
+    nfe_forward: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """The result of :func:`compare`: per-backend figures, per-pair differences, and skipped backends."""
+
+    title: str
+    results: tuple[BackendResult, ...]
+    pairs: tuple[PairDifference, ...]
+    skipped: dict[str, str]
+
+    def to_dict(self) -> dict:
+        """JSON-ready figures (arrays left out)."""
+        def strip(r):
+            return {k: v for k, v in dataclasses.asdict(r).items() if k not in ("ys", "grad_params", "grad_y0")}
+        return {"title": self.title, "results": [strip(r) for r in self.results],
+                "pairs": [dataclasses.asdict(p) for p in self.pairs], "skipped": dict(self.skipped)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def __str__(self) -> str:
+        lines = [self.title, ""]
+        head = ("backend", "loss", "NFE-F", "NFE-B", "steps acc/rej", "time/call")
+        rows = [(r.backend, f"{r.value:.12g}", str(r.nfe_forward), str(r.nfe_backward),
+                 f"{r.steps_accepted}/{r.steps_rejected}", f"{1e3 * r.seconds_per_call:.2f} ms")
+                for r in self.results]
+        lines += _table(head, rows)
+        if self.pairs:
+            lines.append("")
+            head = ("pair", "max rel diff ys", "grad_params", "grad_y0", "ΔNFE-F")
+            rows = [(f"{p.a} vs {p.b}", f"{p.outputs:.2e}", f"{p.grad_params:.2e}", f"{p.grad_y0:.2e}",
+                     f"{p.nfe_forward:+d}") for p in self.pairs]
+            lines += _table(head, rows)
+        for name, reason in self.skipped.items():
+            lines.append(f"skipped {name}: {reason}")
+        return "\n".join(lines)
+
+
+def _table(head, rows) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
+
+
+def _time_call(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def compare(model, *, backends=("jax", "torch"), params, y0, ts, loss, repeats: int = 5,
+            title: str | None = None) -> Comparison:
+    """Run ``model`` (its settings, each backend in turn) on the same ``params``, ``y0``, ``ts`` and ``loss``.
+
+    A backend that is not installed or cannot run this model's options is skipped with the reason shown.
+    ``repeats`` timed calls follow one warm-up call (which includes compilation).
+    """
+    results, skipped = [], {}
+    for name in backends:
+        try:
+            m = model.replace(backend=name)
+            res = m.value_and_grad(params, y0, ts, loss=loss)  # warm-up (compiles)
+        except (BackendUnavailable, NotSupportedError) as err:
+            skipped[name] = str(err)
+            continue
+        seconds = _time_call(lambda: m.value_and_grad(params, y0, ts, loss=loss), repeats)
+        s = res.stats
+        results.append(BackendResult(name, res.value, s.nfe_forward, s.nfe_backward, s.steps_accepted,
+                                     s.steps_rejected, seconds, res.ys, res.grad_params, res.grad_y0))
+    pairs = tuple(
+        PairDifference(a.backend, b.backend, relative_difference(a.ys, b.ys),
+                       relative_difference(a.grad_params, b.grad_params),
+                       relative_difference(a.grad_y0, b.grad_y0), a.nfe_forward - b.nfe_forward)
+        for a, b in itertools.combinations(results, 2))
+    title = title or (f"{model.solver.name}, {model.adjoint.name}, {model.dtype}, rtol={model.control.rtol:g}, "
+                      f"atol={model.control.atol:g}")
+    return Comparison(title, tuple(results), pairs, skipped)

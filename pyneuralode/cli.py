@@ -1,0 +1,157 @@
+"""The ``pyneuralode`` command: ``info``, ``spiral``, ``compare`` and the other benchmark problems.
+
+Each subcommand is a thin layer over the library; problem modules own their options and runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ._errors import PyNeuralODEError
+from .backends._registry import BACKEND_NAMES, backend_info
+
+
+def _cmd_info(args) -> int:
+    import platform
+
+    import numpy as np
+
+    from . import __version__
+    print(f"pyneuralode {__version__} — Python {platform.python_version()}, numpy {np.__version__}")
+    for name in BACKEND_NAMES:
+        info = backend_info(name)
+        if info["installed"]:
+            versions = ", ".join(f"{k} {v}" for k, v in info.get("versions", {}).items())
+            devices = ", ".join(info.get("devices", [])) or "-"
+            print(f"  {name:<6} installed   {versions}; devices: {devices}")
+        else:
+            why = info.get("error") or f"missing {', '.join(info['missing'])}"
+            print(f"  {name:<6} unavailable {why}\n         install: {info['install']}")
+    return 0
+
+
+def _add_spiral(sub) -> None:
+    from .problems.spiral import SpiralConfig
+    d = SpiralConfig()
+    p = sub.add_parser("spiral", help="train the paper's spiral (progress bar, metrics JSON, checkpoint, PNG)")
+    p.add_argument("--backend", default=d.backend, choices=BACKEND_NAMES)
+    p.add_argument("--iters", type=int, default=d.iters)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--rtol", type=float, default=d.rtol)
+    p.add_argument("--atol", type=float, default=d.atol)
+    p.add_argument("--adjoint", default=d.adjoint,
+                   choices=["DirectAdjoint", "CheckpointAdjoint", "BacksolveAdjoint"])
+    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--out", default="runs/spiral", help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_spiral)
+
+
+def _cmd_spiral(args) -> int:
+    from .problems._spiral_run import format_summary, train_spiral
+    from .problems.spiral import SpiralConfig
+    cfg = SpiralConfig(backend=args.backend, iters=args.iters, seed=args.seed, lr=args.lr, rtol=args.rtol,
+                       atol=args.atol, adjoint=args.adjoint, dtype=args.dtype, eval_every=args.eval_every)
+    summary = train_spiral(cfg, args.out, resume=args.resume, show_progress=not args.no_progress)
+    print(format_summary(summary))
+    out = Path(args.out)
+    print(f"\nwrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'checkpoint.npz'}, {out / 'spiral.png'}")
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="run a benchmark problem on several backends and print the agreement table")
+    p.add_argument("problem", choices=["spiral"] + [name for name in ("mnist", "cnf") if _has_compare(name)])
+    p.add_argument("--backends", default="jax,torch", help="comma-separated, e.g. jax,torch,julia")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--rtol", type=float, default=1e-6)
+    p.add_argument("--atol", type=float, default=None, help="default: rtol")
+    p.add_argument("--adjoint", default="DirectAdjoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the comparison as JSON to this file")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _has_compare(problem: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(f"pyneuralode.problems.{problem}") is not None
+
+
+def _cmd_compare(args) -> int:
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    if args.problem == "spiral":
+        comparison = _compare_spiral(args, backends)
+    else:
+        import importlib
+        module = importlib.import_module(f"pyneuralode.problems.{args.problem}")
+        comparison = module.compare_backends(args, backends)
+    print(comparison)
+    if args.json:
+        Path(args.json).write_text(comparison.to_json())
+    return 0
+
+
+def _compare_spiral(args, backends):
+    import numpy as np
+
+    from . import _adjoints, _control, _losses, _model, _solvers
+    from ._compare import compare
+    from .problems.spiral import sample_batch, spiral_data, spiral_field
+    if "julia" in backends:  # Julia must start before torch is imported (juliacall's documented crash)
+        from .backends import get_backend
+        try:
+            get_backend("julia")
+        except PyNeuralODEError:
+            pass
+    ts, ys = spiral_data(backend=next((b for b in backends if b != "julia"), "jax"))
+    y0, t, target = sample_batch(np.random.default_rng(args.seed), ts, ys)
+    model = _model.ODEModel(spiral_field(), solver=_solvers.Dopri5(),
+                            control=_control.StepControl(rtol=args.rtol, atol=args.atol or args.rtol),
+                            adjoint=_adjoints.as_adjoint(args.adjoint), dtype=args.dtype)
+    params = model.init(args.seed)
+    title = (f"spiral: 2-50-2 tanh on y**3, batch 20x10, Dopri5, {model.adjoint.name}, {args.dtype}, "
+             f"rtol={args.rtol:g}, atol={args.atol or args.rtol:g}, identical weights (seed {args.seed})")
+    return compare(model, backends=backends, params=params, y0=y0, ts=t, loss=_losses.L1(target), title=title)
+
+
+def _add_optional(sub, problem: str) -> None:
+    """Problems whose modules provide ``add_parser(subparsers)`` join the command when present."""
+    if _has_compare(problem):
+        import importlib
+        module = importlib.import_module(f"pyneuralode.problems.{problem}")
+        if hasattr(module, "add_parser"):
+            module.add_parser(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyneuralode", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="backends, versions, devices, and how to install what is missing").set_defaults(
+        func=_cmd_info)
+    _add_spiral(sub)
+    _add_compare(sub)
+    for problem in ("mnist", "cnf"):
+        _add_optional(sub, problem)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PyNeuralODEError as err:
+        print(f"pyneuralode: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pyneuralode: interrupted (a run with a checkpoint can continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
