@@ -134,4 +134,6 @@ class TorchProgram(AbstractProgram):
     def make_trainer(self, optimizer, loss_type):
         """A native training loop (see :class:`pyneuralode.train.Trainer`)."""
         from ._train import TorchTrainer
-        return TorchTrainer(self, optimizer, loss_type)
+        # A program of its own: the trainer's weights live in its module, which model.solve/value_and_grad
+        # (which load the flat vector they are given) must not overwrite between steps.
+        return TorchTrainer(TorchProgram(self.model, self.device), optimizer, loss_type)
