@@ -13,6 +13,9 @@ from ._adjoints import InterpolatingAdjoint as InterpolatingAdjoint
 from ._adjoints import QuadratureAdjoint as QuadratureAdjoint
 from ._compare import Comparison as Comparison
 from ._compare import compare as compare
+from ._cnf import CNF as CNF
+from ._concat_squash import ConcatSquash as ConcatSquash
+from ._concat_squash import ConcatSquashMLP as ConcatSquashMLP
 from ._control import StepControl as StepControl
 from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import DataError as DataError
@@ -22,6 +25,8 @@ from ._errors import NotSupportedError as NotSupportedError
 from ._errors import PyNeuralODEError as PyNeuralODEError
 from ._errors import SolveError as SolveError
 from ._errors import SpecError as SpecError
+from ._flow_results import Density as Density
+from ._flow_results import FlowValueAndGrad as FlowValueAndGrad
 from ._layers import ACTIVATIONS as ACTIVATIONS
 from ._layers import AbstractLayer as AbstractLayer
 from ._layers import Activation as Activation
@@ -32,6 +37,7 @@ from ._losses import L1 as L1
 from ._losses import MSE as MSE
 from ._losses import AbstractLoss as AbstractLoss
 from ._model import ODEModel as ODEModel
+from ._nll import NLL as NLL
 from ._optim import SGD as SGD
 from ._optim import AbstractOptimizer as AbstractOptimizer
 from ._optim import Adam as Adam

@@ -31,17 +31,21 @@ from ._diffrax import fixed_grid, integrate, make_solver
 from ._field import compile_field
 
 
-def augmented_dynamics(field, dim: int, eps, regularised: bool):
-    """``aug(params, t, state) -> d state/dt`` for the state ``[z, l (, kinetic, jacobian)]`` of shape
-    ``(N, dim + 1 (+ 2))``; ``eps`` is Hutchinson's noise ``(N, dim)`` or ``None`` for the exact trace."""
+def augmented_dynamics(field, dim: int, exact: bool, regularised: bool):
+    """``aug((params, eps), t, state) -> d state/dt`` for the state ``[z, l (, kinetic, jacobian)]`` of shape
+    ``(N, dim + 1 (+ 2))``; ``eps`` is Hutchinson's noise ``(N, dim)`` (ignored for the exact trace).
 
-    def aug(params, t, state):
+    ``eps`` travels as an argument, not a closure: the counting ``custom_vjp`` and diffrax's loops cannot close
+    over traced values."""
+
+    def aug(args, t, state):
+        params, eps = args
         z = state[:, :dim]
 
         def f(y):
             return field(params, t, y)
 
-        if eps is None:
+        if exact:
             value, jvp = jax.linearize(f, z)
             basis = jnp.broadcast_to(jnp.eye(dim, dtype=z.dtype)[:, None, :], (dim, *z.shape))
             columns = jax.vmap(jvp)(basis)  # columns[i, n] = (∂f/∂z)(z_n) e_i
@@ -100,28 +104,31 @@ class JaxCNFProgram:
 
     def density_fn(self, params, x, eps):
         """``(state(t0), stats)``: the augmented state at ``t0`` (``(N, D + 1)``) — no gradients."""
-        aug = augmented_dynamics(self.field, self.dim, eps, False)
-        sol, stats = self._solve(lambda t, y, p: aug(p, t, y), params, self._initial_state(x, False),
+        aug = augmented_dynamics(self.field, self.dim, eps is None, False)
+        sol, stats = self._solve(lambda t, y, a: aug(a, t, y), (params, eps), self._initial_state(x, False),
                                  diffrax.RecursiveCheckpointAdjoint(), diffrax.SaveAt(t1=True))
         return sol.ys[-1], stats
 
     def _predict(self, params, x, eps, probe, regularised):
         """The final augmented state, differentiable with the flow's adjoint; ``d/d probe`` counts backward NFE."""
-        aug = augmented_dynamics(self.field, self.dim, eps, regularised)
+        aug = augmented_dynamics(self.field, self.dim, eps is None, regularised)
         state0 = self._initial_state(x, regularised)
         adjoint = self.cnf.adjoint
         if adjoint.name == "BacksolveAdjoint":
+            def flow(p, t, y):
+                return aug((p, eps), t, y)
+
             def forward_solve(p, y0, ts, grid):
-                sol, stats = self._solve(lambda t, y, a: aug(a, t, y), p, y0,
+                sol, stats = self._solve(lambda t, y, a: flow(a, t, y), p, y0,
                                          diffrax.RecursiveCheckpointAdjoint(), diffrax.SaveAt(ts=ts))
                 return sol.ys, stats
-            backsolve = make_backsolve(self.cnf, aug, self.solver, forward_solve)
+            backsolve = make_backsolve(self.cnf, flow, self.solver, forward_solve)
             ys, stats = backsolve(params, state0, jnp.asarray(self._times), jnp.zeros(0, self.dtype), probe)
             return ys[-1], stats
         counted = vjp_counted(aug)
         diffrax_adjoint = (diffrax.RecursiveCheckpointAdjoint(checkpoints=adjoint.checkpoints)
                            if adjoint.name == "CheckpointAdjoint" else diffrax.DirectAdjoint())
-        sol, stats = self._solve(lambda t, y, a: counted(a[0], t, y, a[1]), (params, probe), state0,
+        sol, stats = self._solve(lambda t, y, a: counted(a[0], t, y, a[1]), ((params, eps), probe), state0,
                                  diffrax_adjoint, diffrax.SaveAt(t1=True))
         return sol.ys[-1], stats
 

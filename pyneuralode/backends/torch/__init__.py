@@ -4,6 +4,7 @@
 between it and the canonical flat parameter vector.
 """
 
+from . import _concat_squash  # noqa: F401  (registers the ConcatSquash layer)
 from ._backend import TorchBackend
 from ._compile import VectorField, flat_values, load_flat
 
