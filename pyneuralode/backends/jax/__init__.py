@@ -2,5 +2,6 @@
 
 from . import _concat_squash  # noqa: F401  (registers the ConcatSquash layer)
 from ._backend import JaxBackend
+from . import _image_layers  # noqa: F401  (registers Conv2d, GroupNorm, ... with the field compiler)
 
 __all__ = ["JaxBackend"]

@@ -15,8 +15,8 @@ input gradient and weight gradient are each written as a canonical NHWC/HWIO con
   (``z`` as ``(C, H, W, B)``, the cotangent as the kernel ``(Ho, Wo, B, O)``).
 
 Pattern (B), "shift" (im2col from ``kh*kw`` static slices plus one matmul), is kept as an alternative; select
-with ``PYNEURALODE_JAX_CONV=canon|shift|xla`` (``xla`` = plain ``lax.conv_general_dilated`` in NHWC, autodiff)
-for measurements. Strided convolutions (downsampling, outside the ODE loop in the paper's networks) use plain
+with ``PYNEURALODE_JAX_CONV=canon|shift|xla|nchw`` for measurements (``xla`` = plain
+``lax.conv_general_dilated`` in NHWC with autodiff; ``nchw`` = the same in NCHW/OIHW, the slow pre-fix baseline). Strided convolutions (downsampling, outside the ODE loop in the paper's networks) use plain
 NHWC ``lax`` convolutions: at the top level of a program XLA canonicalises them itself.
 
 The spec's layout stays NCHW/OIHW (PyTorch's); :func:`conv2d` converts at its edges, and XLA fuses those
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax import lax
 
 _DN = ("NHWC", "HWIO", "NHWC")
-IMPLEMENTATIONS = ("canon", "shift", "xla")
+IMPLEMENTATIONS = ("canon", "shift", "xla", "nchw")
 
 
 def implementation() -> str:
@@ -98,6 +98,11 @@ def conv2d_nhwc(z, w_hwio, *, stride, padding):
 def conv2d(x, weight, *, stride, padding, time=None):
     """PyTorch-convention convolution: ``x`` NCHW, ``weight`` OIHW; with ``time`` a constant channel holding
     ``time`` is put first (torchdiffeq's ``ConcatConv2d``). Returns NCHW."""
+    if implementation() == "nchw":  # the unfixed baseline, kept for benchmarks/mnist_step.py
+        if time is not None:
+            x = jnp.concatenate([jnp.broadcast_to(jnp.asarray(time, x.dtype), (x.shape[0], 1, *x.shape[2:])), x], 1)
+        return lax.conv_general_dilated(x, weight, tuple(stride), [(p, p) for p in padding],
+                                        dimension_numbers=("NCHW", "OIHW", "NCHW"))
     z = x.transpose(0, 2, 3, 1)
     if time is not None:
         tt = jnp.broadcast_to(jnp.asarray(time, z.dtype), (*z.shape[:-1], 1))

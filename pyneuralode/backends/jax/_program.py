@@ -88,11 +88,14 @@ class JaxProgram(AbstractProgram):
         return value, grads, aux
 
     # ------------------------------------------------------------------ numpy API
+    def grid(self, ts: np.ndarray) -> np.ndarray:
+        """The fixed-step grid for ``ts`` (an empty array for adaptive solvers)."""
+        return fixed_grid(self.model.control, ts) if not self.model.solver.adaptive else np.zeros(0, ts.dtype)
+
     def _arrays(self, params, y0, ts):
         batched = y0.ndim == len(self.model.field.in_shape or (y0.shape[-1],)) + 1
         y0b = y0 if batched else y0[None]
-        grid = fixed_grid(self.model.control, ts) if not self.model.solver.adaptive else np.zeros(0, ts.dtype)
-        return batched, jnp.asarray(params), jnp.asarray(y0b), jnp.asarray(ts), jnp.asarray(grid)
+        return batched, jnp.asarray(params), jnp.asarray(y0b), jnp.asarray(ts), jnp.asarray(self.grid(ts))
 
     def _forward_stats(self, stats) -> dict:
         if stats["max_steps"]:

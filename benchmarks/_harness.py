@@ -1,0 +1,57 @@
+"""Side-by-side timing: interleaved rounds, medians after warm-up, spread, and a results JSON with machine facts.
+
+Timing the contenders in alternation (A, B, C, A, B, C, ...) makes a noisy machine slow them all alike, so the
+*ratio* stays stable even when absolute times drift.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def interleaved(cases: dict, *, rounds: int, warmup: int = 5) -> dict:
+    """Run each zero-argument callable in ``cases`` ``warmup`` times, then ``rounds`` times interleaved.
+
+    Returns per case: median, p10 and p90 seconds per call, and the raw samples count.
+    """
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: {"median_s": float(np.median(s)), "p10_s": float(np.percentile(s, 10)),
+                   "p90_s": float(np.percentile(s, 90)), "n": len(s)} for name, s in samples.items()}
+
+
+def machine_info() -> dict:
+    """Machine, Python and library versions recorded beside every result."""
+    versions = {}
+    for dist in ("pyneuralode", "numpy", "jax", "jaxlib", "diffrax", "equinox", "optax", "torch", "torchdiffeq"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "versions": versions,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def write_results(name: str, payload: dict) -> Path:
+    """Write ``benchmarks/results/<name>.json`` with machine info attached."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine_info(), **payload}, indent=2))
+    return path

@@ -1,0 +1,219 @@
+"""A :class:`pyneuralode.Network` compiled for JAX: pure functions of the flat parameters, jit-compiled.
+
+The spec is compiled node by node: ``Sequential`` chains, ``Residual`` adds its input, every other layer goes
+through the field compiler (:func:`._field.compile_field`) on its own slice of the flat vector (a subtree's
+parameters are contiguous in the depth-first layout), and each ``ODEBlock`` is solved by the
+:class:`._program.JaxProgram` of its own :class:`pyneuralode.ODEModel` — the same diffrax solve, adjoints and
+exact NFE counting (step formula forward; VJP probe or counted backsolve backward). Each block gets one row of a
+``(blocks, 4)`` probe array, so ``d loss / d probes`` carries every block's backward counts.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..._blocks import ODEBlock, Residual
+from ..._classify import CrossEntropy
+from ..._errors import NotSupportedError, max_steps_error, non_finite_error
+from ..._layers import Sequential
+from ..._params import num_params
+from ..._solution import Stats
+from ._counting import PROBE_SIZE
+from ._diffrax import fixed_grid
+from ._field import compile_field
+from ._program import JaxProgram
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy with integer labels (optax)."""
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+_LOSSES = {CrossEntropy: cross_entropy}
+
+
+def loss_fn(loss):
+    """The JAX implementation of a classification loss object."""
+    if type(loss) not in _LOSSES:
+        raise NotSupportedError(f"{type(loss).__name__} is not available on backend 'jax'.")
+    return _LOSSES[type(loss)]
+
+
+class _Block:
+    """One ODE block: its JaxProgram, static save times and step grid, and its probe row."""
+
+    def __init__(self, block: ODEBlock, network, index: int):
+        self.program = JaxProgram(block.as_model(backend="jax", dtype=network.dtype, device=network.device))
+        ts = np.array([0.0, block.t1], dtype=network.dtype)
+        grid = fixed_grid(block.control, ts) if not block.solver.adaptive else np.zeros(0, ts.dtype)
+        self.ts, self.grid, self.index = ts, grid, index
+
+    def __call__(self, params, y, probes):
+        ys, stats = self.program.predict_fn(params, y, jnp.asarray(self.ts), jnp.asarray(self.grid),
+                                            probes[self.index])
+        return ys[-1], stats
+
+
+class JaxNetworkProgram:
+    """The JAX program of one :class:`pyneuralode.Network`; numpy in and out, pure functions inside."""
+
+    def __init__(self, network):
+        if network.dtype == "float64" and not jax.config.jax_enable_x64:
+            jax.config.update("jax_enable_x64", True)  # as JaxProgram does for float64 models
+        self.network = network
+        self.blocks: list[_Block] = []
+        self.forward = self._compile(network.spec, 0)
+        self.dtype = jnp.dtype(network.dtype)
+        self._apply_jit = jax.jit(self.apply_fn)
+        self._vg_jit = jax.jit(self.value_and_grad_fn, static_argnums=(3,))
+
+    # ------------------------------------------------------------------ compiling the spec
+    def _compile(self, layer, offset: int):
+        """``node(params, x, probes) -> (y, [block stats])`` for ``layer`` whose parameters start at ``offset``."""
+        if isinstance(layer, Sequential):
+            nodes, start = [], offset
+            for child in layer.layers:
+                nodes.append(self._compile(child, start))
+                start += num_params(child)
+
+            def sequential(params, x, probes):
+                stats = []
+                for node in nodes:
+                    x, s = node(params, x, probes)
+                    stats += s
+                return x, stats
+            return sequential
+        stop = offset + num_params(layer)
+        if isinstance(layer, Residual):
+            inner = self._compile(layer.layer, offset)
+
+            def residual(params, x, probes):
+                y, stats = inner(params, x, probes)
+                return x + y, stats
+            return residual
+        if isinstance(layer, ODEBlock):
+            block = _Block(layer, self.network, len(self.blocks))
+            self.blocks.append(block)
+            return lambda params, x, probes: (lambda y, s: (y, [s]))(*block(params[offset:stop], x, probes))
+        field = compile_field(layer)
+        return lambda params, x, probes: (field(params[offset:stop], jnp.zeros((), x.dtype), x), [])
+
+    # ------------------------------------------------------------------ pure functions
+    def new_probes(self):
+        return jnp.zeros((max(1, len(self.blocks)), PROBE_SIZE), self.dtype)
+
+    def apply_fn(self, params, x):
+        """``(logits, [block stats])`` — pure and jit-able."""
+        return self.forward(params, x, self.new_probes())
+
+    def value_and_grad_fn(self, params, x, labels, loss):
+        """``((value, (logits, [block stats])), (grad_params, grad_probes))`` — pure and jit-able."""
+        reduce = loss_fn(loss)
+
+        def objective(params, probes):
+            logits, stats = self.forward(params, x, probes)
+            return reduce(logits, labels), (logits, stats)
+
+        return jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(params, self.new_probes())
+
+    # ------------------------------------------------------------------ numpy API
+    def block_stats(self, stats, probe_grad=None) -> list[Stats]:
+        """Per-block :class:`Stats` from the compiled stats (and probe gradients); raises on solver failure."""
+        out = []
+        for block, s in zip(self.blocks, jax.device_get(stats)):
+            forward = block.program._forward_stats(s)
+            if probe_grad is None:
+                out.append(Stats(**forward))
+                continue
+            row = probe_grad[block.index]
+            if row[1]:
+                raise max_steps_error(block.program.model.control.max_steps, where="backward (adjoint) solve")
+            model = block.program.model
+            counted = not (model.solver.stiff and model.adjoint.name != "BacksolveAdjoint")
+            out.append(Stats(**forward, nfe_backward=int(round(row[0])) if counted else None,
+                             backward_steps_accepted=int(round(row[2])),
+                             backward_steps_rejected=int(round(row[3]))))
+        return out
+
+    def apply(self, params, x):
+        logits, stats = jax.block_until_ready(self._apply_jit(jnp.asarray(params), jnp.asarray(x)))
+        block_stats = self.block_stats(stats)
+        logits = np.asarray(logits)
+        if not np.all(np.isfinite(logits)):
+            raise non_finite_error("network output")
+        return logits, block_stats
+
+    def value_and_grad(self, params, x, labels, loss):
+        (value, (logits, stats)), (gp, gprobe) = jax.block_until_ready(
+            self._vg_jit(jnp.asarray(params), jnp.asarray(x), jnp.asarray(labels), loss))
+        block_stats = self.block_stats(stats, np.asarray(gprobe))
+        value, gp = float(value), np.asarray(gp)
+        if not (np.isfinite(value) and np.all(np.isfinite(gp))):
+            raise non_finite_error("loss or its gradient")
+        return value, gp, np.asarray(logits), block_stats
+
+    def make_trainer(self, optimizer, loss):
+        """A native training loop (optimiser state kept in the backend's arrays)."""
+        return JaxNetworkTrainer(self, optimizer, loss)
+
+    def native(self):
+        return NativeNetwork(params=jnp.asarray(self.network.init(0)), program=self)
+
+
+class NativeNetwork(eqx.Module):
+    """The JAX-native face of a network: an equinox module ``net(x) -> logits`` (batched NCHW ``x``).
+
+    Differentiable with ``jax.grad`` (through each block's adjoint) and jit-able; replace ``params`` with
+    ``eqx.tree_at`` or construct it with your own flat vector.
+    """
+
+    params: jax.Array
+    program: JaxNetworkProgram = eqx.field(static=True)
+
+    def __call__(self, x):
+        return self.program.apply_fn(self.params, x)[0]
+
+
+class JaxNetworkTrainer:
+    """A native training loop for a network: one jit-compiled function does the forward pass, the gradient
+    (through each block's adjoint) and the optax update; parameters and optimiser state stay JAX arrays."""
+
+    def __init__(self, program: JaxNetworkProgram, optimizer, loss):
+        self.program, self.loss = program, loss
+        self.opt = optimizer.to_optax()
+
+        def step(params, opt_state, x, labels):
+            (value, (logits, stats)), (grad, gprobe) = program.value_and_grad_fn(params, x, labels, loss)
+            updates, opt_state = self.opt.update(grad, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, value, logits, stats, gprobe
+
+        self._step = jax.jit(step, donate_argnums=(0, 1))
+        self.params = self.opt_state = None
+
+    def init(self, params) -> None:
+        self.params = jnp.asarray(params, self.program.dtype)
+        self.opt_state = self.opt.init(self.params)
+
+    def step(self, x, labels):
+        """One update on the batch; returns ``(loss, logits, [block stats])`` (numpy)."""
+        self.params, self.opt_state, value, logits, stats, gprobe = self._step(
+            self.params, self.opt_state, jnp.asarray(x), jnp.asarray(labels))
+        value = float(value)
+        if not np.isfinite(value):
+            raise non_finite_error("loss")
+        return value, np.asarray(logits), self.program.block_stats(stats, np.asarray(gprobe))
+
+    def get_params(self) -> np.ndarray:
+        return np.asarray(self.params)
+
+    def state(self):
+        """The optimiser state as a pytree of numpy arrays (for checkpoints)."""
+        return jax.tree_util.tree_map(np.asarray, self.opt_state)
+
+    def load_state(self, params, opt_state) -> None:
+        self.params = jnp.asarray(params, self.program.dtype)
+        self.opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
