@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/pyneuralode spiral --backend jax --iters 300 --out runs/demo
+	$(VENV)/bin/pyneuralode spiral --backend jax --iters 1000 --out runs/demo
 
 test: $(STAMP)
 	PYTHON_JULIAPKG_OFFLINE=yes $(PY) -m pytest -n 2 $(PYTEST_ARGS)
