@@ -16,10 +16,17 @@ class Stats:
       (BacksolveAdjoint) or one per vector-field VJP (discretise-then-optimise adjoints). 0 for a plain solve.
     - ``steps_accepted``, ``steps_rejected``: the forward solver's steps.
     - ``backward_steps_accepted``, ``backward_steps_rejected``: the backward solve's steps (BacksolveAdjoint).
+
+    Counts are exact for what each backend executes, so two backends can differ where their libraries do
+    different work for the same steps (documented in the README: diffrax re-evaluates the first stage after a
+    rejected step and differentiates rejected steps). Implicit solvers on JAX (``Kvaerno5``) are counted by a
+    host callback: ``nfe_forward`` then counts every field execution (Newton iterations, Jacobian columns and,
+    inside ``value_and_grad`` with a discretise-then-optimise adjoint, re-evaluations made while
+    differentiating), and ``nfe_backward`` is ``None`` (not counted) for those adjoints.
     """
 
     nfe_forward: int = 0
-    nfe_backward: int = 0
+    nfe_backward: int | None = 0
     steps_accepted: int = 0
     steps_rejected: int = 0
     backward_steps_accepted: int = 0
