@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-import pyneuralode as pn
 from pyneuralode.backends import BACKEND_NAMES
 
-
-def _unavailable_reason(name: str) -> str | None:
-    try:
-        pn.backends.get_backend(name)
-    except pn.BackendUnavailable as err:
-        return str(err)
-    return None
+from helpers import unavailable_reason
 
 
 @pytest.fixture(params=BACKEND_NAMES, scope="session")
 def backend(request) -> str:
     """The name of each backend in turn; skips (with the install command) where it cannot run here."""
-    reason = _unavailable_reason(request.param)
+    reason = unavailable_reason(request.param)
     if reason is not None:
         pytest.skip(reason)
     return request.param

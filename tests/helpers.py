@@ -88,3 +88,13 @@ def rel_err(a, b) -> float:
     """max |a - b| / max |b| — the relative difference used throughout the tests."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def unavailable_reason(name: str) -> str | None:
+    """Why backend ``name`` cannot run here (its first sentence), or None when it can."""
+    try:
+        pn.backends.get_backend(name)
+    except pn.BackendUnavailable as err:
+        head, _, rest = str(err).partition(": ")
+        return f"{head}: {rest.split('. ')[0]}" if rest else head
+    return None

@@ -15,15 +15,7 @@ import pyneuralode as pn
 from pyneuralode.backends import BACKEND_NAMES
 from pyneuralode.backends._registry import REGISTRY
 
-from helpers import model, rel_err, spiral_batch, spiral_field
-
-
-def _available(name):
-    try:
-        pn.backends.get_backend(name)
-    except pn.BackendUnavailable as err:
-        return str(err)
-    return None
+from helpers import model, rel_err, spiral_field, unavailable_reason
 
 
 PAIRS = list(itertools.combinations(BACKEND_NAMES, 2))
@@ -32,7 +24,7 @@ PAIRS = list(itertools.combinations(BACKEND_NAMES, 2))
 @pytest.fixture(params=PAIRS, ids=[f"{a}-{b}" for a, b in PAIRS], scope="module")
 def pair(request):
     for name in request.param:
-        reason = _available(name)
+        reason = unavailable_reason(name)
         if reason:
             pytest.skip(reason)
     return request.param
