@@ -1,0 +1,77 @@
+"""``FlowTrainer``: train a :class:`pyneuralode.CNF` with each step run natively by its backend.
+
+Parameters and optimiser state stay in the backend's arrays between steps (optax state on JAX, with one
+jit-compiled step; ``torch.optim`` on torch); numpy appears only at the edges (a batch and its noise in, the
+loss and counts out). Hutchinson noise is drawn by the caller or, if omitted, from the flow's generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ._errors import SpecError
+from ._nll import NLL
+from ._optim import AbstractOptimizer
+from ._solution import Stats
+from ._validate import check_params
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowStepInfo:
+    """One step's loss (before the update), its parts, and its evaluation counts."""
+
+    loss: float
+    nll: float
+    kinetic: float
+    jacobian: float
+    stats: Stats
+
+
+_TRAINERS = {"jax": "pyneuralode.backends.jax._cnf_train:JaxFlowTrainer",
+             "torch": "pyneuralode.backends.torch._cnf_train:TorchFlowTrainer"}
+
+
+class FlowTrainer:
+    """Train ``cnf`` with ``optimizer`` (``pn.Adam(...)`` etc.) on ``loss`` (``pn.NLL(...)``, default plain NLL)."""
+
+    def __init__(self, cnf, *, optimizer: AbstractOptimizer, loss: NLL | None = None):
+        import importlib
+
+        if not isinstance(optimizer, AbstractOptimizer):
+            raise SpecError(f"optimizer must be pn.Adam(...), pn.RMSprop(...) or pn.SGD(...), got {optimizer!r}.")
+        loss = NLL() if loss is None else loss
+        if not isinstance(loss, NLL):
+            raise SpecError(f"loss must be pn.NLL(...), got {loss!r}.")
+        self.cnf, self.optimizer, self.loss = cnf, optimizer, loss
+        module_name, cls_name = _TRAINERS[cnf.backend].split(":")
+        self._impl = getattr(importlib.import_module(module_name), cls_name)(cnf.program, optimizer, loss)
+        self.steps_done = 0
+
+    def init(self, params) -> None:
+        """Start from the canonical flat ``params`` with a fresh optimiser state."""
+        self._impl.init(check_params(params, self.cnf.num_params, self.cnf.dtype))
+        self.steps_done = 0
+
+    def step(self, x, *, noise=None) -> FlowStepInfo:
+        """One optimisation step on the batch ``x`` (``(N, D)``); ``noise`` is Hutchinson's ``ε`` (optional)."""
+        x = self.cnf._x(x)
+        eps = self.cnf._noise(noise, x)
+        info = self._impl.step(x, eps)
+        self.steps_done += 1
+        return info
+
+    @property
+    def params(self) -> np.ndarray:
+        """The current canonical flat parameters (a numpy copy)."""
+        return self._impl.params()
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Parameters and optimiser state as named numpy arrays (for :func:`pyneuralode.train.save_checkpoint`)."""
+        return {"params": self.params, **self._impl.optimizer_arrays()}
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state_arrays` returned."""
+        self.init(arrays["params"])
+        self._impl.load_optimizer_arrays({k: v for k, v in arrays.items() if k != "params"})

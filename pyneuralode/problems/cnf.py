@@ -1,0 +1,168 @@
+"""Continuous normalizing flows on 2-D toy densities (Chen et al. 2018 §4, FFJORD's toy experiment; issue 6).
+
+Data: FFJORD's toy sets (:func:`pyneuralode.datasets.toy_2d`), a fresh batch per iteration. Model: a
+:class:`pyneuralode.CNF` on ``t ∈ [0, 1]`` whose field is an MLP with time as its last input (or a ConcatSquash
+MLP), Dopri5, exact trace or Hutchinson's; loss ``pn.NLL`` with optional RNODE weights; Adam.
+
+Command line: ``pyneuralode cnf --dataset moons --backend jax --iters N [--trace exact|hutchinson]
+[--out DIR] [--resume]`` (:func:`add_parser`, :func:`run`); ``pyneuralode compare cnf`` (:func:`compare_backends`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .._adjoints import as_adjoint
+from .._cnf import CNF
+from .._concat_squash import ConcatSquashMLP
+from .._control import StepControl
+from .._layers import MLP
+from .._solvers import Dopri5
+from ..datasets import TOY_2D_NAMES
+
+TEST_SEED = 10**6
+"""Seed of the held-out points every run evaluates on (training batches use seeds below it)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CNFConfig:
+    """Settings of a CNF training run (the CLI's options)."""
+
+    dataset: str = "moons"
+    backend: str = "jax"
+    iters: int = 1000
+    batch: int = 512
+    trace: str = "exact"
+    noise: str = "rademacher"
+    width: int = 64
+    depth: int = 2
+    layer: str = "mlp"  # "mlp" (time as the last input) or "concatsquash"
+    activation: str = "tanh"
+    lr: float = 1e-3
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    adjoint: str = "auto"  # CheckpointAdjoint on JAX (diffrax's fast path), DirectAdjoint (backprop) on torch
+    kinetic: float = 0.0
+    jacobian: float = 0.0
+    dtype: str = "float32"
+    seed: int = 0
+    eval_every: int = 100
+    test_size: int = 2000
+    plot_samples: int = 20000
+
+
+def cnf_field(cfg: CNFConfig):
+    """The flow's vector field: ``depth`` hidden layers of ``width`` units."""
+    sizes = [2] + [cfg.width] * cfg.depth + [2]
+    if cfg.layer == "concatsquash":
+        return ConcatSquashMLP(sizes, activation=cfg.activation)
+    return MLP(sizes, activation=cfg.activation, time_input=True)
+
+
+def default_adjoint(backend: str) -> str:
+    """``--adjoint auto``: discretise-then-optimise with each library's fastest exact method (the issue's anchors:
+    diffrax with checkpointing, torchdiffeq by backprop)."""
+    return "CheckpointAdjoint" if backend == "jax" else "DirectAdjoint"
+
+
+def cnf_model(cfg: CNFConfig, **changes) -> CNF:
+    """The :class:`pyneuralode.CNF` a run trains."""
+    backend = changes.get("backend", cfg.backend)
+    adjoint = default_adjoint(backend) if cfg.adjoint == "auto" else cfg.adjoint
+    settings = dict(trace=cfg.trace, noise=cfg.noise, solver=Dopri5(),
+                    control=StepControl(rtol=cfg.rtol, atol=cfg.atol), adjoint=as_adjoint(adjoint),
+                    backend=backend, dtype=cfg.dtype)
+    return CNF(cnf_field(cfg), **{**settings, **changes})
+
+
+def add_parser(subparsers) -> None:
+    """Add ``pyneuralode cnf`` to the CLI's subparsers."""
+    d = CNFConfig()
+    p = subparsers.add_parser("cnf", help="train a continuous normalizing flow on a 2-D density "
+                                          "(progress bar, metrics JSON, checkpoint, PNG)")
+    p.add_argument("--dataset", default=d.dataset, choices=TOY_2D_NAMES)
+    p.add_argument("--backend", default=d.backend, choices=["jax", "torch"])
+    p.add_argument("--iters", type=int, default=d.iters)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--trace", default=d.trace, choices=["exact", "hutchinson"])
+    p.add_argument("--noise", default=d.noise, choices=["rademacher", "gaussian"])
+    p.add_argument("--layer", default=d.layer, choices=["mlp", "concatsquash"])
+    p.add_argument("--width", type=int, default=d.width)
+    p.add_argument("--depth", type=int, default=d.depth, help="hidden layers")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--rtol", type=float, default=d.rtol)
+    p.add_argument("--atol", type=float, default=d.atol)
+    p.add_argument("--adjoint", default=d.adjoint,
+                   help="auto (CheckpointAdjoint on jax, DirectAdjoint on torch), DirectAdjoint, CheckpointAdjoint "
+                        "(jax) or BacksolveAdjoint")
+    p.add_argument("--kinetic", type=float, default=d.kinetic, help="RNODE kinetic-energy weight")
+    p.add_argument("--jacobian", type=float, default=d.jacobian, help="RNODE Jacobian-norm weight")
+    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--test-size", type=int, default=d.test_size, help="held-out points for the test NLL")
+    p.add_argument("--plot-samples", type=int, default=d.plot_samples, help="data and model samples in the PNG")
+    p.add_argument("--out", default=None, help="output directory (default runs/cnf-<dataset>-<backend>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args) -> CNFConfig:
+    """The :class:`CNFConfig` of parsed CLI arguments."""
+    names = {f.name for f in dataclasses.fields(CNFConfig)}
+    return CNFConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def run(args) -> int:
+    """``pyneuralode cnf``: train, print the summary, write metrics/checkpoint/PNG. Returns the exit code."""
+    from pathlib import Path
+
+    from ._cnf_run import format_summary, train_cnf
+
+    cfg = config_from_args(args)
+    out = Path(args.out or f"runs/cnf-{cfg.dataset}-{cfg.backend}")
+    summary = train_cnf(cfg, out, resume=args.resume, show_progress=not args.no_progress)
+    print(format_summary(summary))
+    print(f"\nwrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'checkpoint.npz'}, {out / 'cnf.png'}")
+    return 0
+
+
+def compare_backends(args, backends):
+    """``pyneuralode compare cnf``: exact-trace log-densities and NLL gradients of one CNF on each backend.
+
+    Moons, 256 points, ``MLP([2, 64, 64, 2], time_input=True)``, identical weights; outputs compared are the
+    per-point log-densities, gradients those of the mean NLL w.r.t. the parameters and the points.
+    """
+    from .._compare import BackendResult, Comparison, PairDifference, _time_call, relative_difference
+    from .._errors import BackendUnavailable, NotSupportedError
+    from .._nll import NLL
+    from ..datasets import toy_2d
+
+    cfg = CNFConfig(rtol=args.rtol, atol=args.atol or args.rtol, adjoint=args.adjoint, dtype=args.dtype)
+    x = toy_2d("moons", 256, args.seed, dtype=args.dtype)
+    params = cnf_model(cfg, backend="torch" if "jax" not in backends else "jax").init(args.seed)
+    results, skipped = [], {}
+    for name in backends:
+        try:
+            flow = cnf_model(cfg, backend=name)
+            density = flow.density(params, x)
+            res = flow.value_and_grad(params, x, loss=NLL())
+        except (BackendUnavailable, NotSupportedError) as err:
+            skipped[name] = str(err)
+            continue
+        seconds = _time_call(lambda: flow.value_and_grad(params, x, loss=NLL()), 3)
+        s = res.stats
+        results.append(BackendResult(name, res.value, s.nfe_forward, s.nfe_backward, s.steps_accepted,
+                                     s.steps_rejected, seconds, density.log_prob, res.grad_params, res.grad_x))
+    import itertools
+    pairs = tuple(PairDifference(a.backend, b.backend, relative_difference(a.ys, b.ys),
+                                 relative_difference(a.grad_params, b.grad_params),
+                                 relative_difference(a.grad_y0, b.grad_y0), a.nfe_forward - b.nfe_forward)
+                  for a, b in itertools.combinations(results, 2))
+    title = (f"cnf: moons x256, MLP 2-64-64-2 (t last input), exact trace, Dopri5, {cfg.adjoint}, {cfg.dtype}, "
+             f"rtol={cfg.rtol:g}, atol={cfg.atol:g}, identical weights (seed {args.seed}); "
+             "'ys' = log p(x), 'grad_y0' = d NLL / d x")
+    return Comparison(title, tuple(results), pairs, skipped)
