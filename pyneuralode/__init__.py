@@ -27,14 +27,23 @@ from ._errors import SolveError as SolveError
 from ._errors import SpecError as SpecError
 from ._flow_results import Density as Density
 from ._flow_results import FlowValueAndGrad as FlowValueAndGrad
-from ._flow_trainer import FlowStepInfo as FlowStepInfo
-from ._flow_trainer import FlowTrainer as FlowTrainer
 from ._layers import ACTIVATIONS as ACTIVATIONS
 from ._layers import AbstractLayer as AbstractLayer
 from ._layers import Activation as Activation
 from ._layers import Linear as Linear
 from ._layers import MLP as MLP
 from ._layers import Sequential as Sequential
+from ._conv_layers import ConcatConv2d as ConcatConv2d
+from ._conv_layers import Conv2d as Conv2d
+from ._conv_layers import Flatten as Flatten
+from ._conv_layers import GlobalAvgPool2d as GlobalAvgPool2d
+from ._conv_layers import GroupNorm as GroupNorm
+from ._conv_layers import ReLU as ReLU
+from ._blocks import ODEBlock as ODEBlock
+from ._blocks import Residual as Residual
+from ._classify import CrossEntropy as CrossEntropy
+from ._network import Network as Network
+from ._network import NetworkValueAndGrad as NetworkValueAndGrad
 from ._losses import L1 as L1
 from ._losses import MSE as MSE
 from ._losses import AbstractLoss as AbstractLoss
@@ -69,6 +78,7 @@ from ._solvers import Vern7 as Vern7
 from .backends import backend_info as backend_info
 from .train import Trainer as Trainer
 from . import datasets as datasets
+from . import problems as problems
 
 try:
     __version__ = _version("pyneuralode")

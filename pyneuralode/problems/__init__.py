@@ -3,3 +3,4 @@
 from .spiral import SpiralConfig as SpiralConfig
 from .spiral import spiral_data as spiral_data
 from .spiral import spiral_field as spiral_field
+from ._mnist_models import mnist_model as mnist_model

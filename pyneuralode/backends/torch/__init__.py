@@ -7,5 +7,6 @@ between it and the canonical flat parameter vector.
 from . import _concat_squash  # noqa: F401  (registers the ConcatSquash layer)
 from ._backend import TorchBackend
 from ._compile import VectorField, flat_values, load_flat
+from . import _image_layers  # noqa: F401  (registers Conv2d, GroupNorm, ... with the spec compiler)
 
 __all__ = ["TorchBackend", "VectorField", "flat_values", "load_flat"]

@@ -29,6 +29,11 @@ class TorchBackend(AbstractBackend):
         from ._program import TorchProgram
         return TorchProgram(model, select_device(model.device))
 
+    def compile_network(self, network):
+        """A :class:`~pyneuralode.backends.torch._network.TorchNetworkProgram` for a :class:`pyneuralode.Network`."""
+        from ._network import TorchNetworkProgram
+        return TorchNetworkProgram(network, select_device(network.device))
+
     def describe(self) -> dict:
         """Versions of torch and torchdiffeq, and the devices torch can use."""
         import torchdiffeq

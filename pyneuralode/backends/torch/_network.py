@@ -1,0 +1,262 @@
+"""A :class:`pyneuralode.Network` compiled for torch: one ``nn.Module``, ODE blocks solved by torchdiffeq.
+
+Each plain layer (or composite such as an MLP) is the spec compiler's :class:`._compile.VectorField`; each
+``ODEBlock`` is an :class:`ODEBlockModule` that solves with the same torchdiffeq calls, options
+(:mod:`._methods`), exact counters (:mod:`._nfe`) and failure translation (:mod:`._failures`) as an
+``ODEModel``'s :class:`._program.TorchProgram`. Parameters are registered in canonical order, so
+:func:`._compile.load_flat` and :func:`._compile.flat_grad` work on the whole network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchdiffeq import odeint, odeint_adjoint
+
+from ..._blocks import ODEBlock, Residual
+from ..._classify import CrossEntropy
+from ..._errors import NotSupportedError, non_finite_error
+from ..._layers import Sequential
+from ..._params import param_layout
+from ..._solution import Stats
+from ._compile import VectorField, flat_grad, load_flat
+from ._failures import BACKWARD, torchdiffeq_failures
+from ._methods import adjoint_options, forward_options, method_name
+from ._nfe import AdaptiveCountingField, CountingField
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_LOSSES = {CrossEntropy: F.cross_entropy}
+
+
+def loss_fn(loss):
+    """The torch implementation of a classification loss object."""
+    if type(loss) not in _LOSSES:
+        raise NotSupportedError(f"{type(loss).__name__} is not available on backend 'torch'.")
+    return _LOSSES[type(loss)]
+
+
+class ODEBlockModule(torch.nn.Module):
+    """``forward(x) = y(t1)`` of ``dy/dt = field(t, y)``, ``y(0) = x``, solved by torchdiffeq with the block's
+    solver, step control and adjoint (the same calls as ``TorchProgram._integrate``)."""
+
+    def __init__(self, block: ODEBlock, *, dtype, device):
+        super().__init__()
+        self.block = block
+        self.field = VectorField(block.field, dtype=dtype, device=device)
+        counter_cls = AdaptiveCountingField if block.solver.adaptive else CountingField
+        self.counter = counter_cls(self.field, max_steps=block.control.max_steps)
+        self.method = method_name(block.solver)
+        self.backsolve = block.adjoint.name == "BacksolveAdjoint"
+        self.register_buffer("ts", torch.tensor([0.0, block.t1], dtype=dtype, device=device), persistent=False)
+
+    def forward(self, x):
+        """One solve; the counters restart here, so they always describe the latest call."""
+        block, control = self.block, self.block.control
+        self.counter.reset(count_vjps=self.counter.count_vjps)
+        kwargs = dict(rtol=control.rtol, atol=control.atol, method=self.method,
+                      options=forward_options(block.solver, control, self.ts))
+        with torchdiffeq_failures(self.counter, max_steps=control.max_steps):
+            if not (self.backsolve and torch.is_grad_enabled()):
+                ys = odeint(self.counter, x, self.ts, **kwargs)
+            else:
+                adj = block.adjoint
+                ys = odeint_adjoint(
+                    self.counter, x, self.ts, **kwargs,
+                    adjoint_rtol=adj.rtol if adj.rtol is not None else control.rtol,
+                    adjoint_atol=adj.atol if adj.atol is not None else control.atol,
+                    adjoint_method=self.method,
+                    adjoint_options=adjoint_options(block.solver, control, self.ts, seminorm=adj.seminorm),
+                    adjoint_params=tuple(self.field.flat_parameters()))
+        if not bool(torch.isfinite(ys[-1]).all()):
+            raise non_finite_error()
+        return ys[-1]
+
+    def forward_stats(self) -> dict:
+        c = self.counter
+        accepted = c.steps_accepted if self.block.solver.adaptive else c.steps_attempted
+        return {"nfe_forward": c.nfe_forward, "steps_accepted": accepted, "steps_rejected": c.steps_rejected}
+
+    def stats(self, *, backward: bool) -> Stats:
+        """This block's counts since the last ``counter.reset``."""
+        c = self.counter
+        if not backward:
+            return Stats(**self.forward_stats())
+        accepted = c.backward_steps_accepted if self.block.solver.adaptive else c.backward_steps_attempted
+        return Stats(**self.forward_stats(), nfe_backward=c.nfe_backward if self.backsolve else c.vjps,
+                     backward_steps_accepted=accepted, backward_steps_rejected=c.backward_steps_rejected)
+
+
+class _Leaf(torch.nn.Module):
+    def __init__(self, field: VectorField):
+        super().__init__()
+        self.field = field
+
+    def forward(self, x):
+        return self.field(torch.zeros((), dtype=x.dtype, device=x.device), x)
+
+
+class _Chain(torch.nn.Module):
+    def __init__(self, children):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(children)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class _Skip(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return x + self.inner(x)
+
+
+class NetworkModule(torch.nn.Module):
+    """The compiled network: ``forward(x) -> logits``. ``flat_parameters()`` lists its parameters in canonical
+    order and ``blocks`` its :class:`ODEBlockModule` s; this is what ``Network.native()`` returns."""
+
+    def __init__(self, spec, *, dtype, device):
+        super().__init__()
+        self._slot_params: list = []
+        self.blocks: list[ODEBlockModule] = []
+        self.body = self._build(spec, dtype=dtype, device=device)
+        self._slots = param_layout(spec)
+        shapes = [tuple(p.shape) for p in self._slot_params]
+        if shapes != [s.shape for s in self._slots]:  # pragma: no cover - guards the layout contract
+            raise AssertionError("torch network parameters are out of canonical order")
+        self.num_params = self._slots[-1].stop if self._slots else 0
+
+    def _build(self, layer, **kw):
+        if isinstance(layer, Sequential):
+            return _Chain([self._build(child, **kw) for child in layer.layers])
+        if isinstance(layer, Residual):
+            return _Skip(self._build(layer.layer, **kw))
+        if isinstance(layer, ODEBlock):
+            module = ODEBlockModule(layer, **kw)
+            self.blocks.append(module)
+            self._slot_params += module.field.flat_parameters()
+            return module
+        field = VectorField(layer, **kw)
+        self._slot_params += field.flat_parameters()
+        return _Leaf(field)
+
+    def forward(self, x):
+        return self.body(x)
+
+    def flat_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameter tensors in canonical flat-vector order."""
+        return list(self._slot_params)
+
+    def reset_counters(self, *, training: bool) -> None:
+        for block in self.blocks:
+            block.counter.reset(count_vjps=training and not block.backsolve)
+
+
+class TorchNetworkProgram:
+    """The torch program of one :class:`pyneuralode.Network`; numpy in and out."""
+
+    def __init__(self, network, device: torch.device):
+        self.network = network
+        self.dtype = _DTYPES[network.dtype]
+        self.device = device
+        self.module = NetworkModule(network.spec, dtype=self.dtype, device=device)
+
+    def _tensor(self, array, dtype=None) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(array), dtype=dtype or self.dtype, device=self.device)
+
+    def apply(self, params, x):
+        load_flat(self.module, params)
+        self.module.reset_counters(training=False)
+        with torch.no_grad():
+            logits = self.module(self._tensor(x))
+        logits = logits.cpu().numpy()
+        if not np.all(np.isfinite(logits)):
+            raise non_finite_error("network output")
+        return logits, [b.stats(backward=False) for b in self.module.blocks]
+
+    def loss_and_grads(self, x: torch.Tensor, labels: torch.Tensor, loss):
+        """Loss and parameter gradients with the module's current weights, as tensors (for training loops).
+
+        Returns ``(value, grads, logits, block_stats)``; ``grads`` follow ``flat_parameters()``."""
+        module = self.module
+        module.reset_counters(training=True)
+        logits = module(x)
+        value = loss_fn(loss)(logits, labels)
+        for block in module.blocks:
+            block.counter.phase = "backward"
+        guard = (torchdiffeq_failures(module.blocks[0].counter, max_steps=module.blocks[0].block.control.max_steps,
+                                      where=BACKWARD) if module.blocks else contextlib.nullcontext())
+        with guard:
+            grads = torch.autograd.grad(value, module.flat_parameters(), allow_unused=True)
+        for block in module.blocks:
+            block.counter.last_output = None
+        return value, grads, logits, [b.stats(backward=True) for b in module.blocks]
+
+    def value_and_grad(self, params, x, labels, loss):
+        load_flat(self.module, params)
+        value, grads, logits, block_stats = self.loss_and_grads(
+            self._tensor(x), self._tensor(labels, torch.int64), loss)
+        grad = flat_grad(self.module, grads)
+        value = float(value.detach())
+        if not (np.isfinite(value) and np.all(np.isfinite(grad))):
+            raise non_finite_error("loss or its gradient")
+        return value, grad, logits.detach().cpu().numpy(), block_stats
+
+    def make_trainer(self, optimizer, loss):
+        """A native training loop (optimiser state kept in the backend's arrays)."""
+        return TorchNetworkTrainer(self, optimizer, loss)
+
+    def native(self) -> NetworkModule:
+        """The network module, ``forward(x) -> logits``; load weights with
+        :func:`pyneuralode.backends.torch.load_flat`."""
+        return self.module
+
+
+class TorchNetworkTrainer:
+    """A native training loop for a network: autograd gradients (through each block's adjoint) and a
+    ``torch.optim`` update; the weights live in the module between steps."""
+
+    def __init__(self, program: TorchNetworkProgram, optimizer, loss):
+        self.program, self.loss, self.optimizer = program, loss, optimizer
+        self.opt = optimizer.to_torch(program.module.flat_parameters())
+        self.steps = 0
+
+    def init(self, params) -> None:
+        load_flat(self.program.module, params)
+        self.opt = self.optimizer.to_torch(self.program.module.flat_parameters())
+        self.steps = 0
+
+    def step(self, x, labels):
+        """One update on the batch; returns ``(loss, logits, [block stats])`` (numpy)."""
+        program = self.program
+        if hasattr(self.optimizer, "learning_rate"):  # scheduled SGD: torch.optim has no built-in schedule here
+            for group in self.opt.param_groups:
+                group["lr"] = self.optimizer.learning_rate(self.steps)
+        value, grads, logits, stats = program.loss_and_grads(program._tensor(x), program._tensor(labels, torch.int64),
+                                                             self.loss)
+        for param, grad in zip(program.module.flat_parameters(), grads):
+            param.grad = grad
+        self.opt.step()
+        self.steps += 1
+        value = float(value.detach())
+        if not np.isfinite(value):
+            raise non_finite_error("loss")
+        return value, logits.detach().cpu().numpy(), stats
+
+    def get_params(self) -> np.ndarray:
+        from ._compile import flat_values
+        return flat_values(self.program.module)
+
+    def state(self):
+        return self.opt.state_dict()
+
+    def load_state(self, params, opt_state) -> None:
+        load_flat(self.program.module, params)
+        self.opt.load_state_dict(opt_state)
