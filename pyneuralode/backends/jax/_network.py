@@ -210,10 +210,14 @@ class JaxNetworkTrainer:
     def get_params(self) -> np.ndarray:
         return np.asarray(self.params)
 
-    def state(self):
-        """The optimiser state as a pytree of numpy arrays (for checkpoints)."""
-        return jax.tree_util.tree_map(np.asarray, self.opt_state)
+    def state_arrays(self) -> dict:
+        """Parameters and optimiser state as named numpy arrays (for :func:`pyneuralode.train.save_checkpoint`)."""
+        leaves = jax.tree_util.tree_leaves(self.opt_state)
+        return {"params": self.get_params(), **{f"opt_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}}
 
-    def load_state(self, params, opt_state) -> None:
-        self.params = jnp.asarray(params, self.program.dtype)
-        self.opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
+    def load_state_arrays(self, arrays) -> None:
+        """Restore what :meth:`state_arrays` returned."""
+        self.init(arrays["params"])
+        treedef = jax.tree_util.tree_structure(self.opt_state)
+        leaves = [jnp.asarray(arrays[f"opt_{i}"]) for i in range(treedef.num_leaves)]
+        self.opt_state = jax.tree_util.tree_unflatten(treedef, leaves)

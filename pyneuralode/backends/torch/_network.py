@@ -169,7 +169,10 @@ class TorchNetworkProgram:
         self.module = NetworkModule(network.spec, dtype=self.dtype, device=device)
 
     def _tensor(self, array, dtype=None) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(array), dtype=dtype or self.dtype, device=self.device)
+        array = np.asarray(array)
+        if not array.flags.writeable:  # read-only data sets: torch warns on sharing them, so copy
+            array = array.copy()
+        return torch.as_tensor(array, dtype=dtype or self.dtype, device=self.device)
 
     def apply(self, params, x):
         load_flat(self.module, params)
@@ -254,9 +257,22 @@ class TorchNetworkTrainer:
         from ._compile import flat_values
         return flat_values(self.program.module)
 
-    def state(self):
-        return self.opt.state_dict()
+    def state_arrays(self) -> dict:
+        """Parameters, optimiser state and step count as named numpy arrays (for checkpoints)."""
+        arrays = {"params": self.get_params(), "steps": np.array(self.steps)}
+        for i, param in enumerate(self.program.module.flat_parameters()):
+            for key, value in self.opt.state.get(param, {}).items():
+                arrays[f"opt_{i}_{key}"] = torch.as_tensor(value).detach().cpu().numpy()
+        return arrays
 
-    def load_state(self, params, opt_state) -> None:
-        load_flat(self.program.module, params)
-        self.opt.load_state_dict(opt_state)
+    def load_state_arrays(self, arrays) -> None:
+        """Restore what :meth:`state_arrays` returned."""
+        self.init(arrays["params"])
+        self.steps = int(arrays["steps"])
+        for i, param in enumerate(self.program.module.flat_parameters()):
+            prefix = f"opt_{i}_"
+            for name in arrays:
+                if name.startswith(prefix):
+                    value = torch.as_tensor(np.asarray(arrays[name]), device=param.device)
+                    self.opt.state[param][name[len(prefix):]] = value.to(param.dtype) if value.is_floating_point() \
+                        and value.dim() else value
