@@ -67,7 +67,8 @@ def _cmd_spiral(args) -> int:
 
 def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="run a benchmark problem on several backends and print the agreement table")
-    p.add_argument("problem", choices=["spiral"] + [name for name in ("mnist", "cnf") if _has_compare(name)])
+    p.add_argument("problem", choices=["spiral"] + [name for name in ("mnist", "cnf")
+                                                    if hasattr(_problem_module(name), "compare_backends")])
     p.add_argument("--backends", default="jax,torch", help="comma-separated, e.g. jax,torch,julia")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--rtol", type=float, default=1e-6)
@@ -78,9 +79,14 @@ def _add_compare(sub) -> None:
     p.set_defaults(func=_cmd_compare)
 
 
-def _has_compare(problem: str) -> bool:
+def _problem_module(problem: str):
+    """``pyneuralode.problems.<problem>`` if that module exists (problems add CLI pieces by defining
+    ``add_parser(subparsers)`` and ``compare_backends(args, backends)``), else None."""
+    import importlib
     import importlib.util
-    return importlib.util.find_spec(f"pyneuralode.problems.{problem}") is not None
+    if importlib.util.find_spec(f"pyneuralode.problems.{problem}") is None:
+        return None
+    return importlib.import_module(f"pyneuralode.problems.{problem}")
 
 
 def _cmd_compare(args) -> int:
@@ -88,9 +94,7 @@ def _cmd_compare(args) -> int:
     if args.problem == "spiral":
         comparison = _compare_spiral(args, backends)
     else:
-        import importlib
-        module = importlib.import_module(f"pyneuralode.problems.{args.problem}")
-        comparison = module.compare_backends(args, backends)
+        comparison = _problem_module(args.problem).compare_backends(args, backends)
     print(comparison)
     if args.json:
         Path(args.json).write_text(comparison.to_json())
@@ -121,12 +125,10 @@ def _compare_spiral(args, backends):
 
 
 def _add_optional(sub, problem: str) -> None:
-    """Problems whose modules provide ``add_parser(subparsers)`` join the command when present."""
-    if _has_compare(problem):
-        import importlib
-        module = importlib.import_module(f"pyneuralode.problems.{problem}")
-        if hasattr(module, "add_parser"):
-            module.add_parser(sub)
+    """Problems whose modules provide ``add_parser(subparsers)`` join the command."""
+    module = _problem_module(problem)
+    if hasattr(module, "add_parser"):
+        module.add_parser(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
