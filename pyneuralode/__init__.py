@@ -27,6 +27,8 @@ from ._errors import SolveError as SolveError
 from ._errors import SpecError as SpecError
 from ._flow_results import Density as Density
 from ._flow_results import FlowValueAndGrad as FlowValueAndGrad
+from ._flow_trainer import FlowStepInfo as FlowStepInfo
+from ._flow_trainer import FlowTrainer as FlowTrainer
 from ._layers import ACTIVATIONS as ACTIVATIONS
 from ._layers import AbstractLayer as AbstractLayer
 from ._layers import Activation as Activation
