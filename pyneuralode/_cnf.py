@@ -28,18 +28,18 @@ import math
 
 import numpy as np
 
-from ._adjoints import AbstractAdjoint, DirectAdjoint, as_adjoint
+from ._adjoints import AbstractAdjoint, DirectAdjoint
 from ._control import StepControl
 from ._errors import NotSupportedError, SpecError
 from ._flow_results import Density, FlowValueAndGrad
 from ._layers import AbstractLayer
 from ._model import ODEModel
 from ._nll import NLL
-from ._params import init_params, num_params, param_layout
+from ._model_base import SpecParameters, check_numerics, check_runtime
 from ._solution import Solution
-from ._solvers import AbstractSolver, Dopri5, as_solver
-from ._validate import as_real_array, check_dtype, check_params
-from .backends._registry import entry, get_backend, require_support
+from ._solvers import AbstractSolver, Dopri5
+from ._validate import as_real_array, check_params
+from .backends._registry import get_backend
 
 TRACES = ("exact", "hutchinson")
 """How ``tr(∂f/∂z)`` is computed: exactly, or by Hutchinson's estimator with one noise draw per solve."""
@@ -64,7 +64,7 @@ def _check_time(value, name: str) -> float:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class CNF:
+class CNF(SpecParameters):
     """A continuous normalizing flow with a standard-normal base density, ready to run on one backend.
 
     **Arguments** (all but ``field`` keyword-only):
@@ -112,50 +112,27 @@ class CNF:
         _check_choice(self.noise, NOISES, "noise")
         if isinstance(self.noise_seed, bool) or not isinstance(self.noise_seed, (int, np.integer)):
             raise SpecError(f"noise_seed must be an integer, got {self.noise_seed!r}.")
-        object.__setattr__(self, "solver", as_solver(self.solver))
-        object.__setattr__(self, "adjoint", as_adjoint(self.adjoint))
-        if not isinstance(self.control, StepControl):
-            raise SpecError(f"control must be a pn.StepControl(...), got {type(self.control).__name__}.")
-        object.__setattr__(self, "dtype", check_dtype(self.dtype))
-        if self.device not in (None, "cpu", "cuda"):
-            raise SpecError(f"device must be None, 'cpu' or 'cuda', got {self.device!r}.")
-        entry(self.backend)
+        check_runtime(self)
         if self.backend not in _PROGRAMS:
             raise NotSupportedError(f"CNF is not wired for backend {self.backend!r} yet: use backend="
                                     f"{' or '.join(map(repr, _PROGRAMS))}.")
-        require_support(self.backend, solver=self.solver, adjoint=self.adjoint)
+        check_numerics(self)
         if self.solver.stiff:
             raise NotSupportedError(f"CNF runs explicit solvers only, got {self.solver.name}(): use pn.Dopri5(), "
                                     "pn.Tsit5() (JAX), pn.Bosh3() or a fixed-step method.")
-        if not self.solver.adaptive and self.control.dt is None:
-            raise SpecError(f"{self.solver.name}() is a fixed-step solver: give it a step with "
-                            f"pn.StepControl(dt=...).")
         object.__setattr__(self, "_program", None)
         object.__setattr__(self, "_rng", np.random.default_rng(int(self.noise_seed)))
         object.__setattr__(self, "_sampler", None)
 
     # ---------------------------------------------------------------- parameters
     @property
+    def _param_spec(self):
+        return self.field
+
+    @property
     def dim(self) -> int:
         """``D``, the number of features of one data point."""
         return int(self.field.in_shape[0])
-
-    @property
-    def num_params(self) -> int:
-        """Length of the canonical flat parameter vector."""
-        return num_params(self.field)
-
-    def init(self, seed: int = 0) -> np.ndarray:
-        """Canonical flat parameters drawn from ``seed`` — identical on every backend."""
-        return init_params(self.field, seed, self.dtype)
-
-    def param_layout(self):
-        """Where each tensor lives in the flat vector (see :func:`pyneuralode.param_layout`)."""
-        return param_layout(self.field)
-
-    def replace(self, **changes) -> CNF:
-        """A copy with some settings changed, e.g. ``cnf.replace(backend="torch")``."""
-        return dataclasses.replace(self, **changes)
 
     @property
     def program(self):

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 
-from ._adjoints import AbstractAdjoint, DirectAdjoint, as_adjoint
+from ._adjoints import AbstractAdjoint, DirectAdjoint
 from ._control import StepControl
 from ._errors import SpecError
 from ._layers import AbstractLayer
 from ._losses import AbstractLoss
-from ._params import init_params, num_params, param_layout
+from ._model_base import SpecParameters, check_numerics, check_runtime
 from ._solution import Solution, ValueAndGrad
-from ._solvers import AbstractSolver, Dopri5, as_solver
-from ._validate import check_dtype, check_params, check_state, check_times
-from .backends._registry import entry, get_backend, require_support
+from ._solvers import AbstractSolver, Dopri5
+from ._validate import check_params, check_state, check_times
+from .backends._registry import get_backend
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ODEModel:
+class ODEModel(SpecParameters):
     """``dy/dt = field(t, y)`` with its numerical method, ready to solve and differentiate on one backend.
 
     **Arguments:**
@@ -48,37 +47,13 @@ class ODEModel:
         if not isinstance(self.field, AbstractLayer):
             raise SpecError(f"field must be a pyneuralode layer such as pn.MLP([...]), got "
                             f"{type(self.field).__name__}.")
-        object.__setattr__(self, "solver", as_solver(self.solver))
-        object.__setattr__(self, "adjoint", as_adjoint(self.adjoint))
-        if not isinstance(self.control, StepControl):
-            raise SpecError(f"control must be a pn.StepControl(...), got {type(self.control).__name__}.")
-        object.__setattr__(self, "dtype", check_dtype(self.dtype))
-        if self.device not in (None, "cpu", "cuda"):
-            raise SpecError(f"device must be None, 'cpu' or 'cuda', got {self.device!r}.")
-        entry(self.backend)
-        require_support(self.backend, solver=self.solver, adjoint=self.adjoint)
-        if not self.solver.adaptive and self.control.dt is None:
-            raise SpecError(f"{self.solver.name}() is a fixed-step solver: give it a step with "
-                            f"pn.StepControl(dt=...).")
+        check_runtime(self)
+        check_numerics(self)
         object.__setattr__(self, "_program", None)
 
-    # ---------------------------------------------------------------- parameters
     @property
-    def num_params(self) -> int:
-        """Length of the canonical flat parameter vector."""
-        return num_params(self.field)
-
-    def init(self, seed: int = 0) -> np.ndarray:
-        """Canonical flat parameters drawn from ``seed`` — identical on every backend."""
-        return init_params(self.field, seed, self.dtype)
-
-    def param_layout(self):
-        """Where each tensor lives in the flat vector (see :func:`pyneuralode.param_layout`)."""
-        return param_layout(self.field)
-
-    def replace(self, **changes) -> ODEModel:
-        """A copy with some settings changed, e.g. ``model.replace(backend="torch")``."""
-        return dataclasses.replace(self, **changes)
+    def _param_spec(self):
+        return self.field
 
     # ---------------------------------------------------------------- running
     @property

@@ -18,10 +18,10 @@ from ._blocks import ODEBlock
 from ._classify import CrossEntropy, check_images, check_labels, check_loss
 from ._errors import NotSupportedError, SpecError
 from ._layers import AbstractLayer, walk
-from ._params import init_params, num_params, param_layout
+from ._model_base import SpecParameters, check_runtime
 from ._solution import Stats
-from ._validate import check_dtype, check_params
-from .backends._registry import entry, get_backend
+from ._validate import check_params
+from .backends._registry import get_backend
 
 NETWORK_BACKENDS = ("jax", "torch")
 """Backends that compile a :class:`Network` (``compile_network``); the Julia backend compiles ODEModels only."""
@@ -54,7 +54,7 @@ def sum_stats(stats: tuple[Stats, ...]) -> Stats:
 
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
-class Network:
+class Network(SpecParameters):
     """A network spec compiled for one backend: ``apply`` gives outputs, ``value_and_grad`` a loss gradient.
 
     **Arguments:**
@@ -95,10 +95,7 @@ class Network:
             raise SpecError(f"A classifier network must end in a vector of logits, but this spec outputs samples of "
                             f"shape {out}: end it with pn.Flatten() and a pn.Linear(...).")
         object.__setattr__(self, "num_classes", int(out[0]))
-        object.__setattr__(self, "dtype", check_dtype(self.dtype))
-        if self.device not in (None, "cpu", "cuda"):
-            raise SpecError(f"device must be None, 'cpu' or 'cuda', got {self.device!r}.")
-        entry(self.backend)
+        check_runtime(self)
         for block in self.ode_blocks:  # the same solver/adjoint/backend checks as ODEModel
             block.as_model(backend=self.backend, dtype=self.dtype, device=self.device)
         object.__setattr__(self, "_program", None)
@@ -110,21 +107,8 @@ class Network:
         return tuple(layer for layer in walk(self.spec) if isinstance(layer, ODEBlock))
 
     @property
-    def num_params(self) -> int:
-        """Length of the canonical flat parameter vector."""
-        return num_params(self.spec)
-
-    def init(self, seed: int = 0) -> np.ndarray:
-        """Canonical flat parameters drawn from ``seed`` — identical on every backend."""
-        return init_params(self.spec, seed, self.dtype)
-
-    def param_layout(self):
-        """Where each tensor lives in the flat vector (see :func:`pyneuralode.param_layout`)."""
-        return param_layout(self.spec)
-
-    def replace(self, **changes) -> Network:
-        """A copy with some settings changed, e.g. ``net.replace(backend="torch")``."""
-        return dataclasses.replace(self, **changes)
+    def _param_spec(self):
+        return self.spec
 
     # ---------------------------------------------------------------- running
     @property

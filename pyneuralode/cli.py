@@ -6,7 +6,6 @@ Each subcommand is a thin layer over the library; problem modules own their opti
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 
 from .._adjoints import as_adjoint
 from .._cnf import CNF

@@ -65,7 +65,6 @@ def make_backsolve(model, field, solver, forward_solve):
         g_params, g_y = vjp(-a)
         return f, g_y, g_params
 
-    term = diffrax.ODETerm(augmented)
 
     def segment_solve(t_from, t_to, state, params):
         dt = None

@@ -1,0 +1,67 @@
+"""What every model built on one spec shares: canonical parameters, copies, and checked numerical options.
+
+``ODEModel``, ``CNF`` and ``Network`` are frozen dataclasses; each names the spec that owns its parameters
+(``_param_spec``) and calls the checks below from ``__post_init__``, so the three validate their options with the
+same code and the same words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ._adjoints import as_adjoint
+from ._control import StepControl
+from ._errors import SpecError
+from ._params import init_params, num_params, param_layout
+from ._solvers import as_solver
+from ._validate import check_dtype
+from .backends._registry import entry, require_support
+
+DEVICES = (None, "cpu", "cuda")
+
+
+def check_runtime(model) -> None:
+    """Normalise ``model.dtype`` and check ``model.device`` and ``model.backend`` (in place, frozen-safe)."""
+    object.__setattr__(model, "dtype", check_dtype(model.dtype))
+    if model.device not in DEVICES:
+        raise SpecError(f"device must be None, 'cpu' or 'cuda', got {model.device!r}.")
+    entry(model.backend)
+
+
+def check_numerics(model) -> None:
+    """Normalise ``model.solver``/``model.adjoint``, check ``model.control``, and check that the backend runs
+    them (a fixed-step solver needs ``StepControl(dt=...)``)."""
+    object.__setattr__(model, "solver", as_solver(model.solver))
+    object.__setattr__(model, "adjoint", as_adjoint(model.adjoint))
+    if not isinstance(model.control, StepControl):
+        raise SpecError(f"control must be a pn.StepControl(...), got {type(model.control).__name__}.")
+    require_support(model.backend, solver=model.solver, adjoint=model.adjoint)
+    if not model.solver.adaptive and model.control.dt is None:
+        raise SpecError(f"{model.solver.name}() is a fixed-step solver: give it a step with pn.StepControl(dt=...).")
+
+
+class SpecParameters:
+    """Mixin: the canonical flat parameters of the spec named by ``_param_spec``, and ``replace``."""
+
+    @property
+    def _param_spec(self):
+        raise NotImplementedError
+
+    @property
+    def num_params(self) -> int:
+        """Length of the canonical flat parameter vector."""
+        return num_params(self._param_spec)
+
+    def init(self, seed: int = 0) -> np.ndarray:
+        """Canonical flat parameters drawn from ``seed`` — identical on every backend."""
+        return init_params(self._param_spec, seed, self.dtype)
+
+    def param_layout(self):
+        """Where each tensor lives in the flat vector (see :func:`pyneuralode.param_layout`)."""
+        return param_layout(self._param_spec)
+
+    def replace(self, **changes):
+        """A copy with some settings changed, e.g. ``model.replace(backend="torch")``."""
+        return dataclasses.replace(self, **changes)
