@@ -18,6 +18,14 @@ from ._diffrax import counts_by_formula, fixed_grid, integrate, make_solver
 from ._field import compile_field
 
 
+_FORWARD = ("nfe_forward", "steps_accepted", "steps_rejected", "max_steps", "failed")
+
+
+def _pack(values) -> jax.Array:
+    """Scalars packed into one float array (float64 when enabled; counts stay exact below 2**24 in float32)."""
+    return jnp.stack([jnp.asarray(v).astype(jnp.result_type(float)) for v in values])
+
+
 class JaxProgram(AbstractProgram):
     """The JAX/Diffrax program of one :class:`pyneuralode.ODEModel`.
 
@@ -39,8 +47,8 @@ class JaxProgram(AbstractProgram):
         self.solver = make_solver(model.solver)
         self.host_counter = None if counts_by_formula(model.solver) else HostCounter()
         self._forward_field = self.host_counter.wrap(self.field) if self.host_counter else self.field
-        self._solve_jit = jax.jit(self.solve_fn)
-        self._vg_jit = jax.jit(self.value_and_grad_fn, static_argnums=(5,))
+        self._solve_jit = jax.jit(self._solve_packed)
+        self._vg_jit = jax.jit(self._value_and_grad_packed, static_argnums=(5,))
         if model.adjoint.name == "BacksolveAdjoint":
             self._backsolve = make_backsolve(model, self.field, self.solver, self._plain_solve)
 
@@ -105,43 +113,57 @@ class JaxProgram(AbstractProgram):
         return {"nfe_forward": int(stats["nfe_forward"]), "steps_accepted": int(stats["steps_accepted"]),
                 "steps_rejected": int(stats["steps_rejected"])}
 
-    def _host_nfe(self, forward: dict) -> dict:
+    # The numpy API's compiled entry points return everything the host reads about the run packed into one
+    # small "report" array, so a call costs one transfer for it instead of one per statistic.
+    def _solve_packed(self, params, y0, ts, grid):
+        ys, stats = self.solve_fn(params, y0, ts, grid)
+        return ys, _pack([stats[k] for k in _FORWARD])
+
+    def _value_and_grad_packed(self, params, y0, ts, grid, target, loss_reduce):
+        value, (gp, gy, probe), (ys, stats) = self.value_and_grad_fn(params, y0, ts, grid, target, loss_reduce)
+        return ys, gp, gy, _pack([value, *(stats[k] for k in _FORWARD), *probe])
+
+    def _forward_report(self, report) -> dict:
+        """Forward statistics from a packed report (raises the shared errors on failure)."""
+        stats = dict(zip(_FORWARD, report))
+        forward = self._forward_stats(stats)
         if self.host_counter is not None:
             forward["nfe_forward"] = self.host_counter.count
         return forward
 
+    def _batched_inputs(self, y0, ts):
+        batched = y0.ndim == len(self.model.field.in_shape or (y0.shape[-1],)) + 1
+        return batched, (y0 if batched else y0[None]), self.grid(ts)
+
     def solve(self, params, y0, ts):
-        batched, p, y, t, grid = self._arrays(params, y0, ts)
-        if t.shape[0] == 1:
+        if ts.shape[0] == 1:
             return Solution(ts, np.asarray(y0)[None].copy(), Stats())
+        batched, y, grid = self._batched_inputs(y0, ts)
         if self.host_counter:
             self.host_counter.reset()
-        ys, stats = jax.block_until_ready(self._solve_jit(p, y, t, grid))
-        forward = self._host_nfe(self._forward_stats(jax.device_get(stats)))
-        ys = np.asarray(ys)
+        # numpy goes straight into the compiled function: jit's dispatch transfers it faster than jnp.asarray
+        ys, report = jax.device_get(self._solve_jit(params, y, ts, grid))
+        forward = self._forward_report(report)
         if not np.all(np.isfinite(ys)):
             raise non_finite_error()
         return Solution(ts, ys if batched else ys[:, 0], Stats(**forward))
 
     def value_and_grad(self, params, y0, ts, loss):
-        batched, p, y, t, grid = self._arrays(params, y0, ts)
+        batched, y, grid = self._batched_inputs(y0, ts)
         target = loss.target.astype(self.dtype)
-        target = jnp.asarray(target if batched else target[:, None])
-        if t.shape[0] == 1:
+        target = target if batched else target[:, None]
+        if ts.shape[0] == 1:
             value, (gp, gy) = jax.value_and_grad(lambda p_, y_: loss.reduce(jnp, y_[None] - target),
-                                                 argnums=(0, 1))(p, y)
-            ys, stats, probe_grad = np.asarray(y)[None], None, np.zeros(4)
-            forward = {}
+                                                 argnums=(0, 1))(jnp.asarray(params), jnp.asarray(y))
+            ys, gp, gy, value = np.asarray(y)[None], np.asarray(gp), np.asarray(gy), float(value)
+            forward, probe_grad = {}, np.zeros(4)
         else:
             if self.host_counter:
                 self.host_counter.reset()
-            value, (gp, gy, probe_grad), (ys, stats) = jax.block_until_ready(
-                self._vg_jit(p, y, t, grid, target, type(loss).reduce))
-            forward = self._host_nfe(self._forward_stats(jax.device_get(stats)))
-            probe_grad = np.asarray(probe_grad)
+            ys, gp, gy, report = jax.device_get(self._vg_jit(params, y, ts, grid, target, type(loss).reduce))
+            value, forward, probe_grad = float(report[0]), self._forward_report(report[1:6]), report[6:]
         if probe_grad[1]:
             raise max_steps_error(self.model.control.max_steps, where="backward (adjoint) solve")
-        gp, gy, ys = np.asarray(gp), np.asarray(gy), np.asarray(ys)
         if not (np.isfinite(value) and np.all(np.isfinite(gp)) and np.all(np.isfinite(gy))):
             raise non_finite_error("loss or its gradient")
         counted_backward = not (self.model.solver.stiff and self.model.adjoint.name != "BacksolveAdjoint")
@@ -149,8 +171,7 @@ class JaxProgram(AbstractProgram):
                           nfe_backward=int(round(probe_grad[0])) if counted_backward else None,
                           backward_steps_accepted=int(round(probe_grad[2])),
                           backward_steps_rejected=int(round(probe_grad[3])))
-        return ValueAndGrad(float(value), gp, gy if batched else gy[0], stats_out,
-                            ys if batched else ys[:, 0])
+        return ValueAndGrad(value, gp, gy if batched else gy[0], stats_out, ys if batched else ys[:, 0])
 
     def make_trainer(self, optimizer, loss_type):
         """A native training loop (see :class:`pyneuralode.train.Trainer`)."""

@@ -9,9 +9,7 @@ import optax
 
 from ..._errors import max_steps_error, non_finite_error
 from ..._solution import Stats
-
-
-_STATS = ("nfe_forward", "steps_accepted", "steps_rejected", "max_steps", "failed")
+from ._program import _FORWARD, _pack
 
 
 class JaxTrainer:
@@ -27,8 +25,8 @@ class JaxTrainer:
                                                                                  reduce)
             updates, opt_state = self.tx.update(g_params, opt_state, params)
             # Everything the host reads, packed into one array: one device-to-host transfer per step.
-            report = jnp.stack([value, *(stats[k] for k in _STATS), *probe]).astype(jnp.float64)
-            return optax.apply_updates(params, updates), opt_state, report
+            return optax.apply_updates(params, updates), opt_state, _pack([value, *(stats[k] for k in _FORWARD),
+                                                                           *probe])
 
         self._step = jax.jit(step, donate_argnums=(0, 1))
         self.params_dev = self.opt_state = None
