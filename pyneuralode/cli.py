@@ -123,6 +123,18 @@ def _compare_spiral(args, backends):
     return compare(model, backends=backends, params=params, y0=y0, ts=t, loss=_losses.L1(target), title=title)
 
 
+def _cmd_bench(args) -> int:
+    """``pyneuralode bench ...`` runs ``python -m benchmarks ...`` from a source checkout."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "__main__.py").exists():
+        print("pyneuralode: error: the benchmark suite ships with the source, not the wheel: git clone the "
+              "repository and run `make bench` (or `python -m benchmarks`) there.", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(root))
+    from benchmarks.__main__ import main as bench_main
+    return bench_main(args.bench_args) or 0
+
+
 def _add_optional(sub, problem: str) -> None:
     """Problems whose modules provide ``add_parser(subparsers)`` join the command."""
     module = _problem_module(problem)
@@ -139,10 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     for problem in ("mnist", "cnf"):
         _add_optional(sub, problem)
+    bench = sub.add_parser("bench", help="run the benchmark suite from a source checkout (options as "
+                                         "`python -m benchmarks`: --quick, --only, --device)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"] and not set(argv[1:2]) & {"-h", "--help"}:  # everything after is the suite's own
+        return _cmd_bench(argparse.Namespace(bench_args=argv[1:]))
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
