@@ -84,7 +84,10 @@ class CheckpointAdjoint(AbstractAdjoint):
 
 @dataclasses.dataclass(frozen=True)
 class DirectAdjoint(AbstractAdjoint):
-    """Backpropagate through every operation of the solver (RK-Net); memory grows with the number of steps."""
+    """Backpropagate through every operation of the solver (RK-Net): exact gradients of the discrete solve.
+
+    torch and Julia store every step (memory grows with the number of steps). JAX's reverse-mode loops always
+    checkpoint, so on JAX this is the same computation as :class:`CheckpointAdjoint`."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -68,10 +68,13 @@ class JaxProgram(AbstractProgram):
         return self._plain_solve(params, y0, ts, grid)
 
     def _diffrax_adjoint(self):
+        # DirectAdjoint and CheckpointAdjoint are both exact reverse-mode gradients of the discrete solve, so
+        # both run through diffrax's RecursiveCheckpointAdjoint: diffrax's own DirectAdjoint gives the same
+        # numbers but was 3x slower on the spiral and 16x on the CNF here, and is no lighter (its bounded while
+        # loop checkpoints too; benchmarks/results/memory.json).
         adjoint = self.model.adjoint
-        if adjoint.name == "CheckpointAdjoint":
-            return diffrax.RecursiveCheckpointAdjoint(checkpoints=adjoint.checkpoints)
-        return diffrax.DirectAdjoint()
+        checkpoints = adjoint.checkpoints if adjoint.name == "CheckpointAdjoint" else None
+        return diffrax.RecursiveCheckpointAdjoint(checkpoints=checkpoints)
 
     def predict_fn(self, params, y0, ts, grid, probe):
         """``(ys, stats)`` differentiable with the model's adjoint; ``d/d probe`` carries backward counts."""
