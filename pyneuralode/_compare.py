@@ -2,7 +2,8 @@
 
 Agreement is a product feature: the report shows, per backend, the loss, NFE forward/backward, steps and wall
 time per call (median after a warm-up call), and per pair of backends the largest relative differences of the
-outputs, of ``grad_params`` and of ``grad_y0`` (``max |a - b| / max |b|``).
+outputs, of ``grad_params`` and of ``grad_y0`` (``max |a - b| / max |b|``). :func:`compare_networks` does the
+same for a :class:`pyneuralode.Network` (outputs = logits; no ``grad_y0``, shown as ``n/a``).
 """
 
 from __future__ import annotations
@@ -66,8 +67,11 @@ class Comparison:
         """JSON-ready figures (arrays left out)."""
         def strip(r):
             return {k: v for k, v in dataclasses.asdict(r).items() if k not in ("ys", "grad_params", "grad_y0")}
+
+        def pair(p):  # NaN (a figure that does not apply) as JSON null
+            return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in dataclasses.asdict(p).items()}
         return {"title": self.title, "results": [strip(r) for r in self.results],
-                "pairs": [dataclasses.asdict(p) for p in self.pairs], "skipped": dict(self.skipped)}
+                "pairs": [pair(p) for p in self.pairs], "skipped": dict(self.skipped)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -82,12 +86,16 @@ class Comparison:
         if self.pairs:
             lines.append("")
             head = ("pair", "max rel diff ys", "grad_params", "grad_y0", "ΔNFE-F")
-            rows = [(f"{p.a} vs {p.b}", f"{p.outputs:.2e}", f"{p.grad_params:.2e}", f"{p.grad_y0:.2e}",
+            rows = [(f"{p.a} vs {p.b}", f"{p.outputs:.2e}", f"{p.grad_params:.2e}", _fmt(p.grad_y0),
                      f"{p.nfe_forward:+d}") for p in self.pairs]
             lines += _table(head, rows)
         for name, reason in self.skipped.items():
             lines.append(f"skipped {name}: {reason}")
         return "\n".join(lines)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if np.isnan(x) else f"{x:.2e}"
 
 
 def _table(head, rows) -> list[str]:
@@ -124,11 +132,39 @@ def compare(model, *, backends=("jax", "torch"), params, y0, ts, loss, repeats: 
         s = res.stats
         results.append(BackendResult(name, res.value, s.nfe_forward, s.nfe_backward, s.steps_accepted,
                                      s.steps_rejected, seconds, res.ys, res.grad_params, res.grad_y0))
-    pairs = tuple(
-        PairDifference(a.backend, b.backend, relative_difference(a.ys, b.ys),
-                       relative_difference(a.grad_params, b.grad_params),
-                       relative_difference(a.grad_y0, b.grad_y0), a.nfe_forward - b.nfe_forward)
-        for a, b in itertools.combinations(results, 2))
+    pairs = pair_differences(results)
     title = title or (f"{model.solver.name}, {model.adjoint.name}, {model.dtype}, rtol={model.control.rtol:g}, "
                       f"atol={model.control.atol:g}")
     return Comparison(title, tuple(results), pairs, skipped)
+
+
+def pair_differences(results) -> tuple[PairDifference, ...]:
+    """:class:`PairDifference` of every pair of :class:`BackendResult` (in order). A result whose ``grad_y0`` is
+    empty (a Network has none) gives ``grad_y0 = nan``."""
+    def grad_y0(a, b):
+        return relative_difference(a.grad_y0, b.grad_y0) if a.grad_y0.size and b.grad_y0.size else float("nan")
+    return tuple(PairDifference(a.backend, b.backend, relative_difference(a.ys, b.ys),
+                                relative_difference(a.grad_params, b.grad_params), grad_y0(a, b),
+                                a.nfe_forward - b.nfe_forward)
+                 for a, b in itertools.combinations(results, 2))
+
+
+def compare_networks(network, *, backends=("jax", "torch"), params, x, labels, loss=None, repeats: int = 3,
+                     title: str | None = None) -> Comparison:
+    """:func:`compare` for a :class:`pyneuralode.Network`: ``network.replace(backend=...)`` on each backend with the
+    same ``params``, images ``x`` and ``labels``; ``ys`` are the logits, ``grad_params`` the loss gradient (the
+    pair's ``grad_y0`` is ``n/a``). Steps and NFE are summed over the ODE blocks."""
+    results, skipped = [], {}
+    for name in backends:
+        try:
+            net = network.replace(backend=name)
+            res = net.value_and_grad(params, x, labels, loss=loss)  # warm-up (compiles)
+        except (BackendUnavailable, NotSupportedError) as err:
+            skipped[name] = str(err)
+            continue
+        seconds = _time_call(lambda: net.value_and_grad(params, x, labels, loss=loss), repeats)
+        s = res.stats
+        results.append(BackendResult(name, res.value, s.nfe_forward, s.nfe_backward, s.steps_accepted,
+                                     s.steps_rejected, seconds, res.outputs, res.grad_params, np.zeros(0)))
+    title = title or f"{type(network.spec).__name__} network, {network.dtype}, {len(x)} samples"
+    return Comparison(title, tuple(results), pair_differences(results), skipped)

@@ -160,6 +160,6 @@ def ReLU() -> Activation:  # noqa: N802  (reads like the layer it builds)
     return Activation("relu")
 
 
-def norm(channels: int) -> GroupNorm:
-    """torchdiffeq's ``norm(dim)``: ``GroupNorm(min(32, dim), dim)``."""
-    return GroupNorm(min(32, channels), channels)
+def norm(channels: int, groups: int | None = None) -> GroupNorm:
+    """torchdiffeq's ``norm(dim)``: ``GroupNorm(min(32, dim), dim)``; ``groups`` overrides the group count."""
+    return GroupNorm(groups or min(32, channels), channels)

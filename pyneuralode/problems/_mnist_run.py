@@ -24,7 +24,7 @@ from ._mnist_models import MNIST_INPUT_SHAPE, mnist_model
 
 def build_network(cfg) -> Network:
     """The :class:`Network` of a run's config."""
-    kw = {}
+    kw = {"groups": cfg.groups}
     if cfg.model != "resnet":
         kw["tol"] = cfg.tol
         if cfg.adjoint != "auto":
@@ -62,6 +62,9 @@ def train_mnist(cfg, out_dir, *, resume: bool = False, show_progress: bool = Tru
     """Train per ``cfg``; writes ``metrics.json``/``.csv``, ``checkpoint.npz``, ``params.npy`` and
     ``mnist.png`` to ``out_dir`` and returns the run summary."""
     out = Path(out_dir)
+    if cfg.backend == "torch" and cfg.torch_threads:  # --torch-threads: this run only (a process-wide setting)
+        import torch
+        torch.set_num_threads(cfg.torch_threads)
     train, test = mnist("train"), mnist("test")
     x_train, y_train = np.asarray(train.images), np.asarray(train.labels)
     if cfg.train_limit:
@@ -135,6 +138,9 @@ def _plot(log, path, cfg) -> None:
     b.plot(epochs, log.column("nfe_backward"), marker="s", label="NFE-B")
     b.set(xlabel="epoch", ylabel="evaluations per step", title="NFE over training")
     b.legend()
+    from matplotlib.ticker import MaxNLocator
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     tmp = Path(str(path) + ".tmp.png")
     fig.savefig(tmp, dpi=100)
