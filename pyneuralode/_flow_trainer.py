@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 
 from ._errors import SpecError
 from ._nll import NLL
 from ._optim import AbstractOptimizer
 from ._solution import Stats
+from .train._resume import NativeTrainerState
 from ._validate import check_params
 
 
@@ -33,7 +33,7 @@ _TRAINERS = {"jax": "pyneuralode.backends.jax._cnf_train:JaxFlowTrainer",
              "torch": "pyneuralode.backends.torch._cnf_train:TorchFlowTrainer"}
 
 
-class FlowTrainer:
+class FlowTrainer(NativeTrainerState):
     """Train ``cnf`` with ``optimizer`` (``pn.Adam(...)`` etc.) on ``loss`` (``pn.NLL(...)``, default plain NLL)."""
 
     def __init__(self, cnf, *, optimizer: AbstractOptimizer, loss: NLL | None = None):
@@ -61,17 +61,3 @@ class FlowTrainer:
         info = self._impl.step(x, eps)
         self.steps_done += 1
         return info
-
-    @property
-    def params(self) -> np.ndarray:
-        """The current canonical flat parameters (a numpy copy)."""
-        return self._impl.params()
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """Parameters and optimiser state as named numpy arrays (for :func:`pyneuralode.train.save_checkpoint`)."""
-        return {"params": self.params, **self._impl.optimizer_arrays()}
-
-    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`state_arrays` returned."""
-        self.init(arrays["params"])
-        self._impl.load_optimizer_arrays({k: v for k, v in arrays.items() if k != "params"})

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .._errors import SpecError
 from .._flow_trainer import FlowTrainer
 from .._nll import NLL
 from .._optim import Adam
 from ..datasets import toy_2d
-from ..train import MetricsLog, load_checkpoint, progress, save_checkpoint
+from ..train import progress, save_checkpoint
+from ..train._resume import start_or_resume
 from .cnf import TEST_SEED, CNFConfig, cnf_model
 
 
@@ -39,17 +39,8 @@ def train_cnf(cfg: CNFConfig, out_dir, *, resume: bool = False, show_progress: b
     trainer = FlowTrainer(flow, optimizer=Adam(lr=cfg.lr), loss=NLL(kinetic=cfg.kinetic, jacobian=cfg.jacobian))
     x_test = toy_2d(cfg.dataset, cfg.test_size, TEST_SEED, dtype=cfg.dtype)
     checkpoint = out / "checkpoint.npz"
-    if resume:
-        arrays, meta = load_checkpoint(checkpoint)
-        if meta["config"] != dataclasses.asdict(cfg) | {"iters": meta["config"]["iters"]}:
-            raise SpecError("--resume found a checkpoint trained with other settings: use the same options "
-                            f"(checkpoint: {meta['config']}).")
-        trainer.load_state_arrays(arrays)
-        start, log = meta["iteration"], MetricsLog.read(out)
-        log.records = [r for r in log.records if r["iteration"] <= start]
-    else:
-        trainer.init(flow.init(cfg.seed))
-        start, log = 0, MetricsLog(out)
+    start, log, _ = start_or_resume(trainer, out, resume=resume, config=dataclasses.asdict(cfg), budget_key="iters",
+                                    counter="iteration", init_params=flow.init(cfg.seed))
     log.summary.update(problem="cnf", config=dataclasses.asdict(cfg), num_params=flow.num_params)
 
     bar = progress(cfg.iters, f"cnf {cfg.dataset} [{cfg.backend}, {cfg.trace}]", initial=start,

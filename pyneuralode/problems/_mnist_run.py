@@ -18,7 +18,8 @@ from .._errors import SpecError
 from .._network import Network
 from .._optim import SGD, Adam
 from ..datasets import batches, mnist
-from ..train import MetricsLog, load_checkpoint, progress, save_checkpoint
+from ..train import progress, save_checkpoint
+from ..train._resume import start_or_resume
 from ._mnist_models import MNIST_INPUT_SHAPE, mnist_model
 
 
@@ -69,23 +70,14 @@ def train_mnist(cfg, out_dir, *, resume: bool = False, show_progress: bool = Tru
     x_train, y_train = np.asarray(train.images), np.asarray(train.labels)
     if cfg.train_limit:
         x_train, y_train = x_train[:cfg.train_limit], y_train[:cfg.train_limit]
-    x_test, y_test = np.asarray(test.images), np.asarray(test.labels)
+    x_test, y_test = np.asarray(test.images)[:cfg.test_limit], np.asarray(test.labels)[:cfg.test_limit]
     steps_per_epoch = len(x_train) // cfg.batch
     net = build_network(cfg)
     trainer = net.program.make_trainer(build_optimizer(cfg, steps_per_epoch), CrossEntropy())
     checkpoint = out / "checkpoint.npz"
     config = dataclasses.asdict(cfg)
-    if resume:
-        arrays, meta = load_checkpoint(checkpoint)
-        if {**meta["config"], "epochs": cfg.epochs} != config:
-            raise SpecError("--resume found a checkpoint trained with other settings: use the same options "
-                            f"(checkpoint: {meta['config']}).")
-        trainer.load_state_arrays(arrays)
-        start, log = meta["epoch"], MetricsLog.read(out)
-        log.records = [r for r in log.records if r["epoch"] <= start]
-    else:
-        trainer.init(net.init(cfg.seed))
-        start, log = 0, MetricsLog(out)
+    start, log, _ = start_or_resume(trainer, out, resume=resume, config=config, budget_key="epochs", counter="epoch",
+                                    init_params=net.init(cfg.seed))
     log.summary.update(problem="mnist", config=config, num_params=net.num_params)
 
     for epoch in range(start + 1, cfg.epochs + 1):

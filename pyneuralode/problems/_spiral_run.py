@@ -14,7 +14,8 @@ from .._losses import L1
 from .._model import ODEModel
 from .._optim import Adam
 from .._solvers import Dopri5
-from ..train import MetricsLog, Trainer, load_checkpoint, progress, save_checkpoint
+from ..train import Trainer, progress, save_checkpoint
+from ..train._resume import start_or_resume
 from .spiral import TRUE_Y0, SpiralConfig, sample_batch, spiral_data, spiral_field
 
 
@@ -33,19 +34,10 @@ def train_spiral(cfg: SpiralConfig, out_dir, *, resume: bool = False, show_progr
     trainer = Trainer(model, optimizer=Adam(lr=cfg.lr), loss=L1)
     checkpoint = out / "checkpoint.npz"
     rng = np.random.default_rng(cfg.seed)
-    if resume:
-        arrays, meta = load_checkpoint(checkpoint)
-        if meta["config"] != dataclasses.asdict(cfg) | {"iters": meta["config"]["iters"]}:
-            from .._errors import SpecError
-            raise SpecError("--resume found a checkpoint trained with other settings: use the same options "
-                            f"(checkpoint: {meta['config']}).")
-        trainer.load_state_arrays(arrays)
+    start, log, meta = start_or_resume(trainer, out, resume=resume, config=dataclasses.asdict(cfg),
+                                       budget_key="iters", counter="iteration", init_params=model.init(cfg.seed))
+    if meta:
         rng.bit_generator.state = meta["rng"]
-        start, log = meta["iteration"], MetricsLog.read(out)
-        log.records = [r for r in log.records if r["iteration"] <= start]
-    else:
-        trainer.init(model.init(cfg.seed))
-        start, log = 0, MetricsLog(out)
     log.summary.update(problem="spiral", config=dataclasses.asdict(cfg), num_params=model.num_params)
 
     bar = progress(cfg.iters, f"spiral [{cfg.backend}]", initial=start, enabled=show_progress)

@@ -43,6 +43,7 @@ class MNISTConfig:
     seed: int = 0
     groups: int | None = None
     train_limit: int | None = None
+    test_limit: int | None = None
     test_batch: int = 1000
     torch_threads: int | None = None
 
@@ -89,6 +90,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--test-limit", type=int, default=None, help="evaluate on only the first N test images")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch.set_num_threads for this run (torch backend; default: torch's own). On a shared "
                         "2-core machine 1 thread measured ~5x faster per step than 2 competing with other processes")

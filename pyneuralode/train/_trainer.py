@@ -16,6 +16,7 @@ from .._losses import AbstractLoss, L1
 from .._optim import AbstractOptimizer
 from .._solution import Stats
 from .._validate import check_params, check_state, check_times
+from ._resume import NativeTrainerState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +27,7 @@ class StepInfo:
     stats: Stats
 
 
-class Trainer:
+class Trainer(NativeTrainerState):
     """Train ``model`` with ``optimizer`` on ``loss``; the backend runs the step natively.
 
     **Arguments:**
@@ -61,17 +62,3 @@ class Trainer:
         loss, stats = self._impl.step(y0, ts, target)
         self.steps_done += 1
         return StepInfo(loss, stats)
-
-    @property
-    def params(self) -> np.ndarray:
-        """The current canonical flat parameters (a numpy copy)."""
-        return self._impl.params()
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """Parameters and optimiser state as named numpy arrays (for :func:`pyneuralode.train.save_checkpoint`)."""
-        return {"params": self.params, **self._impl.optimizer_arrays()}
-
-    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`state_arrays` returned (parameters and optimiser state)."""
-        self.init(arrays["params"])
-        self._impl.load_optimizer_arrays({k: v for k, v in arrays.items() if k != "params"})
