@@ -17,7 +17,8 @@ from collections.abc import Sequence as _SequenceABC
 import numpy as np
 
 from ._errors import SpecError
-from ._layers import AbstractLayer, Activation, ParamSpec, Sequential, _check_activation, _check_positive_int
+from ._layers import (AbstractCompositeLayer, AbstractLayer, Activation, ParamSpec, Sequential, _check_activation,
+                      _check_positive_int)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +56,7 @@ class ConcatSquash(AbstractLayer):
 
 
 @dataclasses.dataclass(frozen=True)
-class ConcatSquashMLP(AbstractLayer):
+class ConcatSquashMLP(AbstractCompositeLayer):
     """An MLP of :class:`ConcatSquash` layers ``sizes[0] -> ... -> sizes[-1]``, activation between them.
 
     The diffrax CNF example's ``Func`` (width 64, depth 3, tanh) is ``ConcatSquashMLP([2, 64, 64, 64, 2])``.
@@ -85,15 +86,6 @@ class ConcatSquashMLP(AbstractLayer):
                 layers.append(Activation(self.activation))
         return Sequential(*layers)
 
-    def param_specs(self):
-        return ()
-
-    def sublayers(self):
-        return self.expand().layers
-
     @property
     def in_shape(self):
         return (self.sizes[0],)
-
-    def out_shape(self, in_shape):
-        return self.expand().out_shape(in_shape)

@@ -184,8 +184,26 @@ class Sequential(AbstractLayer):
         return shape
 
 
+class AbstractCompositeLayer(AbstractLayer):
+    """A convenience layer defined entirely by :meth:`expand` (its primitive ``Sequential``): it has no parameters
+    of its own, and its sublayers and output shape are those of the expansion."""
+
+    @abc.abstractmethod
+    def expand(self) -> Sequential:
+        """The primitive layers this convenience stands for."""
+
+    def param_specs(self):
+        return ()
+
+    def sublayers(self):
+        return self.expand().layers
+
+    def out_shape(self, in_shape):
+        return self.expand().out_shape(in_shape)
+
+
 @dataclasses.dataclass(frozen=True)
-class MLP(AbstractLayer):
+class MLP(AbstractCompositeLayer):
     """A multilayer perceptron ``sizes[0] -> ... -> sizes[-1]``; the last layer has no activation.
 
     **Arguments:**
@@ -230,18 +248,9 @@ class MLP(AbstractLayer):
                 layers.append(Activation(self.activation))
         return Sequential(*layers)
 
-    def param_specs(self):
-        return ()
-
-    def sublayers(self):
-        return self.expand().layers
-
     @property
     def in_shape(self):
         return (self.sizes[0],)
-
-    def out_shape(self, in_shape):
-        return self.expand().out_shape(in_shape)
 
 
 def walk(layer: AbstractLayer) -> list[AbstractLayer]:

@@ -10,9 +10,10 @@ import optax
 from ..._errors import non_finite_error
 from ..._flow_trainer import FlowStepInfo
 from ..._solution import Stats
+from ._train import OptaxState
 
 
-class JaxFlowTrainer:
+class JaxFlowTrainer(OptaxState):
     """Runs :class:`pyneuralode.FlowTrainer` steps for a :class:`._cnf.JaxCNFProgram`."""
 
     def __init__(self, program, optimizer, loss):
@@ -45,14 +46,3 @@ class JaxFlowTrainer:
         value, nll, kin, jac = (float(v) for v in values)
         return FlowStepInfo(value, nll, kin, jac, Stats(**forward, **backward))
 
-    def params(self) -> np.ndarray:
-        return np.array(self.params_dev)
-
-    def optimizer_arrays(self) -> dict[str, np.ndarray]:
-        leaves = jax.tree_util.tree_leaves(self.opt_state)
-        return {f"opt_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-
-    def load_optimizer_arrays(self, arrays) -> None:
-        treedef = jax.tree_util.tree_structure(self.opt_state)
-        leaves = [jnp.asarray(arrays[f"opt_{i}"]) for i in range(treedef.num_leaves)]
-        self.opt_state = jax.tree_util.tree_unflatten(treedef, leaves)

@@ -12,7 +12,23 @@ from ..._solution import Stats
 from ._program import _FORWARD, _pack
 
 
-class JaxTrainer:
+class OptaxState:
+    """Mixin: device-resident ``params_dev`` and optax ``opt_state``, read and restored as numpy arrays."""
+
+    def params(self) -> np.ndarray:
+        return np.array(self.params_dev)
+
+    def optimizer_arrays(self) -> dict[str, np.ndarray]:
+        leaves = jax.tree_util.tree_leaves(self.opt_state)
+        return {f"opt_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+
+    def load_optimizer_arrays(self, arrays) -> None:
+        treedef = jax.tree_util.tree_structure(self.opt_state)
+        leaves = [jnp.asarray(arrays[f"opt_{i}"]) for i in range(treedef.num_leaves)]
+        self.opt_state = jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+class JaxTrainer(OptaxState):
     """Runs :class:`pyneuralode.train.Trainer` steps for a :class:`JaxProgram`."""
 
     def __init__(self, program, optimizer, loss_type):
@@ -53,14 +69,3 @@ class JaxTrainer:
                             steps_rejected=int(rejected), backward_steps_accepted=int(round(back_acc)),
                             backward_steps_rejected=int(round(back_rej)))
 
-    def params(self) -> np.ndarray:
-        return np.array(self.params_dev)
-
-    def optimizer_arrays(self) -> dict[str, np.ndarray]:
-        leaves = jax.tree_util.tree_leaves(self.opt_state)
-        return {f"opt_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-
-    def load_optimizer_arrays(self, arrays) -> None:
-        treedef = jax.tree_util.tree_structure(self.opt_state)
-        leaves = [jnp.asarray(arrays[f"opt_{i}"]) for i in range(treedef.num_leaves)]
-        self.opt_state = jax.tree_util.tree_unflatten(treedef, leaves)
