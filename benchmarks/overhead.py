@@ -26,7 +26,7 @@ from pyneuralode.problems.spiral import spiral_field
 
 from ._common import fmt_timing, spiral_batches, spiral_model
 from ._harness import interleaved
-from .spiral_step import _cycle, pn_step, raw_diffrax_step, raw_torchdiffeq_step
+from .spiral_step import _cycle, pn_step, raw_diffrax_step, raw_torch_func, raw_torchdiffeq_step
 
 RTOL, ATOL = 1e-3, 1e-4
 FAMILIES = {"discretise-then-optimise": ("checkpoint", "direct", "checkpoint"),
@@ -82,28 +82,9 @@ def raw_diffrax_grad(adjoint_name, batches):
     return run
 
 
-def _raw_torch_parts():
-    import torch
-
-    class ODEFunc(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = torch.nn.Sequential(torch.nn.Linear(2, 50), torch.nn.Tanh(), torch.nn.Linear(50, 2))
-
-        def forward(self, t, y):
-            return self.net(y**3)
-
-    func = ODEFunc()
-    flat = torch.as_tensor(pn.init_params(spiral_field(), 0, "float32"))
-    with torch.no_grad():
-        for p, (a, b) in zip(func.parameters(), [(0, 100), (100, 150), (150, 250), (250, 252)]):
-            p.copy_(flat[a:b].reshape(p.shape))
-    return torch, func
-
-
 def raw_torchdiffeq_solve(batches):
     from torchdiffeq import odeint
-    torch, func = _raw_torch_parts()
+    torch, func = raw_torch_func()
     nxt = _cycle(batches)
 
     def run():
@@ -116,7 +97,7 @@ def raw_torchdiffeq_solve(batches):
 
 def raw_torchdiffeq_grad(adjoint_name, batches):
     from torchdiffeq import odeint, odeint_adjoint
-    torch, func = _raw_torch_parts()
+    torch, func = raw_torch_func()
     solve = odeint_adjoint if adjoint_name == "backsolve" else odeint
     nxt = _cycle(batches)
 

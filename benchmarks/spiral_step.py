@@ -99,9 +99,9 @@ def raw_diffrax_step(adjoint_name, batches):
     return run
 
 
-def raw_torchdiffeq_step(adjoint_name, batches):
+def raw_torch_func():
+    """``(torch, func)``: the hand-written torchdiffeq spiral field of ode_demo.py with pyneuralode's seed-0 weights."""
     import torch
-    from torchdiffeq import odeint, odeint_adjoint
 
     class ODEFunc(torch.nn.Module):
         def __init__(self):
@@ -116,6 +116,13 @@ def raw_torchdiffeq_step(adjoint_name, batches):
     with torch.no_grad():
         for p, (a, b) in zip(func.parameters(), [(0, 100), (100, 150), (150, 250), (250, 252)]):
             p.copy_(flat[a:b].reshape(p.shape))
+    return torch, func
+
+
+def raw_torchdiffeq_step(adjoint_name, batches):
+    from torchdiffeq import odeint, odeint_adjoint
+
+    torch, func = raw_torch_func()
     solve = odeint_adjoint if adjoint_name == "backsolve" else odeint
     opt = torch.optim.Adam(func.parameters(), lr=LR)
     next_batch = _cycle([tuple(torch.as_tensor(x) for x in b) for b in batches])
