@@ -113,6 +113,25 @@ def _time_call(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
+def _run_backends(subject, backends, repeats: int, call, arrays):
+    """Run ``call(subject.replace(backend=name))`` on each backend: one warm-up call (compiles), then ``repeats``
+    timed calls. ``arrays(result)`` gives ``(outputs, grad_params, grad_y0)``. Returns ``(results, skipped)``;
+    a backend that is missing or cannot run these options is skipped with the reason."""
+    results, skipped = [], {}
+    for name in backends:
+        try:
+            on_backend = subject.replace(backend=name)
+            res = call(on_backend)
+        except (BackendUnavailable, NotSupportedError) as err:
+            skipped[name] = str(err)
+            continue
+        seconds = _time_call(lambda: call(on_backend), repeats)
+        s = res.stats
+        results.append(BackendResult(name, res.value, s.nfe_forward, s.nfe_backward, s.steps_accepted,
+                                     s.steps_rejected, seconds, *arrays(res)))
+    return results, skipped
+
+
 def compare(model, *, backends=("jax", "torch"), params, y0, ts, loss, repeats: int = 5,
             title: str | None = None) -> Comparison:
     """Run ``model`` (its settings, each backend in turn) on the same ``params``, ``y0``, ``ts`` and ``loss``.
@@ -120,18 +139,9 @@ def compare(model, *, backends=("jax", "torch"), params, y0, ts, loss, repeats: 
     A backend that is not installed or cannot run this model's options is skipped with the reason shown.
     ``repeats`` timed calls follow one warm-up call (which includes compilation).
     """
-    results, skipped = [], {}
-    for name in backends:
-        try:
-            m = model.replace(backend=name)
-            res = m.value_and_grad(params, y0, ts, loss=loss)  # warm-up (compiles)
-        except (BackendUnavailable, NotSupportedError) as err:
-            skipped[name] = str(err)
-            continue
-        seconds = _time_call(lambda: m.value_and_grad(params, y0, ts, loss=loss), repeats)
-        s = res.stats
-        results.append(BackendResult(name, res.value, s.nfe_forward, s.nfe_backward, s.steps_accepted,
-                                     s.steps_rejected, seconds, res.ys, res.grad_params, res.grad_y0))
+    results, skipped = _run_backends(
+        model, backends, repeats, lambda m: m.value_and_grad(params, y0, ts, loss=loss),
+        lambda res: (res.ys, res.grad_params, res.grad_y0))
     pairs = pair_differences(results)
     title = title or (f"{model.solver.name}, {model.adjoint.name}, {model.dtype}, rtol={model.control.rtol:g}, "
                       f"atol={model.control.atol:g}")
@@ -154,17 +164,8 @@ def compare_networks(network, *, backends=("jax", "torch"), params, x, labels, l
     """:func:`compare` for a :class:`pyneuralode.Network`: ``network.replace(backend=...)`` on each backend with the
     same ``params``, images ``x`` and ``labels``; ``ys`` are the logits, ``grad_params`` the loss gradient (the
     pair's ``grad_y0`` is ``n/a``). Steps and NFE are summed over the ODE blocks."""
-    results, skipped = [], {}
-    for name in backends:
-        try:
-            net = network.replace(backend=name)
-            res = net.value_and_grad(params, x, labels, loss=loss)  # warm-up (compiles)
-        except (BackendUnavailable, NotSupportedError) as err:
-            skipped[name] = str(err)
-            continue
-        seconds = _time_call(lambda: net.value_and_grad(params, x, labels, loss=loss), repeats)
-        s = res.stats
-        results.append(BackendResult(name, res.value, s.nfe_forward, s.nfe_backward, s.steps_accepted,
-                                     s.steps_rejected, seconds, res.outputs, res.grad_params, np.zeros(0)))
+    results, skipped = _run_backends(
+        network, backends, repeats, lambda net: net.value_and_grad(params, x, labels, loss=loss),
+        lambda res: (res.outputs, res.grad_params, np.zeros(0)))
     title = title or f"{type(network.spec).__name__} network, {network.dtype}, {len(x)} samples"
     return Comparison(title, tuple(results), pair_differences(results), skipped)

@@ -17,12 +17,12 @@ from collections.abc import Sequence as _SequenceABC
 import numpy as np
 
 from ._errors import SpecError
-from ._layers import (AbstractCompositeLayer, AbstractLayer, Activation, ParamSpec, Sequential, _check_activation,
+from ._layers import (AbstractCompositeLayer, AbstractFeatureLayer, AbstractLayer, Activation, ParamSpec, Sequential, _check_activation,
                       _check_positive_int)
 
 
 @dataclasses.dataclass(frozen=True)
-class ConcatSquash(AbstractLayer):
+class ConcatSquash(AbstractFeatureLayer):
     """``(W y + b) * sigmoid(W_g t + b_g) + W_h t``: a linear map of the state gated and shifted by time.
 
     **Arguments:** ``in_features``, ``out_features`` (positive integers).
@@ -45,14 +45,6 @@ class ConcatSquash(AbstractLayer):
                 ParamSpec("gate_bias", (n_out,), fan_in=1),
                 ParamSpec("hyper_bias_weight", (n_out, 1), fan_in=1))
 
-    @property
-    def in_shape(self):
-        return (self.in_features,)
-
-    def out_shape(self, in_shape):
-        if tuple(in_shape)[-1:] != (self.in_features,):
-            raise SpecError(f"ConcatSquash expects {self.in_features} input features, got shape {tuple(in_shape)}.")
-        return (*tuple(in_shape)[:-1], self.out_features)
 
 
 @dataclasses.dataclass(frozen=True)

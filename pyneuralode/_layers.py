@@ -83,8 +83,25 @@ def _check_activation(name) -> str | None:
     return name
 
 
+class AbstractFeatureLayer(AbstractLayer):
+    """A layer mapping ``in_features`` to ``out_features`` along the last axis (``Linear``, ``ConcatSquash``)."""
+
+    in_features: int
+    out_features: int
+
+    @property
+    def in_shape(self):
+        return (self.in_features,)
+
+    def out_shape(self, in_shape):
+        if tuple(in_shape)[-1:] != (self.in_features,):
+            raise SpecError(f"{type(self).__name__} expects {self.in_features} input features, got shape "
+                            f"{tuple(in_shape)}.")
+        return (*tuple(in_shape)[:-1], self.out_features)
+
+
 @dataclasses.dataclass(frozen=True)
-class Linear(AbstractLayer):
+class Linear(AbstractFeatureLayer):
     """``y = W x + b`` with ``W`` of shape ``(out_features, in_features [+1 if time_input])``.
 
     With ``time_input=True`` the scalar time is appended as the last input feature.
@@ -110,14 +127,6 @@ class Linear(AbstractLayer):
             specs.append(ParamSpec("bias", (self.out_features,), fan_in=fan_in))
         return tuple(specs)
 
-    @property
-    def in_shape(self):
-        return (self.in_features,)
-
-    def out_shape(self, in_shape):
-        if tuple(in_shape)[-1:] != (self.in_features,):
-            raise SpecError(f"Linear expects {self.in_features} input features, got shape {tuple(in_shape)}.")
-        return (*tuple(in_shape)[:-1], self.out_features)
 
 
 @dataclasses.dataclass(frozen=True)
