@@ -229,24 +229,36 @@ def test_rknet_gradient_matches_finite_differences(backend, rknet_results):
     assert (plus - minus) / (2 * eps) == pytest.approx(res.grad_params @ direction, rel=1e-6, abs=1e-9)
 
 
-def test_odenet_agrees_across_backends_at_tight_tolerance():
-    """ODE-Net (Dopri5, BacksolveAdjoint) at rtol = atol = 1e-8, float64, identical weights and batch.
+def test_odenet_agrees_across_backends_to_its_round_off_sensitivity():
+    """ODE-Net (ReLU field, Dopri5, BacksolveAdjoint) at rtol = atol = 1e-8, float64, identical weights and batch.
 
-    Outputs and loss agree to ~1e-7 relative. Gradients agree to ~1e-4, not 1e-6: the field's ReLUs make the
-    dynamics non-smooth, so the adaptive step sequences of the two backends drift apart from round-off (step
-    ends already differ by 1e-14 after one step) and the backward error control is unreliable at the kinks;
-    at 1e-10 the backward solve needs more than 4096 steps. A fixed-step solver removes the drift: see the
-    RK-Net test above (agreement ~1e-16).
+    Loss and logits agree to ≤ 1e-6 (measured 4e-9). The gradient cannot meet the issue's 1e-6 on *any* pair of
+    implementations whose arithmetic differs by round-off: the ReLU kinks make the adaptive controller reject
+    more than half its steps, and which steps it rejects depends on the last bits. This test proves it on each
+    backend alone: multiplying the weights by ``1 + 1e-15·N(0, 1)`` changes the step counts (65 → 64…69 accepted)
+    and the gradient by ~3e-5 relative (measured 2e-5 … 4e-5 on both backends), and the JAX–torch gradient
+    difference (measured 2.9e-5) is of that same size. A smooth field meets 1e-6 (next tests: softplus 1.7e-15;
+    fixed-step RK-Net 1e-10), so the difference is the dynamics, not the machinery.
     """
-    res = {}
+
+    def relative(a, b):
+        return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+    res, self_diff = {}, {}
     for backend in ("jax", "torch"):
         net = pn.Network(pn.problems.mnist_model("odenet", channels=2, tol=1e-8), input_shape=(1, 28, 28),
                          backend=backend, dtype="float64")
-        res[backend] = net.value_and_grad(net.init(0), X[:1], LABELS[:1])
+        params = net.init(0)
+        res[backend] = net.value_and_grad(params, X[:1], LABELS[:1])
+        nudged = params * (1 + 1e-15 * np.random.default_rng(1).standard_normal(params.shape))
+        self_diff[backend] = relative(net.value_and_grad(nudged, X[:1], LABELS[:1]).grad_params,
+                                      res[backend].grad_params)
     j, t = res["jax"], res["torch"]
     assert abs(j.value - t.value) <= 1e-6 * abs(t.value)
     np.testing.assert_allclose(j.outputs, t.outputs, rtol=1e-6, atol=1e-7)
-    assert np.max(np.abs(j.grad_params - t.grad_params)) <= 2e-3 * np.max(np.abs(t.grad_params))
+    noise = max(self_diff.values())
+    assert noise > 1e-6, self_diff  # the gradient is ill-conditioned with respect to round-off ...
+    assert relative(j.grad_params, t.grad_params) <= 5 * noise  # ... and the backends differ by no more than that
     for r in (j, t):
         assert r.stats.nfe_forward > 100 and r.stats.nfe_backward > 100
 
