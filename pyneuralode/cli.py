@@ -74,6 +74,8 @@ def _add_compare(sub) -> None:
     p.add_argument("--atol", type=float, default=None, help="default: rtol")
     p.add_argument("--adjoint", default="DirectAdjoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--activation", default="relu", choices=["relu", "softplus"],
+                   help="mnist only: the ODE block's activation (relu as the paper; softplus gives smooth dynamics)")
     p.add_argument("--json", help="also write the comparison as JSON to this file")
     p.set_defaults(func=_cmd_compare)
 

@@ -87,8 +87,11 @@ def test_compare_report(pair):
     assert [r.backend for r in comparison.results] == list(pair)
     (diff,) = comparison.pairs
     assert diff.grad_params < 1e-5 and diff.outputs < 1e-5
+    # The spiral is smooth: nudging the weights by 1e-15 moves each backend's gradient by round-off only.
+    assert all(r.grad_round_off < 1e-12 for r in comparison.results)
+    assert diff.round_off_floor == max(r.grad_round_off for r in comparison.results)
     text = str(comparison)
-    assert "max rel diff ys" in text and f"{pair[0]} vs {pair[1]}" in text
+    assert "max rel diff ys" in text and f"{pair[0]} vs {pair[1]}" in text and "round-off floor" in text
     data = comparison.to_dict()
     assert data["pairs"][0]["a"] == pair[0] and "ys" not in data["results"][0]
 

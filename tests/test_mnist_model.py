@@ -338,7 +338,8 @@ def test_compare_mnist_prints_a_comparison():
 
     from pyneuralode.problems.mnist import compare_backends
 
-    args = argparse.Namespace(rtol=1e-6, atol=None, adjoint="BacksolveAdjoint", dtype="float64", seed=0)
+    args = argparse.Namespace(rtol=1e-6, atol=None, adjoint="BacksolveAdjoint", dtype="float64", seed=0,
+                              activation="relu")
     comparison = compare_backends(args, ("jax", "torch"), channels=C, batch=2)
     assert isinstance(comparison, pn.Comparison) and not comparison.skipped
     (j, t), (pair,) = comparison.results, comparison.pairs
@@ -351,6 +352,7 @@ def test_compare_mnist_prints_a_comparison():
     text = str(comparison)
     assert "mnist: ODE-Net" in text and "jax vs torch" in text and "n/a" in text
     assert comparison.to_dict()["pairs"][0]["grad_y0"] is None
+    assert pair.round_off_floor == max(j.grad_round_off, t.grad_round_off) and "round-off floor" in text
 
 
 def test_odenet_with_smooth_field_agrees_to_tolerance():

@@ -135,32 +135,25 @@ def compare_backends(args, backends):
     Moons, 256 points, ``MLP([2, 64, 64, 2], time_input=True)``, identical weights; outputs compared are the
     per-point log-densities, gradients those of the mean NLL w.r.t. the parameters and the points.
     """
-    from .._compare import BackendResult, Comparison, PairDifference, _time_call, relative_difference
-    from .._errors import BackendUnavailable, NotSupportedError
+    from types import SimpleNamespace
+
+    from .._compare import Comparison, pair_differences, run_backends
     from .._nll import NLL
     from ..datasets import toy_2d
 
     cfg = CNFConfig(rtol=args.rtol, atol=args.atol or args.rtol, adjoint=args.adjoint, dtype=args.dtype)
     x = toy_2d("moons", 256, args.seed, dtype=args.dtype)
-    params = cnf_model(cfg, backend="torch" if "jax" not in backends else "jax").init(args.seed)
-    results, skipped = [], {}
-    for name in backends:
-        try:
-            flow = cnf_model(cfg, backend=name)
-            density = flow.density(params, x)
-            res = flow.value_and_grad(params, x, loss=NLL())
-        except (BackendUnavailable, NotSupportedError) as err:
-            skipped[name] = str(err)
-            continue
-        seconds = _time_call(lambda: flow.value_and_grad(params, x, loss=NLL()), 3)
-        s = res.stats
-        results.append(BackendResult(name, res.value, s.nfe_forward, s.nfe_backward, s.steps_accepted,
-                                     s.steps_rejected, seconds, density.log_prob, res.grad_params, res.grad_x))
-    import itertools
-    pairs = tuple(PairDifference(a.backend, b.backend, relative_difference(a.ys, b.ys),
-                                 relative_difference(a.grad_params, b.grad_params),
-                                 relative_difference(a.grad_y0, b.grad_y0), a.nfe_forward - b.nfe_forward)
-                  for a, b in itertools.combinations(results, 2))
+    flow = cnf_model(cfg, backend="torch" if "jax" not in backends else "jax")
+    params = flow.init(args.seed)
+
+    def log_prob_and_gradient(on_backend, p):
+        res = on_backend.value_and_grad(p, x, loss=NLL())
+        return SimpleNamespace(value=res.value, stats=res.stats, log_prob=on_backend.density(p, x).log_prob,
+                               grad_params=res.grad_params, grad_x=res.grad_x)
+
+    results, skipped = run_backends(flow, backends, 3, log_prob_and_gradient,
+                                     lambda res: (res.log_prob, res.grad_params, res.grad_x), params)
+    pairs = pair_differences(results)
     title = (f"cnf: moons x256, MLP 2-64-64-2 (t last input), exact trace, Dopri5, {cfg.adjoint}, {cfg.dtype}, "
              f"rtol={cfg.rtol:g}, atol={cfg.atol:g}, identical weights (seed {args.seed}); "
              "'ys' = log p(x), 'grad_y0' = d NLL / d x")
