@@ -47,7 +47,8 @@ NOISES = ("rademacher", "gaussian")
 """Distributions of Hutchinson's ``ε``: ±1 with equal probability (FFJORD's default) or standard normal."""
 
 _PROGRAMS = {"jax": "pyneuralode.backends.jax._cnf:JaxCNFProgram",
-             "torch": "pyneuralode.backends.torch._cnf:TorchCNFProgram"}
+             "torch": "pyneuralode.backends.torch._cnf:TorchCNFProgram",
+             "julia": "pyneuralode.backends.julia._cnf:JuliaCNFProgram"}
 
 
 def _check_choice(value, choices, what: str) -> str:
@@ -119,7 +120,7 @@ class CNF(SpecParameters):
         check_numerics(self)
         if self.solver.stiff:
             raise NotSupportedError(f"CNF runs explicit solvers only, got {self.solver.name}(): use pn.Dopri5(), "
-                                    "pn.Tsit5() (JAX), pn.Bosh3() or a fixed-step method.")
+                                    "pn.Tsit5() (JAX, Julia), pn.Bosh3() or a fixed-step method.")
         object.__setattr__(self, "_program", None)
         object.__setattr__(self, "_rng", np.random.default_rng(int(self.noise_seed)))
         object.__setattr__(self, "_sampler", None)

@@ -44,6 +44,11 @@ class FlowTrainer(NativeTrainerState):
         loss = NLL() if loss is None else loss
         if not isinstance(loss, NLL):
             raise SpecError(f"loss must be pn.NLL(...), got {loss!r}.")
+        if cnf.backend not in _TRAINERS:
+            from ._errors import NotSupportedError
+            raise NotSupportedError(f"FlowTrainer has no native training loop for backend {cnf.backend!r} yet: use "
+                                    f"backend={' or '.join(map(repr, _TRAINERS))} (the canonical parameters carry "
+                                    "over), or loop over cnf.value_and_grad(...) with your own update.")
         self.cnf, self.optimizer, self.loss = cnf, optimizer, loss
         module_name, cls_name = _TRAINERS[cnf.backend].split(":")
         self._impl = getattr(importlib.import_module(module_name), cls_name)(cnf.program, optimizer, loss)

@@ -228,8 +228,10 @@ def test_bad_inputs_raise_spec_errors():
         pn.CNF(MLP_FIELD, t0=1.0, t1=1.0)
     with pytest.raises(pn.NotSupportedError, match="explicit solvers"):
         pn.CNF(MLP_FIELD, solver=pn.Kvaerno5())
-    with pytest.raises(pn.NotSupportedError, match="backend='jax' or 'torch'"):
-        pn.CNF(MLP_FIELD, backend="julia")
+    with pytest.raises(pn.SpecError, match="Unknown backend 'jaxx'.*'julia'"):
+        pn.CNF(MLP_FIELD, backend="jaxx")
+    with pytest.raises(pn.NotSupportedError, match="CheckpointAdjoint.*not available on backend 'julia'"):
+        pn.CNF(MLP_FIELD, backend="julia", adjoint=pn.CheckpointAdjoint())
     with pytest.raises(pn.SpecError, match="pn.NLL"):
         flow.value_and_grad(params, X, loss=pn.L1(np.zeros(3)))
     with pytest.raises(pn.SpecError, match="kinetic must be a finite number >= 0"):

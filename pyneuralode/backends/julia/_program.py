@@ -30,6 +30,7 @@ from ..._errors import (
     max_steps_error,
     non_finite_error,
 )
+from ..._concat_squash import ConcatSquash
 from ..._layers import Activation, Linear, walk
 from ..._losses import L1, MSE
 from ..._params import num_params
@@ -56,11 +57,15 @@ def describe_spec(field) -> str:
         if isinstance(layer, Linear):
             parts.append(f"linear,{layer.in_features},{layer.out_features},{int(layer.bias)},"
                          f"{int(layer.time_input)}")
+        elif isinstance(layer, ConcatSquash):
+            parts.append(f"squash,{layer.in_features},{layer.out_features}")
         elif isinstance(layer, Activation):
             parts.append(f"act,{layer.name}")
         else:
-            raise NotSupportedError(f"{type(layer).__name__} layers are not available on backend 'julia' yet: "
-                                    "it compiles Linear and Activation layers (pn.MLP, pn.Sequential of them).")
+            raise NotSupportedError(
+                f"{type(layer).__name__} layers are not available in an ODE model's field on backend 'julia' yet: "
+                "it compiles Linear, ConcatSquash and Activation layers (pn.MLP, pn.ConcatSquashMLP, "
+                "pn.Sequential of them); image layers run in a pn.Network.")
     if not parts:
         raise NotSupportedError("backend 'julia' needs a field with at least one layer.")
     return ";".join(parts)

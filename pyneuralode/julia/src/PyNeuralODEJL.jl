@@ -13,7 +13,12 @@ Entry points (all take and return plain arrays, so juliacall converts them witho
   - [`solve_options`](@ref): solver, step control and sensitivity algorithm, built once per model
   - [`forward`](@ref): solve with `saveat`, counted NFE next to `sol.stats`
   - [`vjp_forward`](@ref), [`vjp_backward`](@ref): value and gradient through the chosen `sensealg`
-  - [`cnf_logpx`](@ref): exact-trace continuous-normalising-flow log-density hook
+  - [`cnf_density`](@ref), [`cnf_value_and_grad`](@ref): pyneuralode's `CNF` (exact trace or Hutchinson with
+    a fixed noise, optional RNODE regularisers) on the package's own augmented dynamics; [`cnf_logpx`](@ref)
+    is the older exact-trace, forward-only hook
+  - [`build_network`](@ref), [`set_block_options!`](@ref), [`network_apply`](@ref),
+    [`network_value_and_grad`](@ref), [`network_parameters`](@ref): pyneuralode's `Network` (conv/group-norm
+    image classifiers with ODE blocks) on Lux layers, parameters in the canonical flat layout
   - [`device_functional`](@ref): whether a device (`:cuda`, via the CUDA extension) can be used
 
 Layouts: states are `(D, B)` matrices (features x batch, Julia's column-major convention); saved
@@ -24,12 +29,11 @@ module PyNeuralODEJL
 using ADTypes: AutoFiniteDiff, AutoForwardDiff
 using ChainRulesCore: ChainRulesCore
 using ComponentArrays: ComponentArray, getaxes, getdata
-using ForwardDiff: ForwardDiff
 using Logging: Logging
-using Lux: Dense
+using Lux: Conv, Dense
 using LuxCore: LuxCore, AbstractLuxLayer, AbstractLuxWrapperLayer
 using PrecompileTools: @compile_workload, @setup_workload
-using Random: Xoshiro
+using Random: AbstractRNG, Xoshiro
 using SciMLBase: ODEFunction, ODEProblem, ReturnCode, solve, successful_retcode
 using SciMLSensitivity: BacksolveAdjoint, EnzymeVJP, GaussAdjoint, InterpolatingAdjoint,
     QuadratureAdjoint, ReverseDiffAdjoint, ReverseDiffVJP, ZygoteVJP
@@ -45,14 +49,17 @@ using OrdinaryDiffEqSDIRK: KenCarp4, Kvaerno5
 using OrdinaryDiffEqTsit5: Tsit5
 using OrdinaryDiffEqVerner: Vern7
 
-export ActivationSpec, LinearSpec, NeuralField, Pointwise, SolveOptions, SpecNet
-export build_field, cnf_logpx, device_functional, evaluate, forward, get_params, parse_spec, set_params!,
-    solve_options, vjp_backward, vjp_forward
+export ActivationSpec, CNFDynamics, ConcatSquashLayer, ConcatSquashSpec, JuliaNetwork, LinearSpec, NeuralField,
+    Pointwise, SolveOptions, SpecNet
+export build_field, build_network, cnf_density, cnf_logpx, cnf_value_and_grad, device_functional, evaluate,
+    forward, get_params, network_apply, network_parameters, network_value_and_grad, parse_spec,
+    set_block_options!, set_params!, solve_options, spec_jvp, vjp_backward, vjp_forward
 
 include("layers.jl")
 include("field.jl")
 include("solve.jl")
 include("cnf.jl")
+include("network.jl")
 include("precompile.jl")
 
 end # module PyNeuralODEJL

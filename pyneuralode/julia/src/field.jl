@@ -53,18 +53,23 @@ function lux_permutation(specs::AbstractVector{<:LayerSpec}, ax)
     perm = zeros(Int, n)
     offset = 0
     for (k, s) in enumerate(specs)
-        s isa LinearSpec || continue
+        s isa ActivationSpec && continue
         L = getproperty(idx, Symbol("layer_", k))
-        nin = fan_in(s)
+        nin = s isa LinearSpec ? fan_in(s) : s.in
         size(L.weight) == (s.out, nin) ||
             error("layer_$k weight has size $(size(L.weight)), expected $((s.out, nin))")
         for i in 1:(s.out), j in 1:nin
             perm[L.weight[i, j]] = offset + (i - 1) * nin + j     # canonical: row-major (out, in)
         end
         offset += s.out * nin
-        if s.bias
+        # Then the (out,)-sized tensors in canonical order: Linear's bias; ConcatSquash's bias, gate_weight
+        # (out, 1), gate_bias, hyper_bias_weight (out, 1) -- an (out, 1) matrix is the same in both orders.
+        vectors = s isa LinearSpec ? (s.bias ? (:bias,) : ()) :
+            (:bias, :gate_weight, :gate_bias, :hyper_bias_weight)
+        for name in vectors
+            v = getproperty(L, name)
             for i in 1:(s.out)
-                perm[L.bias[i]] = offset + i
+                perm[v[i]] = offset + i
             end
             offset += s.out
         end

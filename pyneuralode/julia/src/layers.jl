@@ -29,15 +29,29 @@ struct ActivationSpec <: LayerSpec
     name::String
 end
 
+"""
+    ConcatSquashSpec(in, out)
+
+FFJORD's `ConcatSquashLinear` (pyneuralode's `ConcatSquash`): `(W y + b) .* sigmoid(W_g t + b_g) + W_h t`.
+Canonical parameters, in order: `weight (out, in)` row-major, `bias (out,)`, `gate_weight (out, 1)`,
+`gate_bias (out,)`, `hyper_bias_weight (out, 1)` (pyneuralode/_concat_squash.py).
+"""
+struct ConcatSquashSpec <: LayerSpec
+    in::Int
+    out::Int
+end
+
 fan_in(s::LinearSpec) = s.in + Int(s.time_input)
 num_params(s::LinearSpec) = s.out * fan_in(s) + (s.bias ? s.out : 0)
+num_params(s::ConcatSquashSpec) = s.out * s.in + 4 * s.out
 num_params(::ActivationSpec) = 0
 
 """
     parse_spec(description) -> Vector{LayerSpec}
 
 Parse the compact description the Python side writes: layers separated by `;`, each either
-`linear,IN,OUT,BIAS,TIME` (`BIAS`, `TIME` are `0`/`1`) or `act,NAME`. Example:
+`linear,IN,OUT,BIAS,TIME` (`BIAS`, `TIME` are `0`/`1`), `squash,IN,OUT` ([`ConcatSquashSpec`](@ref)) or
+`act,NAME`. Example:
 `"act,cube;linear,2,50,1,0;act,tanh;linear,50,2,1,0"` is `pn.MLP([2, 50, 2], input_transform="cube")`.
 """
 function parse_spec(description::AbstractString)
@@ -49,6 +63,10 @@ function parse_spec(description::AbstractString)
             nin, nout = parse(Int, parts[2]), parse(Int, parts[3])
             (nin > 0 && nout > 0) || throw(ArgumentError("Linear sizes must be positive in $(repr(item))"))
             push!(layers, LinearSpec(nin, nout, _flag(parts[4]), _flag(parts[5])))
+        elseif kind == "squash" && length(parts) == 3
+            nin, nout = parse(Int, parts[2]), parse(Int, parts[3])
+            (nin > 0 && nout > 0) || throw(ArgumentError("ConcatSquash sizes must be positive in $(repr(item))"))
+            push!(layers, ConcatSquashSpec(nin, nout))
         elseif kind == "act" && length(parts) == 2
             name = String(parts[2])
             haskey(ACTIVATIONS, name) ||
@@ -88,16 +106,67 @@ const ACTIVATIONS = Dict{String, Function}(
     "elu" => _elu, "silu" => _silu, "cube" => _cube, "identity" => identity,
 )
 
-"""
-    Pointwise(σ)
+# Derivatives, for the forward-mode directional derivatives of a CNF's trace (cnf.jl). Written so that
+# reverse-mode AD through them (the CNF's gradient is second order in the field) meets no `Inf * 0` either.
+_dtanh(x::Real) = one(x) - tanh(x)^2
+_drelu(x::Real) = ifelse(x > zero(x), one(x), zero(x))
+function _dsigmoid(x::Real)
+    s = _sigmoid(x)
+    return s * (one(x) - s)
+end
+_delu(x::Real) = ifelse(x > zero(x), one(x), exp(min(x, zero(x))))
+function _dsilu(x::Real)
+    s = _sigmoid(x)
+    return s + x * s * (one(x) - s)
+end
+_dcube(x::Real) = 3 * x * x
+_didentity(x::Real) = one(x)
 
-A parameter-free Lux layer applying the scalar function `σ` elementwise (no `NNlib.fast_act` swap).
+"""The derivative of each activation in [`ACTIVATIONS`](@ref), by the same names (softplus' = sigmoid)."""
+const ACTIVATION_DERIVATIVES = Dict{String, Function}(
+    "tanh" => _dtanh, "relu" => _drelu, "softplus" => _sigmoid, "sigmoid" => _dsigmoid,
+    "elu" => _delu, "silu" => _dsilu, "cube" => _dcube, "identity" => _didentity,
+)
+
 """
-struct Pointwise{F} <: AbstractLuxLayer
+    Pointwise(σ, dσ)
+
+A parameter-free Lux layer applying the scalar function `σ` elementwise (no `NNlib.fast_act` swap); `dσ`
+is its derivative, used only for directional derivatives ([`spec_jvp`](@ref)).
+"""
+struct Pointwise{F, G} <: AbstractLuxLayer
     σ::F
+    dσ::G
 end
 
 (l::Pointwise)(x::AbstractArray, ps, st::NamedTuple) = (l.σ.(x), st)
+
+"""
+    ConcatSquashLayer(in, out)
+
+The Lux layer of a [`ConcatSquashSpec`](@ref). Its parameters are `weight (out, in)`, `bias`, `gate_weight`,
+`gate_bias`, `hyper_bias_weight` (all `(out,)` vectors but the weight; the canonical `(out, 1)` matrices
+hold the same numbers in the same order). It needs the time, so [`SpecNet`](@ref) calls it through
+`_layer_apply` rather than as `layer(x, ps, st)`.
+"""
+struct ConcatSquashLayer <: AbstractLuxLayer
+    in::Int
+    out::Int
+end
+
+# LuxCore's documented hook (`initialparameters(rng, layer)`); states default to `NamedTuple()`. Values are
+# placeholders: only the axes are kept, every number comes from the canonical flat vector.
+function LuxCore.initialparameters(::AbstractRNG, l::ConcatSquashLayer)
+    return (weight = zeros(Float32, l.out, l.in), bias = zeros(Float32, l.out),
+        gate_weight = zeros(Float32, l.out), gate_bias = zeros(Float32, l.out),
+        hyper_bias_weight = zeros(Float32, l.out))
+end
+
+_squash_gate(ps, t) = _sigmoid.(ps.gate_weight .* t .+ ps.gate_bias)
+_squash_value(x, t, ps) = (ps.weight * x .+ ps.bias) .* _squash_gate(ps, t) .+ ps.hyper_bias_weight .* t
+
+_layer_apply(layer, x, t, ps, st) = first(layer(x, ps, st))
+_layer_apply(::ConcatSquashLayer, x, t, ps, st) = _squash_value(x, t, ps)
 
 # ---------------------------------------------------------------------------------------------- the model
 """
@@ -130,10 +199,49 @@ end
         if TI[k]
             push!(body, :(x = vcat(x, _time_row(x, t))))
         end
-        push!(body, :(x = first(layers.$name(x, ps.$name, st.$name))))
+        push!(body, :(x = _layer_apply(layers.$name, x, t, ps.$name, st.$name)))
     end
     return Expr(:block, body..., :(return x))
 end
+
+# ---------------------------------------------------------------------------------------------- directional derivatives
+# Forward-mode derivatives of the spec network with respect to its state input, written as plain array code
+# (matrix products and broadcasts) so that reverse-mode AD (Zygote, ReverseDiff) differentiates them like any
+# other layer: a CNF's trace needs d/dz of the field, and its gradient then differentiates that once more.
+# `V` holds K directions: `V[:, b, k]` is a tangent of sample `b`'s state; the time input has tangent 0.
+
+"""`W * V` for each of the K directions of `V` (`(n, B, K)` -> `(m, B, K)`)."""
+_matmul3(W, V::AbstractArray{<:Any, 3}) = reshape(W * reshape(V, size(V, 1), :), size(W, 1), size(V, 2), size(V, 3))
+
+"""A constant zero row under the K directions (the tangent of the appended time input)."""
+_zero_tangent_row(V::AbstractArray{<:Any, 3}) = zeros(eltype(V), 1, size(V, 2), size(V, 3))
+ChainRulesCore.@non_differentiable _zero_tangent_row(::Any)
+
+function _layer_jvp(l::Dense, x, V, t, ps, st, time_input::Bool)
+    time_input || return first(l(x, ps, st)), _matmul3(ps.weight, V)
+    return first(l(vcat(x, _time_row(x, t)), ps, st)), _matmul3(ps.weight, vcat(V, _zero_tangent_row(V)))
+end
+_layer_jvp(l::Pointwise, x, V, t, ps, st, ::Bool) = l.σ.(x), l.dσ.(x) .* V
+function _layer_jvp(::ConcatSquashLayer, x, V, t, ps, st, ::Bool)
+    gate = _squash_gate(ps, t)
+    return (ps.weight * x .+ ps.bias) .* gate .+ ps.hyper_bias_weight .* t, _matmul3(ps.weight, V) .* gate
+end
+
+@generated function _jvp_spec(::Val{TI}, layers::NamedTuple{names}, x, V, t, ps, st) where {TI, names}
+    body = Expr[]
+    for (k, name) in enumerate(names)
+        push!(body, :((x, V) = _layer_jvp(layers.$name, x, V, t, ps.$name, st.$name, $(TI[k]))))
+    end
+    return Expr(:block, body..., :(return (x, V)))
+end
+
+"""
+    spec_jvp(m::SpecNet, z, V, t, ps, st) -> (f, J V)
+
+The value `f(z, t)` (`(D, B)`) and the directional derivatives `(∂f/∂z) V[:, b, k]` of every sample along each
+of the K directions of `V` (`(D, B, K)` in and out), in one pass through the layers.
+"""
+spec_jvp(m::SpecNet{TI}, z, V, t, ps, st) where {TI} = _jvp_spec(Val(TI), m.layers, z, V, t, ps, st)
 
 """
     _time_row(u, t)
@@ -145,13 +253,14 @@ _time_row(u::AbstractMatrix, t) = fill!(similar(u, typeof(t), 1, size(u, 2)), t)
 ChainRulesCore.@non_differentiable _time_row(::Any, ::Any)
 
 _lux_layer(s::LinearSpec) = Dense(fan_in(s) => s.out; use_bias = s.bias)
-_lux_layer(s::ActivationSpec) = Pointwise(ACTIVATIONS[s.name])
+_lux_layer(s::ActivationSpec) = Pointwise(ACTIVATIONS[s.name], ACTIVATION_DERIVATIVES[s.name])
+_lux_layer(s::ConcatSquashSpec) = ConcatSquashLayer(s.in, s.out)
 
 """
     build_model(specs) -> SpecNet
 
 The Lux model of a parsed spec: `LinearSpec` -> `Lux.Dense` (weight `(out, in)`, identity activation),
-`ActivationSpec` -> [`Pointwise`](@ref).
+`ActivationSpec` -> [`Pointwise`](@ref), `ConcatSquashSpec` -> [`ConcatSquashLayer`](@ref).
 """
 function build_model(specs::AbstractVector{<:LayerSpec})
     layers = Tuple(_lux_layer(s) for s in specs)
