@@ -23,8 +23,9 @@ from ._solution import Stats
 from ._validate import check_params
 from .backends._registry import get_backend
 
-NETWORK_BACKENDS = ("jax", "torch")
-"""Backends that compile a :class:`Network` (``compile_network``); the Julia backend compiles ODEModels only."""
+NETWORK_BACKENDS = ("jax", "torch", "julia")
+"""Backends that compile a :class:`Network` (``compile_network``). Julia's compile is checked statically here and
+runs only where Julia exists (docs/julia.md)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +63,7 @@ class Network(SpecParameters):
     - ``spec`` (positional): the network, e.g. ``pn.problems.mnist_model("odenet")``.
     - ``input_shape``: the shape of one input sample, e.g. ``(1, 28, 28)``; needed when the first layer does not
       fix it (convolutions accept any height and width).
-    - ``backend``: ``"jax"`` or ``"torch"``.
+    - ``backend``: ``"jax"``, ``"torch"`` or ``"julia"`` (CPU only; no native trainer there yet).
     - ``dtype``: ``"float32"`` (default, for training) or ``"float64"`` (for comparisons; on JAX it turns on
       ``jax_enable_x64`` when compiled).
     - ``device``: ``None`` (the backend's default), ``"cpu"`` or ``"cuda"``.

@@ -61,6 +61,12 @@ class JuliaBackend(AbstractBackend):
         module = start()
         return JuliaProgram(model, module, _STATE["jl"])
 
+    def compile_network(self, network):
+        """Compile a :class:`pyneuralode.Network` to PyNeuralODEJL's ``JuliaNetwork`` (Lux layers, ODE blocks)."""
+        from ._network import JuliaNetworkProgram  # noqa: PLC0415
+
+        return JuliaNetworkProgram(network)  # starts Julia after the checks that need none
+
     def describe(self) -> dict:
         """Versions and devices for ``pyneuralode info``; starts nothing (Julia details once it runs)."""
         probe = self._probe
