@@ -260,3 +260,21 @@ def test_python_tables_match_julia_dispatch():
 
     for act in pn.ACTIVATIONS:
         assert f'"{act}" =>' in layers_jl, act
+
+
+def test_cnf_and_network_tables_match_julia():
+    """The CNF trace needs each activation's derivative (ACTIVATION_DERIVATIVES, by the same names), and every
+    item kind the Python network/field describers write has a branch in the Julia parsers."""
+    import pyneuralode as pn
+    from pyneuralode.backends.julia._network import NETWORK_LAYERS
+
+    layers_jl = (PKG / "src" / "layers.jl").read_text()
+    derivatives = layers_jl[layers_jl.index("const ACTIVATION_DERIVATIVES"):]
+    derivatives = derivatives[:derivatives.index(")\n")]
+    for act in pn.ACTIVATIONS:
+        assert f'"{act}" =>' in derivatives, act
+    network_jl = (PKG / "src" / "network.jl").read_text()
+    for kind in NETWORK_LAYERS.values():
+        assert f'kind == "{kind}"' in network_jl, kind
+    for kind in ("linear", "squash", "act"):
+        assert f'kind == "{kind}"' in layers_jl, kind
