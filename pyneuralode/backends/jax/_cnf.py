@@ -48,9 +48,10 @@ def augmented_dynamics(field, dim: int, exact: bool, regularised: bool):
         if exact:
             # Rows e_iᵀ ∂f/∂z by D reverse-mode passes over the whole batch (samples are independent rows), as
             # torchdiffeq's examples/cnf.py computes the trace; tr = Σ_i (e_iᵀ ∂f/∂z)_i. A Python loop, not a
-            # vmap over the basis: under the training step's differentiation XLA CPU runs the vmapped (batched)
-            # products ~2.5x slower (moons x512, 2-64-64-2: 42 vs 115 ms/step; Hutchinson's one VJP 32 ms;
-            # per-sample vmap(jacfwd/jacrev), diffrax's CNF example, 230 ms).
+            # vmap over the basis: on XLA CPU the vmapped (batched) form makes the whole training step 2-3x
+            # slower (moons x512, 2-64-64-2, one interleaved run each: 23 vs 45 ms/step on a quiet
+            # machine, 42 vs 115 under load; Hutchinson's one VJP 16 / 32 ms; per-sample vmap(jacfwd/jacrev) as
+            # in diffrax's CNF example 230 ms under load). See docs/cnf.md for the alternatives measured.
             value, vjp = jax.vjp(f, z)
             rows = [vjp(jnp.zeros_like(z).at[:, i].set(1))[0] for i in range(dim)]
             trace = sum(row[:, i] for i, row in enumerate(rows))
