@@ -11,6 +11,8 @@ discretise-then-optimise; ``backsolve`` = ``BacksolveAdjoint`` on both (the pape
 
 JAX convolution variants (``PYNEURALODE_JAX_CONV``, see ``pyneuralode/backends/jax/_conv.py``): ``nchw`` (the
 unfixed baseline: NCHW ``lax.conv_general_dilated`` + autodiff), ``canon`` (the default fix), ``shift``.
+The JAX backend moves XLA:CPU convolutions from YNNPACK (one thread) to Eigen (all threads) unless
+``PYNEURALODE_XLA_CPU_CONV=ynn`` (``_xla_cpu.py``); the flags in effect are recorded in ``setup.xla_flags``.
 Every step starts from the same weights; JAX and torch steps alternate, and medians are reported. The 1-minute
 load average is recorded with each run: on a shared 2-core machine torch's OpenMP threads slow down many times
 when other processes compete for the cores, while XLA's thread pool degrades gently, so compare only runs taken
@@ -107,6 +109,8 @@ def main(argv=None):
             results["runs"].append(run)
             print(json.dumps({k: v for k, v in run.items() if not k.endswith("_times")}), flush=True)
             del jax_trainer
+    # set by the JAX backend on import (pyneuralode/backends/jax/_xla_cpu.py; PYNEURALODE_XLA_CPU_CONV=ynn opts out)
+    results["setup"]["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

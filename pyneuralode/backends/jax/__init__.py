@@ -1,5 +1,9 @@
 """The JAX/Diffrax backend: specs compile to pure JAX functions solved by diffrax, jit-compiled."""
 
+from ._xla_cpu import configure as _configure_xla_cpu
+
+_configure_xla_cpu()  # before anything can start JAX's CPU client; see _xla_cpu.py
+
 from . import _concat_squash  # noqa: F401  (registers the ConcatSquash layer)
 from ._backend import JaxBackend
 from . import _image_layers  # noqa: F401  (registers Conv2d, GroupNorm, ... with the field compiler)
