@@ -128,3 +128,80 @@ def test_float32_model_computes_in_float32():
     model = pn.ODEModel(spiral_field(), control=LOOSE, dtype="float32")
     sol = model.solve(model.init(0), Y0, TS)
     assert sol.ys.dtype == np.float32 and model.init(0).dtype == np.float32
+
+
+def _float64(fn):
+    """Run ``fn`` with float64 enabled, restoring the previous setting."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        return fn()
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+def test_group_norm_vjp_matches_autodiff_of_the_definition():
+    from pyneuralode.backends.jax._image_layers import group_norm
+
+    def reference(y, w, b, groups):
+        g = y.reshape(y.shape[0], groups, -1)
+        mean = g.mean(-1, keepdims=True)
+        normed = ((g - mean) / jnp.sqrt(((g - mean) ** 2).mean(-1, keepdims=True) + 1e-5)).reshape(y.shape)
+        shape = (1, y.shape[1]) + (1,) * (y.ndim - 2)
+        return normed * w.reshape(shape) + b.reshape(shape)
+
+    def check():
+        rng = np.random.default_rng(0)
+        for shape, groups in [((3, 6, 4, 5), 3), ((2, 4, 7), 2), ((2, 6, 3, 3), 1), ((2, 4, 2, 2), 4)]:
+            y = jnp.asarray(rng.standard_normal(shape) * 3 + 2)
+            w, b = (jnp.asarray(rng.standard_normal(shape[1])) for _ in range(2))
+            cotangent = jnp.asarray(rng.standard_normal(shape))
+            out, vjp = jax.vjp(lambda *a, g=groups: group_norm(*a, groups=g, eps=1e-5), y, w, b)
+            ref_out, ref_vjp = jax.vjp(lambda *a, g=groups: reference(*a, g), y, w, b)
+            assert rel_err(out, ref_out) < 1e-12
+            for got, want in zip(vjp(cotangent), ref_vjp(cotangent)):
+                assert rel_err(got, want) < 1e-12
+    _float64(check)
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding", [(26, 4, 2, 1), (13, 4, 2, 1), (9, 3, 2, 1), (10, 3, 3, 0),
+                                                        (11, 5, 2, 2), (8, 1, 2, 0)])
+def test_strided_conv_space_to_depth_matches_lax(size, kernel, stride, padding):
+    from jax import lax
+
+    from pyneuralode.backends.jax._conv import conv2d_nhwc
+
+    def check():
+        rng = np.random.default_rng(1)
+        z = jnp.asarray(rng.standard_normal((2, size, size + 1, 3)))
+        w = jnp.asarray(rng.standard_normal((kernel, kernel, 3, 4)))
+        ref = lambda z, w: lax.conv_general_dilated(z, w, (stride,) * 2, [(padding,) * 2] * 2,
+                                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        out, vjp = jax.vjp(lambda z, w: conv2d_nhwc(z, w, stride=(stride,) * 2, padding=(padding,) * 2), z, w)
+        ref_out, ref_vjp = jax.vjp(ref, z, w)
+        assert out.shape == ref_out.shape and rel_err(out, ref_out) < 1e-12
+        cotangent = jnp.asarray(rng.standard_normal(out.shape))
+        for got, want in zip(vjp(cotangent), ref_vjp(cotangent)):
+            assert rel_err(got, want) < 1e-12
+    _float64(check)
+
+
+def test_default_checkpoints_cap_large_states_only():
+    from pyneuralode.backends.jax._program import MIN_CHECKPOINTS, default_checkpoints
+    assert default_checkpoints(4096, jnp.zeros((128, 2), jnp.float32)) == 90  # diffrax's own default for small states
+    assert default_checkpoints(4096, jnp.zeros((128, 64, 6, 6), jnp.float32)) == 14  # MNIST ODE-Net: 32 MiB / 2.4 MB
+    assert default_checkpoints(4096, jnp.zeros((4096, 64, 32, 32), jnp.float32)) == MIN_CHECKPOINTS
+    assert default_checkpoints(4, jnp.zeros((128, 64, 6, 6))) == 2  # never above diffrax's default
+    assert default_checkpoints(1, jnp.zeros(2)) == 1
+
+
+def test_xla_cpu_flag_respects_the_user(monkeypatch):
+    from pyneuralode.backends.jax import _xla_cpu
+    monkeypatch.setenv("XLA_FLAGS", f"{_xla_cpu.FLAG_NAME}=dot")
+    assert not _xla_cpu.configure()  # the user's own choice wins
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setenv("PYNEURALODE_XLA_CPU_CONV", "ynn")
+    assert not _xla_cpu.configure()  # opted out
+    monkeypatch.delenv("PYNEURALODE_XLA_CPU_CONV")
+    assert not _xla_cpu.configure()  # JAX is already running in this test session: too late, left alone
+    assert _xla_cpu.FLAG_NAME not in __import__("os").environ["XLA_FLAGS"]
