@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+import pyneuralode as pn
 from pyneuralode.backends import BACKEND_NAMES
 
 from helpers import unavailable_reason
@@ -27,3 +28,19 @@ def pytest_collection_modifyitems(config, items):
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("backend") == "julia":
             item.add_marker(pytest.mark.julia)
+
+
+@pytest.fixture(scope="module")
+def jl():
+    """The started Julia module (PyNeuralODEJL), once per test module; skip with the reason where it is missing."""
+    from pyneuralode.backends.julia import julia_available, start
+
+    ok, why = julia_available()
+    if not ok:
+        pytest.skip(why)
+    try:
+        return start()
+    except pn.BackendUnavailable as err:
+        if "torch was imported before Julia" in str(err):
+            pytest.skip(str(err))
+        raise

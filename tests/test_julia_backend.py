@@ -279,22 +279,6 @@ def test_detection_reads_juliapkg_state(tmp_path, monkeypatch):
 julia = pytest.mark.julia
 
 
-@pytest.fixture(scope="module")
-def jl():
-    """Start Julia once for this module; skip with the reason where it is missing."""
-    from pyneuralode.backends.julia import julia_available, start
-
-    ok, why = julia_available()
-    if not ok:
-        pytest.skip(why)
-    try:
-        return start()
-    except pn.BackendUnavailable as err:
-        if "torch was imported before Julia" in str(err):
-            pytest.skip(str(err))
-        raise
-
-
 def _numpy_field(spec, params, y, t):
     """The spec evaluated in numpy, independently of every backend."""
     acts = {

@@ -121,22 +121,6 @@ def test_trace_algorithm_restated_in_numpy_matches_finite_differences(field):
 
 
 # ---------------------------------------------------------------- part 2: Julia vs JAX
-@pytest.fixture(scope="module")
-def jl():
-    """Start Julia once for this module; skip with the reason where it is missing."""
-    from pyneuralode.backends.julia import julia_available, start
-
-    ok, why = julia_available()
-    if not ok:
-        pytest.skip(why)
-    try:
-        return start()
-    except pn.BackendUnavailable as err:
-        if "torch was imported before Julia" in str(err):
-            pytest.skip(str(err))
-        raise
-
-
 def _pair(*, trace="exact", field=MLP_FIELD, adjoint=None, control=TIGHT):
     pytest.importorskip("diffrax")
     kw = {"trace": trace, "adjoint": adjoint or pn.DirectAdjoint(), "control": control}

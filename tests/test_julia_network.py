@@ -113,22 +113,6 @@ def test_layout_map_restated_in_numpy_matches_the_jax_layers():
 
 
 # ---------------------------------------------------------------- part 2: Julia vs JAX
-@pytest.fixture(scope="module")
-def jl():
-    """Start Julia once for this module; skip with the reason where it is missing."""
-    from pyneuralode.backends.julia import julia_available, start
-
-    ok, why = julia_available()
-    if not ok:
-        pytest.skip(why)
-    try:
-        return start()
-    except pn.BackendUnavailable as err:
-        if "torch was imported before Julia" in str(err):
-            pytest.skip(str(err))
-        raise
-
-
 def _both(kind, **kw):
     pytest.importorskip("diffrax")
     return _net(kind, "jax", **kw), _net(kind, "julia", **kw)
