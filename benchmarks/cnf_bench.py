@@ -42,17 +42,22 @@ import pyneuralode as pn
 from pyneuralode.datasets import toy_2d
 from pyneuralode.problems.cnf import TEST_SEED, CNFConfig, cnf_field, cnf_model
 
-CONFIGS = {f"{backend}-{trace}{'-reg' if reg else ''}": (backend, trace, reg)
+CONFIGS = {f"{backend}-{trace}{'-reg' if reg else ''}": (backend, trace, reg, None)
            for backend in ("jax", "torch") for reg in (False, True) for trace in ("exact", "hutchinson")}
-CONFIGS |= {"raw-diffrax-exact": ("raw-diffrax", "exact", False),
-            "raw-torchdiffeq-exact": ("raw-torchdiffeq", "exact", False)}
+CONFIGS |= {"raw-diffrax-exact": ("raw-diffrax", "exact", False, None),
+            "raw-torchdiffeq-exact": ("raw-torchdiffeq", "exact", False, None)}
+DEFAULT_CONFIGS = tuple(CONFIGS)
+CONFIGS |= {f"{backend}-exact-backsolve": (backend, "exact", False, pn.BacksolveAdjoint()) for backend in ("jax", "torch")}
+"""Configurations: ``(backend, trace, regularised, adjoint)``; adjoint ``None`` is the CLI's ``auto``
+(CheckpointAdjoint on JAX, DirectAdjoint on torch). The backsolve pair (the issue's adjoint anchors) runs only
+when named with ``--only``."""
 EVAL_BACKEND = {"raw-diffrax": "jax", "raw-torchdiffeq": "torch"}
 """Where a raw anchor's trained weights are evaluated (the same held-out NLL code as ours)."""
 
 
-def ours(cfg: CNFConfig, backend: str, trace: str, regularised: bool, params0):
+def ours(cfg: CNFConfig, backend: str, trace: str, regularised: bool, adjoint, params0):
     """``(step, params, adjoint)`` of a pyneuralode configuration: ``step(x, it) -> (nll, nfe_f, nfe_b, steps)``."""
-    flow = cnf_model(cfg, backend=backend, trace=trace)
+    flow = cnf_model(cfg, backend=backend, trace=trace, **({"adjoint": adjoint} if adjoint else {}))
     loss = pn.NLL(kinetic=0.01, jacobian=0.01) if regularised else pn.NLL()
     trainer = pn.FlowTrainer(flow, optimizer=pn.Adam(lr=cfg.lr), loss=loss)
     trainer.init(params0)
@@ -160,13 +165,13 @@ def run_configs(names, *, iters: int, batch: int) -> list[dict]:
     params0 = cnf_model(cfg).init(cfg.seed)
     runners = {}
     for name in names:
-        backend, trace, reg = CONFIGS[name]
+        backend, trace, reg, adjoint = CONFIGS[name]
         if backend == "raw-diffrax":
             runners[name] = raw_diffrax_exact(cfg, params0)
         elif backend == "raw-torchdiffeq":
             runners[name] = raw_torchdiffeq_exact(cfg, params0)
         else:
-            runners[name] = ours(cfg, backend, trace, reg, params0)
+            runners[name] = ours(cfg, backend, trace, reg, adjoint, params0)
     log = {name: [] for name in names}  # per iteration: seconds, nll, nfe_f, nfe_b, steps
     t_run = time.perf_counter()
     for it in range(1, iters + 1):
@@ -179,7 +184,7 @@ def run_configs(names, *, iters: int, batch: int) -> list[dict]:
     x_test = toy_2d("moons", cfg.test_size, TEST_SEED, dtype=cfg.dtype)
     rows = []
     for name, (_, params, adjoint) in runners.items():
-        backend, trace, reg = CONFIGS[name]
+        backend, trace, reg, _ = CONFIGS[name]
         exact = cnf_model(cfg, backend=EVAL_BACKEND.get(backend, backend), trace="exact")
         secs, nll, *counts = zip(*log[name])
         tail = slice(-min(50, iters), None)
@@ -218,7 +223,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--only", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
+    parser.add_argument("--only", default=",".join(DEFAULT_CONFIGS),
+                        help="comma-separated subset of " + ", ".join(CONFIGS))
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="torch.set_num_threads (0: torch's default). On a small shared machine 1 avoids "
                              "OpenMP threads spinning against other jobs.")
