@@ -17,8 +17,8 @@ from collections.abc import Sequence as _SequenceABC
 import numpy as np
 
 from ._errors import SpecError
-from ._layers import (AbstractCompositeLayer, AbstractFeatureLayer, AbstractLayer, Activation, ParamSpec, Sequential, _check_activation,
-                      _check_positive_int)
+from ._layers import (AbstractCompositeLayer, AbstractFeatureLayer, ParamSpec, Sequential, _check_activation,
+                      _check_positive_int, with_activations)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,13 +70,9 @@ class ConcatSquashMLP(AbstractCompositeLayer):
         _check_activation(self.activation)
 
     def expand(self) -> Sequential:
-        layers: list[AbstractLayer] = []
-        n = len(self.sizes) - 1
-        for i in range(n):
-            layers.append(ConcatSquash(self.sizes[i], self.sizes[i + 1]))
-            if i < n - 1 and self.activation not in (None, "identity"):
-                layers.append(Activation(self.activation))
-        return Sequential(*layers)
+        return Sequential(*with_activations([ConcatSquash(n_in, n_out) for n_in, n_out in zip(self.sizes,
+                                                                                           self.sizes[1:])],
+                                            self.activation))
 
     @property
     def in_shape(self):

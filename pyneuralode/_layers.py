@@ -211,6 +211,17 @@ class AbstractCompositeLayer(AbstractLayer):
         return self.expand().out_shape(in_shape)
 
 
+def with_activations(layers: list[AbstractLayer], activation: str | None) -> list[AbstractLayer]:
+    """``layers`` with ``Activation(activation)`` between consecutive ones and none after the last (the stack of an
+    MLP); ``None`` or ``"identity"`` adds none."""
+    out: list[AbstractLayer] = []
+    for i, layer in enumerate(layers):
+        if i and activation not in (None, "identity"):
+            out.append(Activation(activation))
+        out.append(layer)
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class MLP(AbstractCompositeLayer):
     """A multilayer perceptron ``sizes[0] -> ... -> sizes[-1]``; the last layer has no activation.
@@ -249,12 +260,9 @@ class MLP(AbstractCompositeLayer):
         layers: list[AbstractLayer] = []
         if self.input_transform not in (None, "identity"):
             layers.append(Activation(self.input_transform))
-        n = len(self.sizes) - 1
-        for i in range(n):
-            layers.append(Linear(self.sizes[i], self.sizes[i + 1], bias=self.bias,
-                                 time_input=self.time_input and i == 0))
-            if i < n - 1 and self.activation not in (None, "identity"):
-                layers.append(Activation(self.activation))
+        layers += with_activations([Linear(n_in, n_out, bias=self.bias, time_input=self.time_input and i == 0)
+                                    for i, (n_in, n_out) in enumerate(zip(self.sizes, self.sizes[1:]))],
+                                   self.activation)
         return Sequential(*layers)
 
     @property
