@@ -204,7 +204,6 @@ def test_options_mapping():
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: _model(adjoint=pn.BacksolveAdjoint(seminorm=True)), "seminorm"),
     (lambda: _model(adjoint=pn.BacksolveAdjoint(rtol=1e-3)), "forward tolerances"),
     (lambda: _model(solver=pn.QNDF(), control=pn.StepControl(safety=0.8)), "own order and step controller"),
     (lambda: _model(adjoint=pn.DirectAdjoint(), device="cuda"), "CPU arrays"),
@@ -212,6 +211,17 @@ def test_options_mapping():
 def test_options_refused_with_a_reason(make, match):
     with pytest.raises(pn.NotSupportedError, match=match):
         julia_options(make())
+
+
+def test_registry_refuses_what_julia_cannot_run_at_model_creation():
+    """Refused in the registry (before Julia starts), so contract tests skip these with the same reason."""
+    with pytest.raises(pn.NotSupportedError) as err:
+        pn.ODEModel(pn.MLP([2, 4, 2]), backend="julia", adjoint=pn.BacksolveAdjoint(seminorm=True))
+    assert str(err.value) == ("BacksolveAdjoint(seminorm=True) is not available on backend 'julia': SciMLSensitivity "
+                              "has no seminorm option; use seminorm=False, or backend 'jax'/'torch'.")
+    with pytest.raises(pn.NotSupportedError, match="pn.Trainer is not available on backend 'julia' yet: train on "
+                                                   "backend='jax' or 'torch'"):
+        pn.Trainer(pn.ODEModel(pn.MLP([2, 4, 2]), backend="julia"), optimizer=pn.Adam())
 
 
 @pytest.mark.parametrize("loss_cls", [pn.L1, pn.MSE])
@@ -467,6 +477,45 @@ def test_max_steps_uses_the_shared_wording(jl):
     y0, ts = _problem(SPECS["spiral"])
     with pytest.raises(pn.MaxStepsError, match=r"forward solve reached max_steps=3.*increase max_steps"):
         model.solve(model.init(0), y0, ts)
+
+
+@julia
+@pytest.mark.parametrize("adjoint", ["interpolating", "quadrature", "gauss", "direct", "backsolve"])
+def test_max_steps_inside_value_and_grad_is_max_steps_error(jl, adjoint):
+    """Without checkpointing SciMLSensitivity's continuous adjoints solve densely and interpolate the save times,
+    so a solve that stops early fails in the interpolation; the backend re-solves and reports the return code."""
+    model = _julia_model(SPECS["spiral"], adjoint=ADJOINTS[adjoint](),
+                         control=pn.StepControl(rtol=1e-12, atol=1e-12, max_steps=3))
+    y0, ts = _problem(SPECS["spiral"])
+    with pytest.raises(pn.MaxStepsError, match=r"forward solve reached max_steps=3"):
+        model.value_and_grad(model.init(0), y0, ts, loss=pn.L1(np.zeros((len(ts), *y0.shape))))
+
+
+@julia
+def test_step_control_bounds_every_step_including_the_first(jl):
+    """StepControl(factormax) caps each step-size increase, the first included: from dt0 = 1e-6, reaching t = 1
+    needs at least log(1 + (q - 1) / dt0) / log(q) accepted steps when dt grows by at most q per step.
+    OrdinaryDiffEqCore's default first-step limit (qmax_first_step = 10000) would need about a third."""
+    q, dt0 = 1.5, 1e-6
+    model = _julia_model(SPECS["spiral"], control=pn.StepControl(rtol=1e-3, atol=1e-3, dt0=dt0, factormax=q))
+    y0, _ = _problem(SPECS["spiral"])
+    sol = model.solve(model.init(0), y0, np.array([0.0, 1.0]))
+    assert sol.stats.steps_accepted >= np.ceil(np.log(1 + (q - 1) / dt0) / np.log(q))
+
+
+@julia
+@pytest.mark.parametrize("solver", [pn.Euler(), pn.RK4()], ids=lambda s: s.name)
+def test_fixed_step_takes_the_shared_grid(jl, solver):
+    """Fixed-step solvers step on pyneuralode's grid (save times are step boundaries, equal sub-steps), so the
+    values are the same method as JAX's, to round-off, at save times that are not multiples of dt."""
+    spec = SPECS["time"]
+    control = pn.StepControl(dt=0.1)
+    jm = _julia_model(spec, solver=solver, control=control)
+    xm = pn.ODEModel(spec, solver=solver, control=control, backend="jax")
+    params = jm.init(seed=0)
+    y0, _ = _problem(spec)
+    ts = np.array([0.0, 0.25, 0.33, 1.0])
+    np.testing.assert_allclose(jm.solve(params, y0, ts).ys, xm.solve(params, y0, ts).ys, rtol=1e-12, atol=1e-13)
 
 
 @julia

@@ -18,6 +18,16 @@ from .._solvers import AbstractSolver
 
 
 @dataclasses.dataclass(frozen=True)
+class Refusal:
+    """One option value a backend cannot honour although it offers the option's type (checked at model creation)."""
+
+    option: str  # the solver/adjoint type name, e.g. "BacksolveAdjoint"
+    field: str  # its attribute
+    value: object  # the refused value
+    reason: str  # what to do instead, appended to the error
+
+
+@dataclasses.dataclass(frozen=True)
 class BackendEntry:
     """Static facts about one backend."""
 
@@ -27,6 +37,8 @@ class BackendEntry:
     install: str
     solvers: frozenset[str]
     adjoints: frozenset[str]
+    refusals: tuple[Refusal, ...] = ()
+    native_training: bool = True  # whether ``pn.Trainer`` runs on it (the program implements make_trainer)
 
 
 _COMMON_SOLVERS = {"Euler", "Midpoint", "Heun", "RK4", "Bosh3", "Dopri5", "Dopri8"}
@@ -47,7 +59,10 @@ _ENTRIES = (
         'pip install "pyneuralode[julia]" (then Julia 1.10+ via juliaup, or point PYTHON_JULIAPKG_EXE at one)',
         frozenset(_COMMON_SOLVERS | {"Tsit5", "Kvaerno5", "Vern7", "Rodas5P", "KenCarp4", "QNDF", "FBDF"}),
         frozenset({"BacksolveAdjoint", "DirectAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint",
-                   "GaussAdjoint"})),
+                   "GaussAdjoint"}),
+        refusals=(Refusal("BacksolveAdjoint", "seminorm", True,
+                          "SciMLSensitivity has no seminorm option; use seminorm=False, or backend 'jax'/'torch'"),),
+        native_training=False),
 )
 REGISTRY: dict[str, BackendEntry] = {e.name: e for e in _ENTRIES}
 BACKEND_NAMES: tuple[str, ...] = tuple(REGISTRY)
@@ -81,6 +96,19 @@ def require_support(backend: str, *, solver: AbstractSolver | None = None,
             where = (f"use backend={' or '.join(map(repr, others))}" if others else "no backend has it yet")
             raise NotSupportedError(f"{option.name}() is not available on backend {backend!r}: {where}, or choose "
                                     f"one of {', '.join(sorted(getattr(e, kind)))} on {backend!r}.")
+        for refusal in e.refusals:
+            if refusal.option == option.name and getattr(option, refusal.field, None) == refusal.value:
+                raise NotSupportedError(f"{option.name}({refusal.field}={refusal.value!r}) is not available on "
+                                        f"backend {backend!r}: {refusal.reason}.")
+
+
+def require_training(backend: str) -> None:
+    """Raise NotSupportedError if ``pn.Trainer`` cannot run natively on ``backend``, naming the backends that can."""
+    if not entry(backend).native_training:
+        others = [e.name for e in _ENTRIES if e.native_training]
+        raise NotSupportedError(f"Training through pn.Trainer is not available on backend {backend!r} yet: train on "
+                                f"backend={' or '.join(map(repr, others))} (the canonical parameters carry over), or "
+                                "loop over model.value_and_grad(...) with your own update.")
 
 
 @lru_cache(maxsize=None)

@@ -31,6 +31,7 @@ from ..._errors import (
     non_finite_error,
 )
 from ..._concat_squash import ConcatSquash
+from ..._control import fixed_step_grid
 from ..._layers import Activation, Linear, walk
 from ..._losses import L1, MSE
 from ..._params import num_params
@@ -73,11 +74,7 @@ def describe_spec(field) -> str:
 
 def _adjoint_options(model) -> dict:
     adjoint, control = model.adjoint, model.control
-    if isinstance(adjoint, BacksolveAdjoint):
-        if adjoint.seminorm:
-            raise NotSupportedError("BacksolveAdjoint(seminorm=True) is not available on backend 'julia': "
-                                    "SciMLSensitivity has no seminorm option; use seminorm=False, or backend "
-                                    "'jax'/'torch'.")
+    if isinstance(adjoint, BacksolveAdjoint):  # seminorm=True is refused by the registry, at model creation
         for name in ("rtol", "atol"):
             value = getattr(adjoint, name)
             if value is not None and value != getattr(control, name):
@@ -97,6 +94,8 @@ def _adjoint_options(model) -> dict:
             raise NotSupportedError("DirectAdjoint() on backend 'julia' is SciMLSensitivity's "
                                     "ReverseDiffAdjoint, which needs CPU arrays: use device='cpu', or a "
                                     "continuous adjoint such as pn.GaussAdjoint() on the GPU.")
+        # ReverseDiffAdjoint accepts vector states only; PyNeuralODEJL solves every problem on the flattened
+        # state (FlatRHS in julia/src/solve.jl), so matrix, CNF and image states all reach it as vectors.
         return {"sensealg": "reversediff", "vjp": "zygote", "checkpointing": False}
     raise NotSupportedError(f"{adjoint.name}() is not available on backend 'julia'.")
 
@@ -189,6 +188,7 @@ class JuliaProgram(AbstractProgram):
         self._description = describe_spec(model.field)
         self._options = julia_options(model)
         self._max_steps = model.control.max_steps
+        self._fixed_dt = None if model.solver.adaptive else model.control.dt
         self._reversediff = self._options["sensealg"] == "reversediff"
         if self._device == "cuda":
             self._load_cuda()
@@ -230,11 +230,18 @@ class JuliaProgram(AbstractProgram):
         return ys if batched else ys[:, 0]
 
     # ------------------------------------------------------------------ contract
+    def _check_grid(self, ts) -> None:
+        """A fixed-step grid over max_steps raises MaxStepsError before Julia runs, as on JAX/torch (the Julia
+        side steps on the same grid, ``_step_grid`` in julia/src/solve.jl)."""
+        if self._fixed_dt is not None:
+            fixed_step_grid(ts, self._fixed_dt, self._max_steps)
+
     def solve(self, params, y0, ts) -> Solution:
         if y0.ndim > 2:
             raise NotSupportedError("backend 'julia' takes states of shape (D,) or (batch, D).")
         if ts.shape[0] == 1:
             return Solution(ts=ts.copy(), ys=y0[None].copy(), stats=Stats())
+        self._check_grid(ts)
         y2, batched = self._batch(y0)
         self._set_params(params)
         (ys, nfe, _nf, accepted, rejected, _njacs, status, text) = self._call(
@@ -258,6 +265,7 @@ class JuliaProgram(AbstractProgram):
             ys = y0[None].copy()
             value, cot = loss_value_and_cotangent(loss, ys)
             return ValueAndGrad(value, np.zeros(self._n, dtype=self._dtype), cot[0].copy(), Stats(), ys=ys)
+        self._check_grid(ts)
         y2, batched = self._batch(y0)
         self._set_params(params)
         (pending, ys_jl, nfe_f, _nf, accepted, rejected, _njacs, status, text) = self._call(

@@ -22,7 +22,9 @@ Entry points (all take and return plain arrays, so juliacall converts them witho
   - [`device_functional`](@ref): whether a device (`:cuda`, via the CUDA extension) can be used
 
 Layouts: states are `(D, B)` matrices (features x batch, Julia's column-major convention); saved
-solutions are `(D, B, T)`. The Python side transposes numpy's `(B, D)` / `(T, B, D)` views.
+solutions are `(D, B, T)`. The Python side transposes numpy's `(B, D)` / `(T, B, D)` views. Every solve runs on
+the `vec` of its state (`FlatRHS` in solve.jl): SciMLSensitivity's `ReverseDiffAdjoint` accepts vector states
+only.
 """
 module PyNeuralODEJL
 
@@ -34,6 +36,7 @@ using Lux: Conv, Dense
 using LuxCore: LuxCore, AbstractLuxLayer, AbstractLuxWrapperLayer
 using PrecompileTools: @compile_workload, @setup_workload
 using Random: AbstractRNG, Xoshiro
+using ReverseDiff: ReverseDiff
 using SciMLBase: ODEFunction, ODEProblem, ReturnCode, solve, successful_retcode
 using SciMLSensitivity: BacksolveAdjoint, EnzymeVJP, GaussAdjoint, InterpolatingAdjoint,
     QuadratureAdjoint, ReverseDiffAdjoint, ReverseDiffVJP, ZygoteVJP
@@ -41,7 +44,7 @@ using Zygote: Zygote
 
 # Solvers: one import per sub-library (OrdinaryDiffEq NEWS.md, "Package scope reduction").
 using OrdinaryDiffEqBDF: FBDF, QNDF
-using OrdinaryDiffEqCore: IController
+using OrdinaryDiffEqCore: OrdinaryDiffEqCore, IController
 using OrdinaryDiffEqHighOrderRK: DP8
 using OrdinaryDiffEqLowOrderRK: BS3, DP5, Euler, Heun, Midpoint, RK4
 using OrdinaryDiffEqRosenbrock: Rodas5P

@@ -53,7 +53,7 @@ end
 
 _row(v) = reshape(v, 1, :)
 
-function (c::CNFDynamics)(a::AbstractMatrix, p, t)
+function (c::CNFDynamics)(a::AbstractMatrix, p, t)     # `a` reshaped from the flat state by `FlatRHS`
     f = c.f
     _tick!(f.nfe)
     z = a[1:(c.dim), :]
@@ -107,11 +107,11 @@ function cnf_density(f::NeuralField, opts::SolveOptions, x::AbstractMatrix, eps:
     dyn = CNFDynamics(f, eps, hutchinson, false)
     rhs = reversed ? Reversed(dyn) : dyn
     a0 = vcat(X, _to_device(f.device, zeros(T, 1, B)))
-    prob = ODEProblem{false}(ODEFunction{false}(rhs), a0, (s[1], s[2]), f.p)
+    prob = flat_problem(rhs, a0, (s[1], s[2]), f.p)
     logger = WarnCollector()
     f.nfe[] = 0
     sol = Logging.with_logger(logger) do
-        solve(prob, opts.alg; saveat = s, opts.kwargs...)
+        solve(prob, opts.alg; saveat = s, _solve_kwargs(opts, s)...)
     end
     nfe = f.nfe[]
     status = _status(sol, 2)
@@ -120,7 +120,7 @@ function cnf_density(f::NeuralField, opts::SolveOptions, x::AbstractMatrix, eps:
         empty = zeros(T, 0)
         return (empty, zeros(T, 0, 0), empty, nfe, _stats(sol)..., status, warnings)
     end
-    a1 = _host(sol.u[end])
+    a1 = reshape(_host(sol.u[end]), size(a0))
     z = a1[1:D, :]
     delta = vec(a1[D + 1, :])
     return (_base_logp(z) .+ delta, z, delta, nfe, _stats(sol)..., status, warnings)
@@ -148,13 +148,15 @@ function cnf_value_and_grad(f::NeuralField, opts::SolveOptions, x::AbstractMatri
     dyn = CNFDynamics(f, eps, hutchinson, regularised)
     rhs = reversed ? Reversed(dyn) : dyn
     pad = _to_device(f.device, zeros(T, _cnf_extra(regularised), B))
-    prob = ODEProblem{false}(ODEFunction{false}(rhs), vcat(X, pad), (s[1], s[2]), f.p)
+    shape = (D + size(pad, 1), B)
+    prob = flat_problem(rhs, vcat(X, pad), (s[1], s[2]), f.p)
     rec = _SolveRecord((-1, -1, -1, -1), 0)
     sensealg = opts.sensealg
+    kwargs = _solve_kwargs(opts, s)
     function objective(xx, p)
-        sol = solve(prob, opts.alg; u0 = vcat(xx, pad), p = p, saveat = s, sensealg, opts.kwargs...)
+        sol = solve(prob, opts.alg; u0 = vec(vcat(xx, pad)), p = p, saveat = s, sensealg, kwargs...)
         _record!(rec, sol, 2)
-        a1 = _saved(sol)[:, :, end]
+        a1 = _saved(sol, shape)[:, :, end]
         nll = -sum(_base_logp(a1[1:D, :]) .+ a1[D + 1, :]) / B
         if regularised
             kin, jac = -sum(a1[D + 2, :]) / B, -sum(a1[D + 3, :]) / B
@@ -168,8 +170,9 @@ function cnf_value_and_grad(f::NeuralField, opts::SolveOptions, x::AbstractMatri
     result = try
         Logging.with_logger(() -> Zygote.pullback(objective, X, f.p), logger)
     catch err
-        err isa _SolveFailed || rethrow()
-        err
+        failed = Logging.with_logger(() -> _failure(err, prob, opts, s), logger)
+        failed === nothing && rethrow()
+        failed
     end
     nfe_f = f.nfe[]
     warnings = join(logger.messages, "\n")

@@ -31,9 +31,17 @@ end
 _tick!(r::Base.RefValue{Int}) = (r[] += 1; nothing)
 ChainRulesCore.@non_differentiable _tick!(::Any)
 
-# SciMLSensitivity hands `p` back as the ComponentArray we gave it; a discrete adjoint may hand a plain
-# (tracked) vector in the same Lux order, which we re-wrap with the axes.
+# The parameters as the Lux model reads them (`p.layer_k.weight`). SciMLSensitivity hands `p` back as the
+# ComponentArray we gave it, except under ReverseDiff (`ReverseDiffAdjoint`, `ReverseDiffVJP`), which tracks it
+# as a `ReverseDiff.TrackedArray` whose value is that ComponentArray (SciMLSensitivity derivative_wrappers.jl:
+# `_tunables, _repack = _p, identity` for an array `p`, then `ReverseDiff.GradientTape`). ComponentArrays'
+# ReverseDiff extension (ext/ComponentArraysReverseDiffExt.jl, `TrackedComponentArray`) gives exactly that type
+# `getproperty`, returning tracked sub-arrays that tape as whole arrays -- so it must be passed through as it
+# is: re-wrapping it in `ComponentArray(p, ax)` would read weights as views of a `TrackedArray`, which
+# ReverseDiff does not define (`view`), falling back to element-wise `TrackedReal`s. Any other vector in Lux
+# order (e.g. a plain gradient-free copy) is wrapped with the axes.
 _components(p::ComponentArray, ax) = p
+_components(p::ReverseDiff.TrackedArray{<:Any, <:Any, 1, <:ComponentArray}, ax) = p
 _components(p::AbstractVector, ax) = ComponentArray(p, ax)
 
 function (f::NeuralField)(u, p, t)

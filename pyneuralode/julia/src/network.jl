@@ -265,7 +265,6 @@ function _record_block!(n::ODENode, sol)
 end
 ChainRulesCore.@non_differentiable _record_block!(::Any, ::Any)
 
-_last_saved(A::AbstractArray) = A[ntuple(_ -> Colon(), ndims(A) - 1)..., size(A, ndims(A))]
 
 # As DiffEqFlux's `NeuralODE`: the problem is built from the incoming state and parameters inside the
 # differentiated function, and `solve(prob, alg; sensealg, ...)` hits SciMLSensitivity's adjoint rule.
@@ -277,10 +276,10 @@ function _apply(n::ODENode, x, p, t)
     reversed = n.t1 < 0
     s = reversed ? T[0, -n.t1] : T[0, n.t1]
     rhs = reversed ? Reversed(BlockField(n)) : BlockField(n)
-    prob = ODEProblem{false}(ODEFunction{false}(rhs), x, (s[1], s[2]), q)
-    sol = solve(prob, opts.alg; saveat = s, sensealg = opts.sensealg, opts.kwargs...)
+    prob = flat_problem(rhs, x, (s[1], s[2]), q)      # a flat state: see `FlatRHS` (solve.jl)
+    sol = solve(prob, opts.alg; saveat = s, sensealg = opts.sensealg, _solve_kwargs(opts, s)...)
     _record_block!(n, sol)
-    return _last_saved(_saved(sol))
+    return reshape(Array(sol)[:, end], size(x))
 end
 
 # ---------------------------------------------------------------------------------------------- entry points
@@ -336,6 +335,26 @@ function network_apply(net::JuliaNetwork, flat::AbstractVector, x::AbstractArray
         join(logger.messages, "\n"))
 end
 
+"""
+    _network_failure(err, net, X, P) -> Union{_SolveFailed, Nothing}
+
+As [`_failure`](@ref) for a whole network: an error from a differentiated block solve that is not our
+`_SolveFailed` may be a failed solve seen by SciMLSensitivity's interpolation of the save times. Re-run the
+network forward without AD (only on this error path): its blocks record their return codes, and the first
+failing one is reported; `nothing` if every block succeeds (a genuine error: the caller rethrows it).
+"""
+function _network_failure(err, net::JuliaNetwork, X, P)
+    err isa _SolveFailed && return err
+    _reset_blocks!(net)
+    try
+        net(X, P)
+    catch again
+        again isa _SolveFailed && return again
+        rethrow()
+    end
+    return nothing
+end
+
 """Mean softmax cross-entropy of logits `(K, B)` against one-hot targets `Y` (`torch.nn.CrossEntropyLoss`)."""
 function _cross_entropy(logits::AbstractMatrix, Y::AbstractMatrix)
     m = _column_max(logits)
@@ -378,8 +397,9 @@ function network_value_and_grad(net::JuliaNetwork, flat::AbstractVector, x::Abst
     result = try
         Logging.with_logger(() -> Zygote.pullback(objective, P), logger)
     catch err
-        err isa _SolveFailed || rethrow()
-        err
+        failed = Logging.with_logger(() -> _network_failure(err, net, X, P), logger)
+        failed === nothing && rethrow()
+        failed
     end
     nfe_f, accepted, rejected = _block_counts(net), _block_steps(net, 2), _block_steps(net, 3)
     warnings = join(logger.messages, "\n")

@@ -1,21 +1,25 @@
 # Solving and differentiating a NeuralField.
 #
-# API facts relied on (checked against the sources; see also pyneuralode's reference/julia-api.md):
-# - `solve(ODEProblem{false}(ODEFunction{false}(f), u0, tspan, p), alg; saveat, reltol, abstol, maxiters,
-#   sensealg)`; inside `Zygote.pullback` the `solve` call hits SciMLSensitivity's adjoint rule, which keeps
-#   `sol.stats` and `sol.retcode` on the solution it returns (SciMLBase `sensitivity_solution`).
+# API facts relied on (each checked against the upstream source; tests/test_julia_static.py records, per
+# upstream symbol, the versions it was checked against and fails when [compat] admits others):
+# - `solve(ODEProblem{false}(ODEFunction{false}(f), u0, tspan, p), alg; saveat, tstops, reltol, abstol,
+#   maxiters, sensealg)`; inside `Zygote.pullback` the `solve` call hits SciMLSensitivity's adjoint rule, which
+#   keeps `sol.stats` and `sol.retcode` on the solution it returns (SciMLBase `sensitivity_solution`).
+# - Every solve runs on a flat VECTOR state (`FlatRHS`): SciMLSensitivity's `ReverseDiffAdjoint` (pyneuralode's
+#   `DirectAdjoint`) raises "Sensitivity algorithm ReverseDiffAdjoint only supports vector u0" for any other
+#   array (src/concrete_solve.jl, every 7.x release since 2023-12), and matrix / 3-D / 4-D states are what the
+#   ODE model, the CNF and the network blocks carry. The step controller's norm is elementwise, so flattening
+#   changes no step.
 # - `sol.stats` (`SciMLBase.DEStats`: nf, naccept, nreject, ...); `sol.destats` is gone in SciMLBase v3.
 # - `successful_retcode(sol)`; comparing `sol.retcode` with a Symbol is removed in SciMLBase v3.
-# - `Array(sol)` of a `(D, B)` state is `(D, B, T)` (RecursiveArrayTools v3 and v4).
+# - `Array(sol)` of a vector state is `(N, T)` (RecursiveArrayTools v3 and v4).
 # - Stiff solvers take `autodiff = AutoForwardDiff()/AutoFiniteDiff()` (ADTypes; `Bool` rejected in v7).
-# - Step-size controller: v7 moved `gamma, qmin, qmax, qsteady_*` from `solve` kwargs onto
-#   `IController(; ...)` (OrdinaryDiffEq NEWS.md, "Controller refactor"); older OrdinaryDiffEqCore has a
-#   field-less `IController()` and takes those knobs as `solve` kwargs. `_controller_kwargs` handles both.
+# - Step-size controller: see `_controller_kwargs` (four OrdinaryDiffEqCore eras).
 # - Sensitivity algorithms (SciMLSensitivity src/sensitivity_algorithms.jl): `BacksolveAdjoint(; autojacvec,
 #   checkpointing = true)`, `InterpolatingAdjoint(; autojacvec, checkpointing = false)`,
 #   `QuadratureAdjoint(; autojacvec, abstol = 1e-6, reltol = 1e-3)`, `GaussAdjoint(; autojacvec,
-#   checkpointing = false)`, `ReverseDiffAdjoint()` (discrete adjoint, CPU `Array` states only);
-#   VJPs `ZygoteVJP()`, `ReverseDiffVJP(compile = false)`, `EnzymeVJP()`.
+#   checkpointing = false)`, `ReverseDiffAdjoint()` (discrete adjoint: vector `u0` only, CPU arrays only --
+#   hence `FlatRHS`); VJPs `ZygoteVJP()`, `ReverseDiffVJP(compile = false)`, `EnzymeVJP()`.
 
 const FIXED_STEP = ("euler", "midpoint", "heun", "rk4")
 const OWN_CONTROLLER = ("qndf", "fbdf")   # multistep methods with an integrated order/step controller
@@ -72,29 +76,43 @@ function make_sensealg(kind::AbstractString, vjp::AbstractString; checkpointing:
 end
 
 """
-    _controller_kwargs(safety, factormin, factormax)
+    _controller_kwargs(alg, safety, factormin, factormax)
 
 `solve` keywords for an integral controller with pyneuralode's `StepControl` meaning (as diffrax's
 `PIDController(pcoeff=0, icoeff=1)` and torchdiffeq): new `dt = dt * clamp(safety * err^(-1/k),
-factormin, factormax)`, no dead band (`qsteady_min = qsteady_max = 1`) and no special first-step growth.
+factormin, factormax)`, no dead band (`qsteady_min = qsteady_max = 1`) and no first-step growth beyond
+`factormax`. Where the knobs live depends on the OrdinaryDiffEqCore release, so this asks the installed one
+what it has rather than assuming:
+
+- Core >= 4.0: `IController` has fields. 4.0-4.1 declare `IController(; qmin, qmax, qmax_first_step, gamma,
+  qsteady_min, qsteady_max)` (one type for all six: all Float64 here); >= 4.2 has a single `basic` field and
+  `IController(; kwargs...)` keeps the keywords until it is resolved against the algorithm. The same call
+  fits both. Left out, `qmax_first_step` defaults to 10000 and `qsteady_max` to the algorithm's (6//5 for
+  implicit methods), i.e. first-step growth and a dead band.
+- Core 3.4-3.33: `IController` is field-less and a `controller` passed to `solve` has its knobs read from its
+  own fields (the `solve` keywords are then ignored); `NewIController(QT, alg; ...)` holds them, with
+  `qmax_first_step` from 3.10 on (the release that added the 10000x first step).
+- Core 1.0-3.3: field-less `IController()`, knobs are `solve` keywords, no first-step rule.
 """
-function _controller_kwargs(safety::Real, factormin::Real, factormax::Real)
-    fields = fieldnames(IController)
-    if isempty(fields)   # OrdinaryDiffEqCore before the controller refactor: knobs are `solve` kwargs
-        return (; controller = IController(), gamma = safety, qmin = factormin, qmax = factormax,
-            qsteady_min = 1.0, qsteady_max = 1.0)
+function _controller_kwargs(alg, safety::Real, factormin::Real, factormax::Real)
+    knobs = (; qmin = Float64(factormin), qmax = Float64(factormax), gamma = Float64(safety),
+        qsteady_min = 1.0, qsteady_max = 1.0)
+    if !isempty(fieldnames(IController))
+        return (; controller = IController(; knobs..., qmax_first_step = Float64(factormax)))
+    elseif isdefined(OrdinaryDiffEqCore, :NewIController)
+        C = getfield(OrdinaryDiffEqCore, :NewIController)
+        first_step = :qmax_first_step in fieldnames(C) ? (; qmax_first_step = Float64(factormax)) : (;)
+        return (; controller = C(Float64, alg; knobs..., first_step...))
     end
-    wanted = (; qmin = Float64(factormin), qmax = Float64(factormax), qmax_first_step = Float64(factormax),
-        gamma = Float64(safety), qsteady_min = 1.0, qsteady_max = 1.0)
-    names = Tuple(k for k in keys(wanted) if k in fields)
-    return (; controller = IController(; NamedTuple{names}(wanted)...))
+    return (; controller = IController(), knobs...)
 end
 
 """
     SolveOptions
 
 Everything about a solve except the data: algorithm, sensitivity algorithm, `solve` keywords (tolerances,
-step control, `maxiters`) and the element type. Built once per model by [`solve_options`](@ref).
+step control, `maxiters`), the element type and a fixed-step solver's `dt`. Built once per model by
+[`solve_options`](@ref); [`_solve_kwargs`](@ref) adds what depends on the save times.
 """
 struct SolveOptions{A, S, K <: NamedTuple}
     alg::A
@@ -102,6 +120,7 @@ struct SolveOptions{A, S, K <: NamedTuple}
     kwargs::K
     max_steps::Int
     eltype::DataType
+    dt::Union{Nothing, Float64}     # the step of a fixed-step solver (see `_solve_kwargs`), else nothing
 end
 
 """
@@ -110,8 +129,9 @@ end
         vjp = "zygote", checkpointing = false, jac = "forwarddiff", dtype = "float64") -> SolveOptions
 
 `max_steps` becomes `maxiters` (OrdinaryDiffEq counts accepted and rejected steps, as pyneuralode does).
-Fixed-step solvers need `dt`; adaptive ones start from `dt0` when given, else from OrdinaryDiffEq's
-Hairer-Wanner initial step rule. `qndf`/`fbdf` keep their own controllers.
+Fixed-step solvers need `dt` (they step on pyneuralode's shared grid, see [`_solve_kwargs`](@ref)); adaptive
+ones start from `dt0` when given, else from OrdinaryDiffEq's Hairer-Wanner initial step rule. `qndf`/`fbdf`
+keep their own controllers.
 """
 function solve_options(; solver::AbstractString = "tsit5", rtol::Real = 1e-6, atol::Real = 1e-8,
         dt0 = nothing, dt = nothing, max_steps::Integer = 4096, safety::Real = 0.9, factormin::Real = 0.2,
@@ -122,13 +142,14 @@ function solve_options(; solver::AbstractString = "tsit5", rtol::Real = 1e-6, at
     sa = make_sensealg(sensealg, vjp; checkpointing, rtol, atol)
     if solver in FIXED_STEP
         dt === nothing && throw(ArgumentError("$solver is a fixed-step method: give it a step dt"))
-        kwargs = (; adaptive = false, dt = T(dt), maxiters = Int(max_steps))
-    else
-        kwargs = (; reltol = T(rtol), abstol = T(atol), maxiters = Int(max_steps))
-        dt0 === nothing || (kwargs = merge(kwargs, (; dt = T(dt0))))
-        solver in OWN_CONTROLLER || (kwargs = merge(kwargs, _controller_kwargs(safety, factormin, factormax)))
+        kwargs = (; adaptive = false, maxiters = Int(max_steps))
+        return SolveOptions(alg, sa, kwargs, Int(max_steps), T, Float64(dt))
     end
-    return SolveOptions(alg, sa, kwargs, Int(max_steps), T)
+    kwargs = (; reltol = T(rtol), abstol = T(atol), maxiters = Int(max_steps))
+    dt0 === nothing || (kwargs = merge(kwargs, (; dt = T(dt0))))
+    solver in OWN_CONTROLLER ||
+        (kwargs = merge(kwargs, _controller_kwargs(alg, safety, factormin, factormax)))
+    return SolveOptions(alg, sa, kwargs, Int(max_steps), T, nothing)
 end
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -137,6 +158,65 @@ struct Reversed{F}
     f::F
 end
 (r::Reversed)(u, p, s) = -(r.f(u, p, -s))
+
+"""
+    FlatRHS(f, shape)
+
+The right-hand side `f` of an array state of size `shape`, as a right-hand side of its `vec`: every solve runs on
+a vector state, the one kind SciMLSensitivity's `ReverseDiffAdjoint` accepts (see the header), and the kind every
+other sensitivity algorithm is tested on upstream. `reshape`/`vec` share memory on `Array`/`CuArray` and are
+differentiable by Zygote, ReverseDiff (`reshape` of a `TrackedArray`, ReverseDiff src/tracked.jl) and Enzyme.
+"""
+struct FlatRHS{F, N}
+    f::F
+    shape::NTuple{N, Int}
+end
+(r::FlatRHS)(u, p, t) = vec(r.f(reshape(u, r.shape), p, t))
+
+"""
+    flat_problem(rhs, U0, tspan, p) -> ODEProblem
+
+The out-of-place problem of `rhs` (on arrays shaped like `U0`) on the flat state `vec(U0)`; read its saved
+states back with [`_saved`](@ref)`(sol, size(U0))`.
+"""
+flat_problem(rhs, U0::AbstractArray, tspan, p) =
+    ODEProblem{false}(ODEFunction{false}(FlatRHS(rhs, size(U0))), vec(U0), tspan, p)
+
+"""
+    _step_grid(s, dt) -> Vector
+
+pyneuralode's fixed-step grid (`pyneuralode._control.fixed_step_grid`, shared by every backend): each interval
+between consecutive save times split into `ceil(|Δ| / dt)` equal steps (`a + i * ((b - a) / n)` as numpy's
+`linspace`, the save time itself last), so every save time is a step boundary.
+"""
+function _step_grid(s::AbstractVector{T}, dt::Real) where {T}
+    grid = T[first(s)]
+    for k in 1:(length(s) - 1)
+        a, b = s[k], s[k + 1]
+        n = max(1, ceil(Int, abs(b - a) / dt - 1e-9))
+        for i in 1:(n - 1)
+            push!(grid, a + i * ((b - a) / n))
+        end
+        push!(grid, b)
+    end
+    return grid
+end
+ChainRulesCore.@non_differentiable _step_grid(::Any, ::Any)
+
+"""
+    _solve_kwargs(opts, s) -> NamedTuple
+
+`opts.kwargs` plus what depends on the save times `s`. A fixed-step solver gets the grid of [`_step_grid`](@ref)
+as `tstops` and the largest grid spacing as `dt`: OrdinaryDiffEq shortens a step that would pass the next
+`tstop` to end exactly on it (OrdinaryDiffEqCore `modify_dt_for_tstops!`), so it takes exactly the grid's steps,
+as diffrax (`StepTo`) and torchdiffeq (`grid_constructor`) do. `saveat` alone would only interpolate.
+"""
+function _solve_kwargs(opts::SolveOptions, s::AbstractVector)
+    opts.dt === nothing && return opts.kwargs
+    grid = _step_grid(s, opts.dt)
+    return merge(opts.kwargs, (; dt = maximum(diff(grid)), tstops = grid))
+end
+ChainRulesCore.@non_differentiable _solve_kwargs(::Any, ::Any)
 
 """Warnings Julia logs during a call (SciMLBase's "Interrupted. Larger maxiters is needed.", ...)."""
 struct WarnCollector <: Logging.AbstractLogger
@@ -165,7 +245,7 @@ end
 
 function _problem(f::NeuralField, U0, s::AbstractVector, reversed::Bool)
     rhs = reversed ? Reversed(f) : f
-    return ODEProblem{false}(ODEFunction{false}(rhs), U0, (first(s), last(s)), f.p)
+    return flat_problem(rhs, U0, (first(s), last(s)), f.p)
 end
 
 function _retcode_name(rc)
@@ -181,7 +261,8 @@ end
 _stats(sol) = sol.stats === nothing ? (-1, -1, -1, -1) :
     (Int(sol.stats.nf), Int(sol.stats.naccept), Int(sol.stats.nreject), Int(sol.stats.njacs))
 
-_saved(sol) = Array(sol)   # (D, B, T)
+"""Saved states of a solve on a flat state, shaped `(shape..., T)` (`(D, B, T)` for a `(D, B)` state)."""
+_saved(sol, shape::Tuple) = reshape(Array(sol), shape..., :)
 
 # "Success", a ReturnCode name, or "SaveMismatch" (successful but not saved at every requested time).
 function _status(sol, nsaved::Int)
@@ -204,11 +285,11 @@ function forward(f::NeuralField, opts::SolveOptions, u0::AbstractMatrix, ts::Abs
     logger = WarnCollector()
     f.nfe[] = 0
     sol = Logging.with_logger(logger) do
-        solve(prob, opts.alg; saveat = s, opts.kwargs...)
+        solve(prob, opts.alg; saveat = s, _solve_kwargs(opts, s)...)
     end
     nfe = f.nfe[]
     ok = successful_retcode(sol) && length(sol.t) == length(s)
-    ys = ok ? _host(_saved(sol)) : zeros(f.eltype, 0, 0, 0)
+    ys = ok ? _host(_saved(sol, size(U0))) : zeros(f.eltype, 0, 0, 0)
     return (ys, nfe, _stats(sol)..., _status(sol, length(s)), join(logger.messages, "\n"))
 end
 
@@ -229,6 +310,24 @@ function _record!(rec::_SolveRecord, sol, nsaved::Int)
     return nothing
 end
 ChainRulesCore.@non_differentiable _record!(::Any, ::Any, ::Any)
+
+"""
+    _failure(err, prob, opts, s) -> Union{_SolveFailed, Nothing}
+
+What an exception thrown by a differentiated solve means. `_SolveFailed` is ours (`_record!` saw the return code).
+Anything else may still be a failed solve in disguise: without checkpointing, `InterpolatingAdjoint`,
+`QuadratureAdjoint` and `GaussAdjoint` solve densely without `saveat` and then interpolate the save times
+(`_out = sol(ts)` in SciMLSensitivity src/concrete_solve.jl), so a solve that stopped early (MaxIters,
+Unstable) raises SciMLBase's "Solution interpolation cannot extrapolate past the final timepoint" before
+`_record!` runs. Then this re-solves `prob` without AD (only on this error path) and returns the failure its
+return code names, or `nothing` if that solve succeeds (a genuine error: the caller rethrows it).
+"""
+function _failure(err, prob, opts::SolveOptions, s::AbstractVector)
+    err isa _SolveFailed && return err
+    sol = solve(prob, opts.alg; saveat = s, _solve_kwargs(opts, s)...)
+    status = _status(sol, length(s))
+    return status == "Success" ? nothing : _SolveFailed(status)
+end
 
 """
     PendingVJP
@@ -257,18 +356,20 @@ function vjp_forward(f::NeuralField, opts::SolveOptions, u0::AbstractMatrix, ts:
     rec = _SolveRecord((-1, -1, -1, -1), 0)
     nsaved = length(s)
     sensealg = opts.sensealg
+    kwargs = _solve_kwargs(opts, s)
     function loss_free_forward(u, p)
-        sol = solve(prob, opts.alg; u0 = u, p = p, saveat = s, sensealg, opts.kwargs...)
+        sol = solve(prob, opts.alg; u0 = vec(u), p = p, saveat = s, sensealg, kwargs...)
         _record!(rec, sol, nsaved)
-        return _saved(sol)
+        return _saved(sol, size(u))
     end
     logger = WarnCollector()
     f.nfe[] = 0
     result = try
         Logging.with_logger(() -> Zygote.pullback(loss_free_forward, U0, f.p), logger)
     catch err
-        err isa _SolveFailed || rethrow()
-        err
+        failed = Logging.with_logger(() -> _failure(err, prob, opts, s), logger)
+        failed === nothing && rethrow()
+        failed
     end
     nfe = f.nfe[]
     warnings = join(logger.messages, "\n")
