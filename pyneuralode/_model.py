@@ -7,6 +7,7 @@ import dataclasses
 
 from ._adjoints import AbstractAdjoint, DirectAdjoint
 from ._control import StepControl
+from ._ensemble import EnsembleSolution, ensemble_inputs
 from ._errors import SpecError
 from ._layers import AbstractLayer
 from ._losses import AbstractLoss
@@ -84,6 +85,21 @@ class ODEModel(SpecParameters):
             raise SpecError(f"loss must be a pyneuralode loss such as pn.L1(target), got {type(loss).__name__}.")
         loss.check_shape((ts.shape[0], *y0.shape))
         return self.program.value_and_grad(params, y0, ts, loss)
+
+    def solve_ensemble(self, params, y0, ts, *, devices=None) -> EnsembleSolution:
+        """Solve many members at once: parameter sweeps, uncertainty quantification, many initial conditions.
+
+        ``params`` is one flat vector shared by all members or ``(members, P)``; ``y0`` is one state shared by all
+        members or ``(members, *state)``; ``ts`` is shared. Each member is solved as if alone (its own adaptive
+        steps and statistics), and a member that fails is reported in ``ok``/``errors`` while the others still
+        return. JAX vectorises the members in one compiled solve; ``devices`` (JAX only: a number of devices, a
+        list of ``jax.Device`` or a ``jax.sharding.Mesh``) shards the member axis over several devices. torch and
+        Julia solve the members one after another.
+        """
+        params, y0 = ensemble_inputs(params, y0, num_params=self.num_params, state_shape=self.field.in_shape,
+                                     dtype=self.dtype)
+        ts = check_times(ts, self.dtype)
+        return self.program.solve_ensemble(params, y0, ts, devices=devices)
 
     def native(self):
         """The backend's own object, for embedding in user code (see the backend's docs for its signature)."""

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..._errors import SolveError, max_steps_error, non_finite_error
+from ..._errors import NotSupportedError, SolveError, max_steps_error, non_finite_error
 from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram
 from ._backsolve import make_backsolve
@@ -70,6 +70,7 @@ class JaxProgram(AbstractProgram):
         self._forward_field = self.host_counter.wrap(self.field) if self.host_counter else self.field
         self._solve_jit = jax.jit(self._solve_packed)
         self._vg_jit = jax.jit(self._value_and_grad_packed, static_argnums=(5,))
+        self._ensemble_jit = None
         if model.adjoint.name == "BacksolveAdjoint":
             self._backsolve = make_backsolve(model, self.field, self.solver, self._plain_solve)
 
@@ -173,6 +174,49 @@ class JaxProgram(AbstractProgram):
         if not np.all(np.isfinite(ys)):
             raise non_finite_error()
         return Solution(ts, ys if batched else ys[:, 0], Stats(**forward))
+
+    def solve_ensemble(self, params, y0, ts, *, devices=None):
+        """Members vectorised with ``jax.vmap`` in one compiled solve (sharded over ``devices`` if given).
+
+        Each member is a batch of one inside the vmapped solve, so its error norm, steps and statistics are its
+        own — exactly those of ``model.solve(params[m], y0[m], ts)``.
+        """
+        from ..._ensemble import EnsembleSolution, loop_ensemble
+        from ._sharding import put_batch, put_replicated, resolve_mesh
+        mesh = resolve_mesh(devices)
+        if self.host_counter is not None:  # host-counted solvers cannot attribute evaluations to members
+            if mesh is not None:
+                raise NotSupportedError(f"{self.model.solver.name}() is counted on the host and solves ensemble "
+                                        "members one after another: drop devices=.")
+            return loop_ensemble(self.solve, params, y0, ts)
+        members = params.shape[0]
+        if ts.shape[0] == 1:
+            return loop_ensemble(self.solve, params, y0, ts)
+        pad = (-members) % mesh.devices.size if mesh is not None else 0
+        if pad:  # an ensemble, unlike a training batch, may be any size: pad with copies of the last member
+            params = np.concatenate([params, np.repeat(params[-1:], pad, axis=0)])
+            y0 = np.concatenate([y0, np.repeat(y0[-1:], pad, axis=0)])
+        if self._ensemble_jit is None:
+            self._ensemble_jit = jax.jit(jax.vmap(lambda p, y, t, g: self._solve_packed(p, y[None], t, g),
+                                                  in_axes=(0, 0, None, None)))
+        args = (put_batch(mesh, params), put_batch(mesh, y0), *put_replicated(mesh, (ts, self.grid(ts))))
+        ys, reports = jax.device_get(self._ensemble_jit(*args))
+        ys, reports = np.array(ys[:members, :, 0]), reports[:members]
+        stats, errors = [], []
+        for m in range(members):
+            try:
+                forward = self._forward_stats(dict(zip(_FORWARD, reports[m])))
+                if not np.all(np.isfinite(ys[m])):
+                    raise non_finite_error()
+            except SolveError as err:
+                stats.append(Stats())
+                errors.append(str(err))
+                ys[m] = np.nan
+                continue
+            stats.append(Stats(**forward))
+            errors.append(None)
+        ok = np.array([e is None for e in errors])
+        return EnsembleSolution(ts, ys, tuple(stats), ok, tuple(errors))
 
     def value_and_grad(self, params, y0, ts, loss):
         batched, y, grid = self._batched_inputs(y0, ts)

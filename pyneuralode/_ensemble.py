@@ -1,0 +1,113 @@
+"""Ensembles of solves: many parameter sets and/or initial conditions of one model, solved at once.
+
+An ensemble has ``M`` *members*; member ``m`` is one trajectory of the model with its own flat parameters and its
+own initial state (DiffEqGPU's and SciML's ``EnsembleProblem`` in pyneuralode's terms). Each member is solved as
+if alone: its own adaptive steps, its own statistics, its own failure. One member that reaches ``max_steps`` or
+blows up is reported for that member (``ok[m]`` false, ``errors[m]`` the message the single solve would raise,
+its ``ys`` NaN) while the others still return.
+
+Backends differ only in *how* the members run: JAX vectorises them with ``jax.vmap`` in one compiled solve and
+can shard the member axis over several devices; torch and Julia run them one after another (torchdiffeq steps a
+batch with one shared step size, which would change every member's steps, so it cannot batch members exactly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ._errors import SpecError
+from ._solution import Stats
+from ._validate import as_real_array, check_params, check_state
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleSolution:
+    """The result of :meth:`pyneuralode.ODEModel.solve_ensemble`.
+
+    - ``ts``: the save times, shared by every member.
+    - ``ys``: ``(M, len(ts), *state)``; rows of a failed member are NaN.
+    - ``stats``: one :class:`pyneuralode.Stats` per member (exact NFE and steps of that member's solve).
+    - ``ok``: ``(M,)`` booleans, false where the member's solve failed.
+    - ``errors``: per member, ``None`` or the message of the pyneuralode error its solve raised.
+    """
+
+    ts: np.ndarray
+    ys: np.ndarray
+    stats: tuple[Stats, ...]
+    ok: np.ndarray
+    errors: tuple[str | None, ...]
+
+    @property
+    def size(self) -> int:
+        """The number of members ``M``."""
+        return int(self.ys.shape[0])
+
+    def raise_if_failed(self) -> EnsembleSolution:
+        """Return ``self`` if every member succeeded, else raise the first failure (a SolveError)."""
+        from ._errors import SolveError
+        bad = np.flatnonzero(~self.ok)
+        if bad.size:
+            raise SolveError(f"{bad.size} of {self.size} ensemble members failed; member {bad[0]}: "
+                             f"{self.errors[bad[0]]}")
+        return self
+
+
+def ensemble_inputs(params, y0, *, num_params: int, state_shape: tuple[int, ...] | None, dtype: str):
+    """``(params (M, P), y0 (M, *state))`` with the member axis made explicit and checked.
+
+    ``params`` is one flat vector ``(P,)`` shared by every member or ``(M, P)``; ``y0`` is one state (the field's
+    sample shape) shared by every member or ``(M, *state)``. Where both carry a member axis their lengths must
+    match. A shared value is repeated for every member.
+    """
+    p = as_real_array(params, "params", dtype)
+    if p.ndim == 1:
+        check_params(p, num_params, dtype)
+    elif p.ndim == 2:
+        if p.shape[1] != num_params:
+            raise SpecError(f"ensemble params have {p.shape[1]} parameters per member but this model has "
+                            f"{num_params}: pass (P,) or (members, P) rows from model.init().")
+    else:
+        raise SpecError(f"ensemble params must be (P,) shared or (members, P), got shape {p.shape}.")
+    y = as_real_array(y0, "y0", dtype)
+    if state_shape is None:  # a field that accepts any sample shape: members are the leading axis iff params say so
+        member_y = p.ndim == 2 and y.ndim >= 2
+    else:
+        check_state(y, state_shape, dtype)
+        member_y = y.ndim == len(state_shape) + 1
+    sizes = {n for n in ((p.shape[0] if p.ndim == 2 else None), (y.shape[0] if member_y else None)) if n is not None}
+    if not sizes:
+        raise SpecError("an ensemble needs a member axis: give params of shape (members, P) and/or y0 of shape "
+                        "(members, *state).")
+    if len(sizes) > 1:
+        raise SpecError(f"params have {p.shape[0]} members but y0 has {y.shape[0]}: give both the same number "
+                        "of members, or share one of them.")
+    m = sizes.pop()
+    if m < 1:
+        raise SpecError("an ensemble needs at least one member.")
+    p = p if p.ndim == 2 else np.repeat(p[None], m, axis=0)
+    y = y if member_y else np.repeat(y[None], m, axis=0)
+    return p, y
+
+
+def loop_ensemble(solve_one, params: np.ndarray, y0: np.ndarray, ts: np.ndarray) -> EnsembleSolution:
+    """Solve the members one after another with ``solve_one(params, y0, ts) -> Solution``, catching each
+    member's pyneuralode error (the backends that cannot vectorise members exactly use this)."""
+    from ._errors import PyNeuralODEError, SpecError as _SpecError
+    ys = np.full((params.shape[0], ts.shape[0], *y0.shape[1:]), np.nan, dtype=y0.dtype)
+    stats, errors = [], []
+    for m in range(params.shape[0]):
+        try:
+            sol = solve_one(params[m], y0[m], ts)
+        except _SpecError:
+            raise  # a bad option is the caller's, not the member's: it would fail every member the same way
+        except PyNeuralODEError as err:
+            stats.append(Stats())
+            errors.append(str(err))
+            continue
+        ys[m] = sol.ys
+        stats.append(sol.stats)
+        errors.append(None)
+    ok = np.array([e is None for e in errors])
+    return EnsembleSolution(ts, ys, tuple(stats), ok, tuple(errors))
