@@ -11,6 +11,11 @@ from pathlib import Path
 
 from ._errors import PyNeuralODEError
 from .backends._registry import BACKEND_NAMES, backend_info
+from .problems._options import option_type
+
+DESCRIPTION = ("Define a neural ODE once, run it on JAX, PyTorch or Julia, and check that the backends agree: "
+               "train the paper's benchmark problems (spiral, mnist, cnf), compare backends, run the benchmarks.")
+"""The text ``pyneuralode --help`` shows (plain text: the terminal renders no reST)."""
 
 
 def _cmd_info(args) -> int:
@@ -37,15 +42,15 @@ def _add_spiral(sub) -> None:
     d = SpiralConfig()
     p = sub.add_parser("spiral", help="train the paper's spiral (progress bar, metrics JSON, checkpoint, PNG)")
     p.add_argument("--backend", default=d.backend, choices=BACKEND_NAMES)
-    p.add_argument("--iters", type=int, default=d.iters)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    p.add_argument("--rtol", type=float, default=d.rtol)
-    p.add_argument("--atol", type=float, default=d.atol)
+    p.add_argument("--iters", type=option_type("iters"), default=d.iters)
+    p.add_argument("--seed", type=option_type("seed"), default=d.seed)
+    p.add_argument("--lr", type=option_type("lr"), default=d.lr, help="Adam learning rate")
+    p.add_argument("--rtol", type=option_type("rtol"), default=d.rtol)
+    p.add_argument("--atol", type=option_type("atol"), default=d.atol)
     p.add_argument("--adjoint", default=d.adjoint,
                    choices=["DirectAdjoint", "CheckpointAdjoint", "BacksolveAdjoint"])
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--eval-every", type=option_type("eval_every"), default=d.eval_every)
     p.add_argument("--out", default="runs/spiral", help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--no-progress", action="store_true")
@@ -70,10 +75,10 @@ def _add_compare(sub) -> None:
                                                     if hasattr(_problem_module(name), "compare_backends")])
     p.add_argument("--backends", default="jax,torch", help="comma-separated, e.g. jax,torch,julia")
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.add_argument("--rtol", type=float, default=1e-6)
-    p.add_argument("--atol", type=float, default=None, help="default: rtol")
+    p.add_argument("--rtol", type=option_type("rtol"), default=1e-6)
+    p.add_argument("--atol", type=option_type("atol"), default=None, help="default: rtol")
     p.add_argument("--adjoint", default="DirectAdjoint")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=option_type("seed"), default=0)
     p.add_argument("--activation", default="relu", choices=["relu", "softplus"],
                    help="mnist only: the ODE block's activation (relu as the paper; softplus gives smooth dynamics)")
     p.add_argument("--json", help="also write the comparison as JSON to this file")
@@ -145,7 +150,7 @@ def _add_optional(sub, problem: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyneuralode", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pyneuralode", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="backends, versions, devices, and how to install what is missing").set_defaults(
         func=_cmd_info)
@@ -154,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     for problem in ("mnist", "cnf"):
         _add_optional(sub, problem)
     bench = sub.add_parser("bench", help="run the benchmark suite from a source checkout (options as "
-                                         "`python -m benchmarks`: --quick, --only, --device)")
+                                         "python -m benchmarks: --quick, --only, --device)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import numpy as np
 import pytest
@@ -32,7 +33,9 @@ def test_cli_run_writes_outputs_and_resumes_exactly(tmp_path, capsys):
     assert [r["iteration"] for r in records] == [1, 2, 3, 4]
     assert all(r["nfe_forward"] > 0 and r["nfe_backward"] > 0 for r in records)
     assert "test_nll" in records[-1] and (whole / "cnf.png").stat().st_size > 5_000
-    assert "test NLL (exact trace)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "test NLL (exact trace)" in out
+    assert re.search(r"^adjoint +DirectAdjoint$", out, re.M), out  # the adjoint used, not "auto"
     with pytest.raises(pn.SpecError, match="other settings"):
         cnf_problem.run(_args(part, "--iters", "6", "--trace", "exact", "--resume"))
 

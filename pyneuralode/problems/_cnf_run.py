@@ -41,7 +41,8 @@ def train_cnf(cfg: CNFConfig, out_dir, *, resume: bool = False, show_progress: b
     checkpoint = out / "checkpoint.npz"
     start, log, _ = start_or_resume(trainer, out, resume=resume, config=dataclasses.asdict(cfg), budget_key="iters",
                                     counter="iteration", init_params=flow.init(cfg.seed))
-    log.summary.update(problem="cnf", config=dataclasses.asdict(cfg), num_params=flow.num_params)
+    log.summary.update(problem="cnf", config=dataclasses.asdict(cfg), num_params=flow.num_params,
+                       adjoint=flow.adjoint.name)
 
     bar = progress(cfg.iters, f"cnf {cfg.dataset} [{cfg.backend}, {cfg.trace}]", initial=start,
                    enabled=show_progress)
@@ -94,7 +95,8 @@ def format_summary(summary: dict) -> str:
     """An aligned table of a run's headline figures."""
     c = summary["config"]
     rows = [("problem", f"cnf {c['dataset']}"), ("backend", c["backend"]), ("dtype", c["dtype"]),
-            ("trace", c["trace"]), ("adjoint", c["adjoint"]), ("parameters", summary["num_params"]),
+            ("trace", c["trace"]), ("adjoint", summary.get("adjoint", c["adjoint"])),
+            ("parameters", summary["num_params"]),
             ("iterations", summary["iterations"]), ("final train NLL", f"{summary['final_train_nll']:.4f}"),
             ("test NLL (exact trace)", f"{summary['final_test_nll']:.4f}"),
             ("mean NFE forward", f"{summary['mean_nfe_forward']:.1f}"),

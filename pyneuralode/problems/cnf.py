@@ -20,6 +20,7 @@ from .._control import StepControl
 from .._layers import MLP
 from .._solvers import Dopri5
 from ..datasets import TOY_2D_NAMES
+from ._options import check_options, option_type
 
 TEST_SEED = 10**6
 """Seed of the held-out points every run evaluates on (training batches use seeds below it)."""
@@ -50,6 +51,9 @@ class CNFConfig:
     eval_every: int = 100
     test_size: int = 2000
     plot_samples: int = 20000
+
+    def __post_init__(self):
+        check_options(self)
 
 
 def cnf_field(cfg: CNFConfig):
@@ -83,26 +87,28 @@ def add_parser(subparsers) -> None:
                                           "(progress bar, metrics JSON, checkpoint, PNG)")
     p.add_argument("--dataset", default=d.dataset, choices=TOY_2D_NAMES)
     p.add_argument("--backend", default=d.backend, choices=["jax", "torch"])
-    p.add_argument("--iters", type=int, default=d.iters)
-    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--iters", type=option_type("iters"), default=d.iters)
+    p.add_argument("--batch", type=option_type("batch"), default=d.batch)
     p.add_argument("--trace", default=d.trace, choices=["exact", "hutchinson"])
     p.add_argument("--noise", default=d.noise, choices=["rademacher", "gaussian"])
     p.add_argument("--layer", default=d.layer, choices=["mlp", "concatsquash"])
-    p.add_argument("--width", type=int, default=d.width)
-    p.add_argument("--depth", type=int, default=d.depth, help="hidden layers")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--rtol", type=float, default=d.rtol)
-    p.add_argument("--atol", type=float, default=d.atol)
+    p.add_argument("--width", type=option_type("width"), default=d.width)
+    p.add_argument("--depth", type=option_type("depth"), default=d.depth, help="hidden layers")
+    p.add_argument("--lr", type=option_type("lr"), default=d.lr)
+    p.add_argument("--rtol", type=option_type("rtol"), default=d.rtol)
+    p.add_argument("--atol", type=option_type("atol"), default=d.atol)
     p.add_argument("--adjoint", default=d.adjoint,
                    help="auto (CheckpointAdjoint on jax, DirectAdjoint on torch), DirectAdjoint, CheckpointAdjoint "
                         "(jax) or BacksolveAdjoint")
-    p.add_argument("--kinetic", type=float, default=d.kinetic, help="RNODE kinetic-energy weight")
-    p.add_argument("--jacobian", type=float, default=d.jacobian, help="RNODE Jacobian-norm weight")
+    p.add_argument("--kinetic", type=option_type("kinetic"), default=d.kinetic, help="RNODE kinetic-energy weight")
+    p.add_argument("--jacobian", type=option_type("jacobian"), default=d.jacobian, help="RNODE Jacobian-norm weight")
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--test-size", type=int, default=d.test_size, help="held-out points for the test NLL")
-    p.add_argument("--plot-samples", type=int, default=d.plot_samples, help="data and model samples in the PNG")
+    p.add_argument("--seed", type=option_type("seed"), default=d.seed)
+    p.add_argument("--eval-every", type=option_type("eval_every"), default=d.eval_every)
+    p.add_argument("--test-size", type=option_type("test_size"),
+                   default=d.test_size, help="held-out points for the test NLL")
+    p.add_argument("--plot-samples", type=option_type("plot_samples"),
+                   default=d.plot_samples, help="data and model samples in the PNG")
     p.add_argument("--out", default=None, help="output directory (default runs/cnf-<dataset>-<backend>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true")

@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from .._errors import SpecError
 from ._mnist_models import MNIST_INPUT_SHAPE, MNIST_MODELS, mnist_model
+from ._options import check_options, option_type
 
 __all__ = ["MNISTConfig", "add_parser", "compare_backends", "main", "mnist_model", "run", "MNIST_INPUT_SHAPE"]
 
@@ -47,6 +49,12 @@ class MNISTConfig:
     test_batch: int = 1000
     torch_threads: int | None = None
 
+    def __post_init__(self):
+        check_options(self)
+        if self.train_limit is not None and self.train_limit < self.batch:
+            raise SpecError(f"train_limit={self.train_limit} is smaller than one batch ({self.batch}): raise "
+                            "--train-limit or lower --batch.")
+
 
 QUICK = dict(channels=32, epochs=3, optimizer="adam", lr=3e-3, tol=1e-2, augment=False)
 """``--quick``: what changes from the full run (model, backend and explicit options still apply; ``groups``
@@ -73,25 +81,28 @@ def add_parser(subparsers) -> None:
                                             "per-epoch metrics JSON/CSV, checkpoint, PNG)")
     p.add_argument("--model", default=d.model, choices=MNIST_MODELS)
     p.add_argument("--backend", default=d.backend, choices=["jax", "torch"])
-    p.add_argument("--epochs", type=int, default=None, help=f"default {d.epochs} ({QUICK['epochs']} with --quick)")
-    p.add_argument("--channels", type=int, default=None, help=f"default {d.channels} ({QUICK['channels']} with "
-                                                                "--quick)")
-    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--epochs", type=option_type("epochs"),
+                   default=None, help=f"default {d.epochs} ({QUICK['epochs']} with --quick)")
+    p.add_argument("--channels", type=option_type("channels"), default=None,
+                   help=f"default {d.channels} ({QUICK['channels']} with --quick)")
+    p.add_argument("--batch", type=option_type("batch"), default=d.batch)
     p.add_argument("--optimizer", default=None, choices=["sgd", "adam"],
                    help="sgd: momentum 0.9 with the paper's schedule (default); adam (--quick)")
-    p.add_argument("--lr", type=float, default=None, help="base learning rate (sgd: scaled by batch/128)")
-    p.add_argument("--groups", type=int, default=None,
+    p.add_argument("--lr", type=option_type("lr"), default=None, help="base learning rate (sgd: scaled by batch/128)")
+    p.add_argument("--groups", type=option_type("groups"), default=None,
                    help="GroupNorm groups (default min(32, channels) as torchdiffeq; channels/2 with --quick)")
-    p.add_argument("--tol", type=float, default=None,
+    p.add_argument("--tol", type=option_type("tol"), default=None,
                    help=f"ODE-Net rtol = atol (default {d.tol:g}; {QUICK['tol']:g} with --quick)")
     p.add_argument("--adjoint", default=d.adjoint,
                    help="auto (BacksolveAdjoint for odenet), BacksolveAdjoint, CheckpointAdjoint (jax), DirectAdjoint")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--test-limit", type=int, default=None, help="evaluate on only the first N test images")
-    p.add_argument("--torch-threads", type=int, default=None,
+    p.add_argument("--seed", type=option_type("seed"), default=d.seed)
+    p.add_argument("--train-limit", type=option_type("train_limit"),
+                   default=None, help="use only the first N training images")
+    p.add_argument("--test-limit", type=option_type("test_limit"),
+                   default=None, help="evaluate on only the first N test images")
+    p.add_argument("--torch-threads", type=option_type("torch_threads"), default=None,
                    help="torch.set_num_threads for this run (torch backend; default: torch's own). On a shared "
                         "2-core machine 1 thread measured ~5x faster per step than 2 competing with other processes")
     p.add_argument("--quick", action="store_true", help="a 2-CPU-core configuration: 32 channels, GroupNorm(16), tol 1e-2, Adam 3e-3, "

@@ -17,6 +17,7 @@ import numpy as np
 from .._control import StepControl
 from .._layers import MLP, Activation, Linear, Sequential
 from .._model import ODEModel
+from ._options import check_options
 from .._solvers import Dopri5
 
 TRUE_A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
@@ -63,3 +64,6 @@ class SpiralConfig:
     batch_time: int = 10
     batch_size: int = 20
     eval_every: int = 20
+
+    def __post_init__(self):
+        check_options(self)

@@ -1,0 +1,84 @@
+"""The bounds of every numeric run option, in one table used twice.
+
+The command line uses :func:`option_type` as argparse's ``type=``, so ``--eval-every 0`` is refused while the
+arguments are parsed — before any backend is imported or any step trained. The run configs
+(``SpiralConfig``, ``CNFConfig``, ``MNISTConfig``) call :func:`check_options` when they are built, so a Python
+caller gets the same words as a :class:`pyneuralode.SpecError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import numbers
+
+import numpy as np
+
+from .._errors import SpecError
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    integer: bool
+    accepts: object  # value -> bool
+    words: str
+
+    def problem(self, value) -> str | None:
+        """Why ``value`` breaks the rule (``None`` when it does not)."""
+        ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+              and (not self.integer or float(value).is_integer()) and self.accepts(value))
+        return None if ok else f"must be {self.words}, got {value!r}"
+
+
+_COUNT = _Rule(True, lambda v: v >= 1, "an integer ≥ 1")
+_SEED = _Rule(True, lambda v: v >= 0, "an integer ≥ 0")
+_POSITIVE = _Rule(False, lambda v: v > 0, "a number > 0")
+_WEIGHT = _Rule(False, lambda v: v >= 0, "a number ≥ 0")
+_RTOL = _Rule(False, lambda v: 0 < v < 1, "a relative tolerance in (0, 1) such as 1e-6")
+
+RULES: dict[str, _Rule] = {
+    "iters": _COUNT, "epochs": _COUNT, "eval_every": _COUNT, "batch": _COUNT, "batch_size": _COUNT,
+    "batch_time": _Rule(True, lambda v: v >= 2, "an integer ≥ 2 (a window needs two time points)"),
+    "channels": _COUNT, "groups": _COUNT, "width": _COUNT, "depth": _COUNT, "test_size": _COUNT,
+    "plot_samples": _COUNT, "train_limit": _COUNT, "test_limit": _COUNT, "test_batch": _COUNT,
+    "torch_threads": _COUNT, "seed": _SEED, "lr": _POSITIVE, "atol": _POSITIVE, "rtol": _RTOL, "tol": _RTOL,
+    "kinetic": _WEIGHT, "jacobian": _WEIGHT,
+}
+"""Option name (the config field; the flag is ``--`` plus the name with ``-`` for ``_``) → its bound."""
+
+
+def option_type(name: str):
+    """argparse ``type=`` for the option ``name``: parses the number and refuses one outside :data:`RULES`."""
+    rule = RULES[name]
+
+    def parse(text: str):
+        try:
+            value = int(text) if rule.integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {rule.words}, got {text!r}") from None
+        problem = rule.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = "integer" if rule.integer else "number"  # argparse names the type in some messages
+    return parse
+
+
+def check_options(config) -> None:
+    """Raise :class:`pyneuralode.SpecError` for the first field of the dataclass ``config`` outside its bound
+    (fields set to ``None`` mean "the default" and are skipped); also a tolerance finer than the dtype resolves."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        rule = RULES.get(field.name)
+        if rule is not None and value is not None:
+            problem = rule.problem(value)
+            if problem:
+                raise SpecError(f"{field.name} {problem}.")
+    dtype = getattr(config, "dtype", None)
+    for name in ("rtol", "tol"):
+        value = getattr(config, name, None)
+        if dtype is not None and value is not None and value < np.finfo(dtype).eps:
+            raise SpecError(f"{name}={value:g} is below {dtype}'s resolution ({np.finfo(dtype).eps:.1e}): "
+                            f"use a larger {name} or dtype float64.")
