@@ -95,16 +95,19 @@ what it has rather than assuming:
 - Core 1.0-3.3: field-less `IController()`, knobs are `solve` keywords, no first-step rule.
 """
 function _controller_kwargs(alg, safety::Real, factormin::Real, factormax::Real)
-    knobs = (; qmin = Float64(factormin), qmax = Float64(factormax), gamma = Float64(safety),
-        qsteady_min = 1.0, qsteady_max = 1.0)
-    if !isempty(fieldnames(IController))
-        return (; controller = IController(; knobs..., qmax_first_step = Float64(factormax)))
-    elseif isdefined(OrdinaryDiffEqCore, :NewIController)
-        C = getfield(OrdinaryDiffEqCore, :NewIController)
-        first_step = :qmax_first_step in fieldnames(C) ? (; qmax_first_step = Float64(factormax)) : (;)
-        return (; controller = C(Float64, alg; knobs..., first_step...))
+    qmin, qmax, gamma = Float64(factormin), Float64(factormax), Float64(safety)
+    qmax_first_step = qmax
+    qsteady_min = qsteady_max = 1.0
+    if !isempty(fieldnames(IController))                                   # Core >= 4.0
+        return (; controller = IController(; qmin, qmax, qmax_first_step, gamma, qsteady_min, qsteady_max))
+    elseif isdefined(OrdinaryDiffEqCore, :NewIController)                   # Core 3.4-3.33
+        NewIController = getfield(OrdinaryDiffEqCore, :NewIController)
+        :qmax_first_step in fieldnames(NewIController) && return (;
+            controller = NewIController(Float64, alg; qmin, qmax, qmax_first_step, gamma, qsteady_min,
+                qsteady_max))
+        return (; controller = NewIController(Float64, alg; qmin, qmax, gamma, qsteady_min, qsteady_max))
     end
-    return (; controller = IController(), knobs...)
+    return (; controller = IController(), qmin, qmax, gamma, qsteady_min, qsteady_max)   # Core 1.0-3.3
 end
 
 """
