@@ -17,6 +17,8 @@ from ._cnf import CNF as CNF
 from ._concat_squash import ConcatSquash as ConcatSquash
 from ._concat_squash import ConcatSquashMLP as ConcatSquashMLP
 from ._control import StepControl as StepControl
+from ._dynamics import Dynamics as Dynamics
+from ._dynamics import dynamics as dynamics
 from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import DataError as DataError
 from ._errors import MaxStepsError as MaxStepsError

@@ -29,13 +29,15 @@ class ParamSpec:
     """One parameter tensor of a layer: its name, PyTorch-convention shape and initialiser.
 
     ``init`` is one of ``"uniform_fan_in"`` (PyTorch's default for Linear/Conv: U(-1/sqrt(fan_in),
-    1/sqrt(fan_in))), ``"ones"`` or ``"zeros"``.
+    1/sqrt(fan_in))), ``"ones"``, ``"zeros"`` or ``"value"`` (the declared initial ``value``, a hashable
+    :class:`pyneuralode._graph.Literal` of this shape; :func:`pyneuralode.dynamics` parameters).
     """
 
     name: str
     shape: tuple[int, ...]
     init: str = "uniform_fan_in"
     fan_in: int = 1
+    value: object = None
 
     @property
     def size(self) -> int:
@@ -58,6 +60,11 @@ class AbstractLayer(abc.ABC):
     def sublayers(self) -> tuple[AbstractLayer, ...]:
         """Layers nested inside this one, in parameter order (empty for a leaf)."""
         return ()
+
+    def sublayer_names(self) -> tuple[str, ...]:
+        """Names of :meth:`sublayers` in parameter names (``"U.0.weight"``); positions by default, as
+        ``torch.nn.Sequential`` names its children."""
+        return tuple(str(i) for i in range(len(self.sublayers())))
 
     def expand(self) -> AbstractLayer:
         """The primitive layer graph a backend compiles (composite conveniences such as MLP override this)."""
@@ -284,5 +291,7 @@ def initialiser(spec: ParamSpec) -> Callable[[np.random.Generator], np.ndarray]:
         return lambda rng: np.zeros(spec.shape)
     if spec.init == "ones":
         return lambda rng: np.ones(spec.shape)
+    if spec.init == "value":
+        return lambda rng: np.array(spec.value.array, dtype=np.float64).reshape(spec.shape)
     bound = 1.0 / math.sqrt(spec.fan_in)
     return lambda rng: rng.uniform(-bound, bound, size=spec.shape)

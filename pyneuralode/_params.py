@@ -13,17 +13,23 @@ import dataclasses
 import numpy as np
 
 from ._errors import SpecError
-from ._layers import AbstractLayer, ParamSpec, initialiser, walk
+from ._layers import AbstractLayer, ParamSpec, initialiser
 
 
 @dataclasses.dataclass(frozen=True)
 class ParamSlot:
-    """Where one tensor lives in the flat vector: ``flat[offset:offset + size].reshape(shape)``."""
+    """Where one tensor lives in the flat vector: ``flat[offset:offset + size].reshape(shape)``.
+
+    ``name`` is its dotted path: sublayer names then the tensor's name, e.g. ``"0.weight"`` for the first Linear
+    of an MLP (positions, as ``torch.nn.Sequential`` names them) or ``"alpha"`` and ``"U.0.weight"`` in a
+    :func:`pyneuralode.dynamics` field with a parameter ``alpha`` and a network ``U``.
+    """
 
     layer_index: int
     layer: AbstractLayer
     spec: ParamSpec
     offset: int
+    name: str = ""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -41,11 +47,18 @@ class ParamSlot:
 def param_layout(spec: AbstractLayer) -> tuple[ParamSlot, ...]:
     """All parameter tensors of ``spec`` with their offsets in the canonical flat vector."""
     slots, offset = [], 0
-    for index, layer in enumerate(walk(spec.expand())):
+    for index, (prefix, layer) in enumerate(_named_walk(spec.expand(), "")):
         for pspec in layer.param_specs():
-            slots.append(ParamSlot(index, layer, pspec, offset))
+            slots.append(ParamSlot(index, layer, pspec, offset, prefix + pspec.name))
             offset += pspec.size
     return tuple(slots)
+
+
+def _named_walk(layer: AbstractLayer, prefix: str):
+    """``(dotted prefix, layer)`` in :func:`pyneuralode._layers.walk` order."""
+    yield prefix, layer
+    for name, child in zip(layer.sublayer_names(), layer.sublayers()):
+        yield from _named_walk(child, f"{prefix}{name}.")
 
 
 def num_params(spec: AbstractLayer) -> int:

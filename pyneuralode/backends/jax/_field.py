@@ -55,10 +55,22 @@ def register_layer(layer_type: type, compiler: Callable[[AbstractLayer], LayerFn
 
 def compile_field(spec: AbstractLayer) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """``field(params_flat, t, y)`` for the whole spec, with static slices into the flat vector."""
+    tree = compile_tensors(spec)
+    slices = [(s.offset, s.stop, s.shape) for s in param_layout(spec.expand())]
+    return lambda params, t, y: tree([params[a:b].reshape(shape) for a, b, shape in slices], t, y)
+
+
+def compile_tensors(spec: AbstractLayer) -> LayerFn:
+    """``apply(tensors, t, y)`` for the whole spec, ``tensors`` its parameter tensors in canonical order.
+
+    ``Sequential`` chains its children; every other layer gets its own tensors from its registered compiler — a
+    layer with sublayers of its own (:class:`pyneuralode.Dynamics` and its networks) gets its whole subtree's
+    tensors, in canonical order, and compiles its sublayers itself with this function.
+    """
     root = spec.expand()
-    slots_by_index: dict[int, list] = {}
-    for s in param_layout(root):
-        slots_by_index.setdefault(s.layer_index, []).append((s.offset, s.stop, s.shape))
+    positions: dict[int, list[int]] = {}
+    for k, s in enumerate(param_layout(root)):
+        positions.setdefault(s.layer_index, []).append(k)
     counter = iter(range(len(walk(root))))
 
     def build(layer: AbstractLayer):
@@ -66,14 +78,17 @@ def compile_field(spec: AbstractLayer) -> Callable[[jax.Array, jax.Array, jax.Ar
         if isinstance(layer, Sequential):
             children = [build(child) for child in layer.layers]
 
-            def sequential(params, t, y):
+            def sequential(tensors, t, y):
                 for child in children:
-                    y = child(params, t, y)
+                    y = child(tensors, t, y)
                 return y
             return sequential
         if type(layer) not in _COMPILERS:
             raise NotSupportedError(f"Layer {type(layer).__name__} is not supported by the JAX backend yet.")
-        apply, slots = _COMPILERS[type(layer)](layer), slots_by_index.get(index, [])
-        return lambda params, t, y: apply([params[a:b].reshape(shape) for a, b, shape in slots], t, y)
+        subtree = range(index, index + len(walk(layer)))
+        for _ in subtree[1:]:
+            next(counter)
+        apply, mine = _COMPILERS[type(layer)](layer), [k for i in subtree for k in positions.get(i, [])]
+        return lambda tensors, t, y: apply([tensors[k] for k in mine], t, y)
 
     return build(root)

@@ -32,6 +32,7 @@ from ..._errors import (
 )
 from ..._concat_squash import ConcatSquash
 from ..._control import fixed_step_grid
+from ..._dynamics import Dynamics
 from ..._layers import Activation, Linear, walk
 from ..._losses import L1, MSE
 from ..._params import num_params
@@ -51,6 +52,9 @@ DEFAULT_CONTROL = (0.9, 0.2, 10.0)  # StepControl's safety, factormin, factormax
 
 def describe_spec(field) -> str:
     """The compact layer description PyNeuralODEJL.parse_spec reads (see julia/src/layers.jl)."""
+    if isinstance(field, Dynamics):
+        raise NotSupportedError("pn.dynamics fields are not available on backend 'julia' yet: use backend='jax' "
+                                "or 'torch'.")
     parts = []
     for layer in walk(field.expand()):
         if layer.sublayers():

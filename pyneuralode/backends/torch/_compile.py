@@ -89,28 +89,36 @@ _MODULE_BUILDERS: dict[type, object] = {
 
 def register_layer(layer_type: type, builder) -> None:
     """Teach the torch backend a new primitive layer: ``builder(layer, dtype, device) -> nn.Module`` whose
-    ``forward(t, x)`` computes the layer and whose parameters carry the names of ``layer.param_specs()``."""
+    ``forward(t, x)`` computes the layer and whose parameters carry the names of ``layer.param_specs()``.
+
+    A layer with sublayers of its own (:class:`pyneuralode.Dynamics`) gets their built modules too:
+    ``builder(layer, dtype, device, children)``; its module may name its own parameters through a
+    ``slot_parameter(name)`` method (for names that are also ``nn.Module`` attributes)."""
     _MODULE_BUILDERS[layer_type] = builder
 
 
 def _build(layer: AbstractLayer, *, dtype, device, built: list) -> torch.nn.Module:
     """One module per spec node, appended to ``built`` in :func:`pyneuralode._layers.walk` order."""
     layer = layer.expand()
-    if isinstance(layer, Sequential):
-        placeholder_index = len(built)
-        built.append(None)
-        module = SequentialModule([_build(child, dtype=dtype, device=device, built=built)
-                                   for child in layer.sublayers()])
-        built[placeholder_index] = module
-        return module
-    builder = _MODULE_BUILDERS.get(type(layer))
-    if builder is not None:
-        module = builder(layer, dtype, device)
-    else:
+    if not isinstance(layer, Sequential) and type(layer) not in _MODULE_BUILDERS:
         raise NotSupportedError(f"{type(layer).__name__} layers are not available on backend 'torch' yet: use "
                                 "backend='jax', or build the field from Linear/Activation/Sequential/MLP.")
-    built.append(module)
+    placeholder_index = len(built)
+    built.append(None)
+    children = [_build(child, dtype=dtype, device=device, built=built) for child in layer.sublayers()]
+    if isinstance(layer, Sequential):
+        module = SequentialModule(children)
+    elif children:
+        module = _MODULE_BUILDERS[type(layer)](layer, dtype, device, children)
+    else:
+        module = _MODULE_BUILDERS[type(layer)](layer, dtype, device)
+    built[placeholder_index] = module
     return module
+
+
+def _slot_parameter(module: torch.nn.Module, name: str) -> torch.nn.Parameter:
+    lookup = getattr(module, "slot_parameter", None)
+    return lookup(name) if lookup is not None else getattr(module, name)
 
 
 class VectorField(torch.nn.Module):
@@ -125,7 +133,7 @@ class VectorField(torch.nn.Module):
         built: list = []
         self.net = _build(spec, dtype=dtype, device=device, built=built)
         self._slots = param_layout(spec)
-        self._slot_params = [getattr(built[slot.layer_index], slot.spec.name) for slot in self._slots]
+        self._slot_params = [_slot_parameter(built[slot.layer_index], slot.spec.name) for slot in self._slots]
         self.num_params = self._slots[-1].stop if self._slots else 0
 
     def forward(self, t, y):

@@ -1,0 +1,163 @@
+"""The neutral expression graph of a user vector field: numbered nodes, each an op with inputs and static attributes.
+
+A :class:`Graph` is what :func:`pyneuralode.dynamics` traces the user's ``f(t, u, p)`` into (see
+:mod:`pyneuralode._trace`) and what every backend compiles: JAX to a pure ``jnp`` function, torch to a module,
+Julia to generated source. It describes ONE sample; backends vectorise over the batch.
+
+Structure (read this to write a compiler):
+
+- ``graph.nodes`` is a tuple of :class:`Node` in topological order: a node's ``inputs`` are indices of earlier
+  nodes. ``graph.output`` is the index of the node whose value is ``du/dt``.
+- ``node.op`` is a name from :data:`OPS`; ``node.attrs`` a tuple of ``(key, value)`` pairs of static, hashable
+  Python values (ints, tuples, strings, :class:`Literal`); ``node.shape`` the per-sample shape of its value;
+  ``node.dtype`` ``"float"`` or ``"bool"`` (comparisons).
+- Semantics are NumPy's (broadcasting, ``matmul``, reductions), for one sample. :data:`NUMPY_OPS` is the
+  executable definition: :func:`evaluate` runs a graph with it, and it is the reference every backend is tested
+  against.
+
+Leaf ops: ``time`` (``t``, shape ``()``), ``state`` (``u``), ``param`` (attr ``name``: a declared trainable
+parameter, its *stored* value — parameters declared ``positive`` are stored as their logarithm and followed by an
+``exp`` node), ``constant`` (attr ``name``: a fixed array given in ``constants=``) and ``literal`` (attr
+``value``: a number or array written in the user's code). ``call`` (attr ``net``) applies the named network spec
+to one sample ``x`` at the field's time ``t`` (inputs: ``(x,)``); backends compile it with their ordinary layer
+compiler, so a network call is one node of the graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Literal:
+    """A hashable, immutable numeric array (float64, or bool) used as a static attribute."""
+
+    array: np.ndarray
+
+    def __post_init__(self):
+        array = np.array(self.array, dtype=np.bool_ if np.asarray(self.array).dtype == np.bool_ else np.float64)
+        array.setflags(write=False)
+        object.__setattr__(self, "array", array)
+
+    def __eq__(self, other):
+        return (isinstance(other, Literal) and other.array.shape == self.array.shape
+                and other.array.dtype == self.array.dtype and bool(np.array_equal(other.array, self.array)))
+
+    def __hash__(self):
+        return hash((self.array.shape, self.array.dtype.str, self.array.tobytes()))
+
+    def __repr__(self):
+        return f"Literal({self.array.tolist()!r})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """One operation: ``op`` applied to the values of ``inputs`` (earlier node indices) with static ``attrs``."""
+
+    op: str
+    inputs: tuple[int, ...] = ()
+    attrs: tuple[tuple[str, Any], ...] = ()
+    shape: tuple[int, ...] = ()
+    dtype: str = "float"
+
+    def attr(self, key: str, default=None):
+        """The static attribute ``key`` (``default`` when absent)."""
+        for k, v in self.attrs:
+            if k == key:
+                return v
+        return default
+
+
+@dataclasses.dataclass(frozen=True)
+class Graph:
+    """A traced vector field: ``nodes`` in topological order and the index of the ``output`` node."""
+
+    nodes: tuple[Node, ...]
+    output: int
+
+    def uses(self, op: str) -> bool:
+        """Whether any node is ``op`` (e.g. ``"time"``: the field depends on ``t``)."""
+        return any(node.op == op for node in self.nodes)
+
+    def __str__(self):
+        lines = []
+        for i, n in enumerate(self.nodes):
+            attrs = ", ".join(f"{k}={v!r}" for k, v in n.attrs)
+            args = ", ".join(f"%{j}" for j in n.inputs)
+            lines.append(f"%{i} = {n.op}({args}{'; ' + attrs if attrs else ''})  # {n.dtype}{list(n.shape)}")
+        lines.append(f"return %{self.output}")
+        return "\n".join(lines)
+
+
+UNARY = ("negative", "exp", "log", "log1p", "expm1", "sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh",
+         "cosh", "tanh", "sqrt", "abs", "sign", "logical_not")
+"""Elementwise one-input ops (NumPy's functions of the same names; ``abs`` is ``np.absolute``)."""
+
+BINARY = ("add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "arctan2", "logaddexp", "less",
+          "less_equal", "greater", "greater_equal", "equal", "not_equal", "logical_and", "logical_or")
+"""Elementwise two-input ops with NumPy broadcasting (comparisons and logical ops give ``bool``)."""
+
+REDUCTIONS = ("sum", "mean", "prod", "max", "min")
+"""Reductions with attrs ``axis`` (a sorted tuple of non-negative ints, or ``None`` for all) and ``keepdims``."""
+
+OTHER = ("integer_power", "where", "matmul", "stack", "concatenate", "getitem", "reshape", "transpose",
+         "broadcast_to")
+"""Structural ops. Attributes: ``integer_power`` ``exponent`` (int; ``x ** n`` is exact for negative ``x``);
+``where`` ``(condition, a, b)``; ``matmul`` NumPy's ``@``; ``stack``/``concatenate`` ``axis`` (non-negative);
+``getitem`` ``index`` (a tuple, one entry per indexed axis or new axis: an int ``i >= 0`` drops the axis,
+``None`` inserts one, ``(start, stop, step)`` with ``0 <= start <= stop`` and ``step > 0`` is the slice
+``start:stop:step``; axes after the last entry are kept whole); ``reshape`` ``shape`` (no ``-1``; row-major);
+``transpose`` ``axes`` (a full permutation); ``broadcast_to`` ``shape``."""
+
+LEAVES = ("time", "state", "param", "constant", "literal", "call")
+"""Ops whose value comes from the environment, not from a NumPy function (``call`` is a network)."""
+
+OPS: tuple[str, ...] = (*LEAVES, *UNARY, *BINARY, *REDUCTIONS, *OTHER)
+"""Every op a graph may contain; each backend's compiler implements all of them."""
+
+
+def index_of(node: Node) -> tuple:
+    """The NumPy index of a ``getitem`` node: ints, ``None`` (new axis) and slices."""
+    return tuple(slice(*e) if isinstance(e, tuple) else e for e in node.attr("index"))
+
+
+def namespace_ops(xp) -> dict[str, Callable]:
+    """``op -> fn(node, *input_values)`` for every non-leaf op, from a NumPy-compatible array namespace
+    (``numpy`` itself, ``jax.numpy``): the functions of the op names, with the node's attributes."""
+    table: dict[str, Callable] = {}
+    for op in UNARY:
+        table[op] = (lambda fn: lambda node, x: fn(x))(getattr(xp, op))
+    for op in BINARY:
+        table[op] = (lambda fn: lambda node, a, b: fn(a, b))(getattr(xp, op))
+    for op in REDUCTIONS:
+        table[op] = (lambda fn: lambda node, x: fn(x, axis=node.attr("axis"), keepdims=node.attr("keepdims")))(
+            getattr(xp, op))
+    table.update({
+        "integer_power": lambda node, x: x ** node.attr("exponent"),
+        "where": lambda node, c, a, b: xp.where(c, a, b),
+        "matmul": lambda node, a, b: xp.matmul(a, b),
+        "stack": lambda node, *xs: xp.stack(xs, axis=node.attr("axis")),
+        "concatenate": lambda node, *xs: xp.concatenate(xs, axis=node.attr("axis")),
+        "getitem": lambda node, x: x[index_of(node)],
+        "reshape": lambda node, x: xp.reshape(x, node.attr("shape")),
+        "transpose": lambda node, x: xp.transpose(x, node.attr("axes")),
+        "broadcast_to": lambda node, x: xp.broadcast_to(x, node.attr("shape")),
+    })
+    return table
+
+
+NUMPY_OPS: dict[str, Callable] = namespace_ops(np)
+"""``op -> fn(node, *input_values)``: the executable NumPy definition of every non-leaf op."""
+
+
+def evaluate(graph: Graph, leaves: Callable[[Node, list], Any], ops: dict[str, Callable] = NUMPY_OPS):
+    """Run ``graph``: ``leaves(node, inputs)`` gives the value of a leaf node (``inputs`` the values of its inputs,
+    for ``call``), ``ops[node.op](node, *inputs)`` every other node. Backends pass their own ``ops`` table."""
+    values: list = []
+    for node in graph.nodes:
+        args = [values[i] for i in node.inputs]
+        values.append(leaves(node, args) if node.op in LEAVES else ops[node.op](node, *args))
+    return values[graph.output]

@@ -1,0 +1,536 @@
+"""Trace a user's NumPy ``f(t, u, p)`` into a :class:`pyneuralode._graph.Graph`, once, at definition time.
+
+``f`` is called with symbolic arrays (:class:`Tracer`) that implement NumPy's ``__array_ufunc__`` and
+``__array_function__`` protocols: ``np.exp(u)``, ``u[0] * p.alpha``, ``np.stack([...])`` or ``W @ u`` each append
+a node instead of computing. Shapes are inferred by running NumPy itself on placeholder arrays, so broadcasting,
+``matmul`` and reduction shapes are exactly NumPy's. What cannot be represented raises one ``SpecError`` naming
+the operation: Python control flow on a traced value (``if``, ``bool()``, ``float()``; use ``np.where``),
+functions outside :data:`SUPPORTED`, ``np.array([...])`` of traced values (use ``np.stack``), data-dependent
+indexing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, Callable
+
+import numpy as np
+
+from ._errors import SpecError
+from ._graph import BINARY, NUMPY_OPS, UNARY, Graph, Literal, Node
+
+_UFUNCS: dict[Any, str] = {getattr(np, name): name for name in (*UNARY, *BINARY)}  # np.abs is np.absolute
+_UFUNC_NAMES = sorted({f"np.{u.__name__}" for u in _UFUNCS} | {"np.square", "np.reciprocal", "np.positive",
+                                                                 "np.fabs", "np.matmul"})
+_FUNCTION_NAMES = ("np.sum", "np.mean", "np.prod", "np.max", "np.min", "np.amax", "np.amin", "np.stack",
+                   "np.concatenate", "np.where", "np.clip", "np.reshape", "np.ravel", "np.transpose",
+                   "np.squeeze", "np.expand_dims", "np.broadcast_to", "np.dot", "np.outer", "np.zeros_like",
+                   "np.ones_like")
+SUPPORTED = (*_UFUNC_NAMES, *_FUNCTION_NAMES, "+ - * / ** @, unary -, abs()", "comparisons < <= > >= == !=",
+             "indexing and slicing with constants (x[0], x[1:3], x[:, None], x[..., 0])",
+             "x.T, x.reshape, x.sum/mean/prod/max/min, x.transpose, x.ravel, x.squeeze, x.clip, x.dot",
+             "p.<net>(x) for the networks in nets=")
+"""What a traced field may use (listed in the error for anything else)."""
+
+
+def _unsupported(what: str) -> SpecError:
+    return SpecError(f"{what} is not supported in a pn.dynamics function. Supported: {', '.join(SUPPORTED)}.")
+
+
+_CONTROL_FLOW = ("cannot be used in Python control flow (if/while/and/or/bool()/float()/int()) inside a "
+                 "pn.dynamics function: the function is traced once, so the value is symbolic. Write branches "
+                 "as np.where(condition, a, b) and use np.minimum/np.maximum/np.clip for limits.")
+
+
+class Tracer:
+    """A symbolic array standing for one node of the graph being traced (one sample, no batch axis)."""
+
+    __array_priority__ = 1000
+
+    def __init__(self, tape: _Tape, index: int):
+        self._tape, self._index = tape, index
+
+    # ------------------------------------------------------------------ array-like attributes
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._tape.nodes[self._index].shape
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def dtype(self):
+        return np.dtype(bool) if self._tape.nodes[self._index].dtype == "bool" else np.dtype(float)
+
+    def __repr__(self):
+        return f"Tracer(shape={self.shape}, node=%{self._index})"
+
+    def __len__(self):
+        if not self.shape:
+            raise SpecError("len() of a 0-d traced value.")
+        return self.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    # ------------------------------------------------------------------ no concrete values while tracing
+    def _no_value(self, *args, **kwargs):
+        raise SpecError(f"A traced value {_CONTROL_FLOW}")
+
+    __bool__ = __float__ = __int__ = __index__ = __complex__ = _no_value
+
+    def __array__(self, *args, **kwargs):
+        raise SpecError("A traced value cannot become a concrete numpy array (np.array/np.asarray, or a numpy "
+                        "function outside the supported set) inside a pn.dynamics function: build arrays of traced "
+                        "values with np.stack([...]) or np.concatenate([...]).")
+
+    # ------------------------------------------------------------------ NumPy protocols
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        name = f"np.{ufunc.__name__}"
+        if method != "__call__":
+            raise _unsupported(f"{name}.{method}")
+        if kwargs:
+            raise _unsupported(f"{name}(..., {', '.join(kwargs)}=...)")
+        tape = self._tape
+        if ufunc is np.matmul:
+            return tape.emit("matmul", inputs, what="@ / np.matmul")
+        if ufunc is np.positive:
+            return inputs[0]
+        if ufunc is np.square:
+            return tape.emit("integer_power", inputs, (("exponent", 2),), what=name)
+        if ufunc is np.reciprocal:
+            return tape.emit("divide", (1.0, inputs[0]), what=name)
+        if ufunc is np.fabs:
+            ufunc = np.absolute
+        if ufunc is np.power and not isinstance(inputs[1], Tracer) and _is_integral_scalar(inputs[1]):
+            # x ** n with an integer literal n: exact for negative x on every backend (JAX's float pow is NaN there)
+            return tape.emit("integer_power", inputs[:1], (("exponent", int(np.asarray(inputs[1]))),), what=name)
+        if ufunc not in _UFUNCS:
+            raise _unsupported(name)
+        return tape.emit(_UFUNCS[ufunc], inputs, what=name)
+
+    def __array_function__(self, func, types, args, kwargs):
+        impl = _FUNCTIONS.get(func)
+        if impl is None:
+            raise _unsupported(f"np.{getattr(func, '__name__', func)}")
+        return impl(self._tape, *args, **kwargs)
+
+    # ------------------------------------------------------------------ Python operators (through the ufuncs)
+    def __add__(self, o): return np.add(self, o)
+    def __radd__(self, o): return np.add(o, self)
+    def __sub__(self, o): return np.subtract(self, o)
+    def __rsub__(self, o): return np.subtract(o, self)
+    def __mul__(self, o): return np.multiply(self, o)
+    def __rmul__(self, o): return np.multiply(o, self)
+    def __truediv__(self, o): return np.divide(self, o)
+    def __rtruediv__(self, o): return np.divide(o, self)
+    def __pow__(self, o): return np.power(self, o)
+    def __rpow__(self, o): return np.power(o, self)
+    def __matmul__(self, o): return np.matmul(self, o)
+    def __rmatmul__(self, o): return np.matmul(o, self)
+    def __neg__(self): return np.negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return np.absolute(self)
+    def __lt__(self, o): return np.less(self, o)
+    def __le__(self, o): return np.less_equal(self, o)
+    def __gt__(self, o): return np.greater(self, o)
+    def __ge__(self, o): return np.greater_equal(self, o)
+    def __eq__(self, o): return np.equal(self, o)  # type: ignore[override]
+    def __ne__(self, o): return np.not_equal(self, o)  # type: ignore[override]
+    def __and__(self, o): return np.logical_and(self, o)
+    def __or__(self, o): return np.logical_or(self, o)
+    def __invert__(self): return np.logical_not(self)
+    __hash__ = object.__hash__
+
+    def __floordiv__(self, o):
+        raise _unsupported("// (floor division)")
+
+    __rfloordiv__ = __mod__ = __rmod__ = __floordiv__
+
+    def __getitem__(self, index):
+        return self._tape.emit("getitem", (self,), (("index", _normalise_index(index, self.shape)),), what="x[...]")
+
+    # ------------------------------------------------------------------ ndarray-style methods
+    @property
+    def T(self):
+        return _transpose(self._tape, self)
+
+    def reshape(self, *shape):
+        return _reshape(self._tape, self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes):
+        return _transpose(self._tape, self, (axes[0] if len(axes) == 1 else axes) or None)
+
+    def ravel(self):
+        return _reshape(self._tape, self, (-1,))
+
+    flatten = ravel
+
+    def squeeze(self, axis=None):
+        return _squeeze(self._tape, self, axis)
+
+    def clip(self, min=None, max=None):
+        return _clip(self._tape, self, min, max)
+
+    def dot(self, other):
+        return _dot(self._tape, self, other)
+
+    def sum(self, axis=None, keepdims=False):
+        return _reduce("sum")(self._tape, self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _reduce("mean")(self._tape, self, axis=axis, keepdims=keepdims)
+
+    def prod(self, axis=None, keepdims=False):
+        return _reduce("prod")(self._tape, self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return _reduce("max")(self._tape, self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return _reduce("min")(self._tape, self, axis=axis, keepdims=keepdims)
+
+
+def _is_integral_scalar(x) -> bool:
+    if isinstance(x, (bool, np.bool_)):
+        return False
+    if isinstance(x, (numbers.Integral, np.integer)):
+        return True
+    if isinstance(x, (float, np.floating)) or (isinstance(x, np.ndarray) and x.ndim == 0 and x.dtype.kind == "f"):
+        v = float(x)
+        return v.is_integer() and abs(v) <= 64
+    return False
+
+
+class _Tape:
+    """The nodes recorded so far; ``emit`` appends one with NumPy-inferred shape and dtype."""
+
+    def __init__(self):
+        self.nodes: list[Node] = []
+
+    def add(self, node: Node) -> Tracer:
+        self.nodes.append(node)
+        return Tracer(self, len(self.nodes) - 1)
+
+    def lift(self, x, what: str) -> int:
+        """The node index of ``x``: a Tracer of this trace, or a new ``literal`` node for a number/array."""
+        if isinstance(x, Tracer):
+            if x._tape is not self:
+                raise SpecError("A traced value from another pn.dynamics trace leaked into this one.")
+            return x._index
+        if isinstance(x, (list, tuple)) and any(isinstance(e, Tracer) for e in _flatten(x)):
+            raise SpecError(f"{what} got a Python list of traced values: build the array with np.stack([...]).")
+        try:
+            array = np.asarray(x)
+        except Exception:  # noqa: BLE001 - any non-numeric object
+            array = None
+        if array is None or array.dtype.kind not in "biuf":
+            raise SpecError(f"{what} got {type(x).__name__} {x!r}: a pn.dynamics function may combine traced "
+                            "values only with real numbers and numpy arrays.")
+        literal = Literal(array)
+        return self.add(Node("literal", (), (("value", literal),), literal.array.shape,
+                             "bool" if literal.array.dtype == np.bool_ else "float"))._index
+
+    def emit(self, op: str, inputs, attrs=(), *, what: str) -> Tracer:
+        """Append ``op(inputs; attrs)``; its shape/dtype come from running NumPy on placeholder inputs."""
+        indices = tuple(self.lift(x, what) for x in inputs)
+        node = Node(op, indices, tuple(attrs))
+        placeholders = [np.ones(self.nodes[i].shape, dtype=bool if self.nodes[i].dtype == "bool" else float)
+                        for i in indices]
+        try:
+            with np.errstate(all="ignore"):
+                value = np.asarray(NUMPY_OPS[op](node, *placeholders))
+        except (ValueError, IndexError, TypeError) as err:
+            shapes = ", ".join(str(self.nodes[i].shape) for i in indices)
+            raise SpecError(f"{what} on traced values of shapes {shapes} fails in NumPy: {err}") from None
+        dtype = "bool" if value.dtype == np.bool_ else "float"
+        return self.add(dataclasses.replace(node, shape=value.shape, dtype=dtype))
+
+
+def _flatten(x):
+    for e in x:
+        if isinstance(e, (list, tuple)):
+            yield from _flatten(e)
+        else:
+            yield e
+
+
+# ---------------------------------------------------------------------- static arguments
+def _axis(axis, ndim: int, what: str) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise SpecError(f"{what}: axis must be an integer constant, got {axis!r}.")
+    if not -ndim <= axis < ndim:
+        raise SpecError(f"{what}: axis {axis} is out of range for {ndim} dimensions.")
+    return int(axis) % ndim
+
+
+def _normalise_index(index, shape) -> tuple:
+    """A NumPy basic index as ints >= 0, ``None`` and ``(start, stop, step)`` triples (see ``_graph.OTHER``)."""
+    entries = index if isinstance(index, tuple) else (index,)
+    for e in entries:
+        if isinstance(e, Tracer):
+            raise SpecError("Indexing with a traced value is not supported in a pn.dynamics function: indices must "
+                            "be constants (use np.where to select by a condition).")
+        if not (e is None or e is Ellipsis or isinstance(e, slice)
+                or (isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)))):
+            raise SpecError(f"Index {e!r} is not supported in a pn.dynamics function: use integers, slices with "
+                            "constant bounds, None and ... (for several elements, np.stack([x[i], x[j]])).")
+    if sum(e is Ellipsis for e in entries) > 1:
+        raise SpecError("An index can only have a single ellipsis (...).")
+    used = sum(e is not None and e is not Ellipsis for e in entries)
+    if used > len(shape):
+        raise SpecError(f"Too many indices {index!r} for a traced value of shape {shape}.")
+    expanded: list = []
+    for e in entries:
+        expanded.extend([slice(None)] * (len(shape) - used) if e is Ellipsis else [e])
+    out, axis = [], 0
+    for e in expanded:
+        if e is None:
+            out.append(None)
+            continue
+        dim = shape[axis]
+        if isinstance(e, slice):
+            start, stop, step = e.indices(dim)
+            if step < 0:
+                raise SpecError(f"Slices with a negative step ({e}) are not supported in a pn.dynamics function: "
+                                "select the elements with np.stack([x[i], ...]).")
+            out.append((start, max(stop, start), step))
+        else:
+            if not -dim <= e < dim:
+                raise SpecError(f"Index {e} is out of bounds for axis {axis} with size {dim}.")
+            out.append(int(e) % dim)
+        axis += 1
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------- __array_function__ implementations
+def _no_extra(what: str, **kwargs):
+    for key, value in kwargs.items():
+        if value is not None and value is not False and value is not np._NoValue:
+            raise _unsupported(f"{what}(..., {key}=...)")
+
+
+def _reduce(op: str) -> Callable:
+    def impl(tape, a, axis=None, dtype=None, out=None, keepdims=False, **extra):
+        what = f"np.{op}"
+        _no_extra(what, dtype=dtype, out=out, **extra)
+        a = _as_tracer(tape, a, what)
+        if axis is not None:
+            axes = axis if isinstance(axis, tuple) else (axis,)
+            axis = tuple(sorted({_axis(x, a.ndim, what) for x in axes}))
+        return tape.emit(op, (a,), (("axis", axis), ("keepdims", bool(keepdims))), what=what)
+    return impl
+
+
+def _as_tracer(tape: _Tape, x, what: str) -> Tracer:
+    return x if isinstance(x, Tracer) else Tracer(tape, tape.lift(x, what))
+
+
+def _sequence(tape, arrays, what):
+    if isinstance(arrays, Tracer) or not isinstance(arrays, (list, tuple)) or not arrays:
+        raise SpecError(f"{what} takes a non-empty list of arrays, e.g. {what}([a, b]).")
+    return [_as_tracer(tape, x, what) for x in arrays]
+
+
+def _stack(tape, arrays, axis=0, out=None, **extra):
+    _no_extra("np.stack", out=out, **extra)
+    xs = _sequence(tape, arrays, "np.stack")
+    return tape.emit("stack", xs, (("axis", _axis(axis, xs[0].ndim + 1, "np.stack")),), what="np.stack")
+
+
+def _concatenate(tape, arrays, axis=0, out=None, **extra):
+    _no_extra("np.concatenate", out=out, **extra)
+    xs = _sequence(tape, arrays, "np.concatenate")
+    if axis is None or xs[0].ndim == 0:
+        raise SpecError("np.concatenate needs arrays of at least one dimension and an integer axis.")
+    return tape.emit("concatenate", xs, (("axis", _axis(axis, xs[0].ndim, "np.concatenate")),),
+                     what="np.concatenate")
+
+
+def _where(tape, condition, x=None, y=None):
+    if x is None or y is None:
+        raise _unsupported("np.where(condition) with one argument")
+    return tape.emit("where", (condition, x, y), what="np.where")
+
+
+def _clip(tape, a, a_min=None, a_max=None, out=None, **extra):
+    _no_extra("np.clip", out=out, **{k: v for k, v in extra.items() if k not in ("min", "max")})
+    a_min = extra.get("min", a_min)
+    a_max = extra.get("max", a_max)
+    if a_min is None and a_max is None:
+        raise SpecError("np.clip needs a lower or an upper bound.")
+    if a_min is not None:  # clip = min(max(a, lo), hi), NumPy's definition
+        a = tape.emit("maximum", (a, a_min), what="np.clip")
+    if a_max is not None:
+        a = tape.emit("minimum", (a, a_max), what="np.clip")
+    return a
+
+
+def _reshape(tape, a, shape=None, order="C", **extra):
+    shape = extra.pop("newshape", shape)
+    _no_extra("np.reshape", **extra)
+    if order != "C":
+        raise _unsupported("np.reshape(..., order='F')")
+    a = _as_tracer(tape, a, "np.reshape")
+    try:
+        target = np.empty(a.shape).reshape(shape).shape
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"reshape of a traced value of shape {a.shape} to {shape!r}: {err}") from None
+    return tape.emit("reshape", (a,), (("shape", tuple(int(s) for s in target)),), what="reshape")
+
+
+def _ravel(tape, a, order="C"):
+    return _reshape(tape, a, (-1,), order)
+
+
+def _transpose(tape, a, axes=None):
+    a = _as_tracer(tape, a, "np.transpose")
+    axes = tuple(reversed(range(a.ndim))) if axes is None else tuple(_axis(x, a.ndim, "transpose") for x in axes)
+    if sorted(axes) != list(range(a.ndim)):
+        raise SpecError(f"transpose axes {axes} are not a permutation of the {a.ndim} axes.")
+    return tape.emit("transpose", (a,), (("axes", axes),), what="transpose")
+
+
+def _squeeze(tape, a, axis=None):
+    a = _as_tracer(tape, a, "np.squeeze")
+    return _reshape(tape, a, np.squeeze(np.empty(a.shape), axis=axis).shape)
+
+
+def _expand_dims(tape, a, axis):
+    a = _as_tracer(tape, a, "np.expand_dims")
+    return _reshape(tape, a, np.expand_dims(np.empty(a.shape), axis).shape)
+
+
+def _broadcast_to(tape, array, shape, subok=False):
+    array = _as_tracer(tape, array, "np.broadcast_to")
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    return tape.emit("broadcast_to", (array,), (("shape", shape),), what="np.broadcast_to")
+
+
+def _dot(tape, a, b, out=None):
+    _no_extra("np.dot", out=out)
+    a, b = _as_tracer(tape, a, "np.dot"), _as_tracer(tape, b, "np.dot")
+    if a.ndim == 0 or b.ndim == 0:
+        return tape.emit("multiply", (a, b), what="np.dot")
+    if a.ndim > 2 or b.ndim > 2:
+        raise _unsupported("np.dot of arrays with more than 2 dimensions (use np.matmul)")
+    return tape.emit("matmul", (a, b), what="np.dot")
+
+
+def _outer(tape, a, b, out=None):
+    _no_extra("np.outer", out=out)
+    a, b = _ravel(tape, _as_tracer(tape, a, "np.outer")), _ravel(tape, _as_tracer(tape, b, "np.outer"))
+    return tape.emit("multiply", (_reshape(tape, a, (-1, 1)), _reshape(tape, b, (1, -1))), what="np.outer")
+
+
+def _filled_like(value: float) -> Callable:
+    def impl(tape, a, dtype=None, order="K", subok=True, shape=None, **extra):
+        _no_extra("np.zeros_like/ones_like", dtype=dtype, shape=shape, **extra)
+        return Tracer(tape, tape.lift(np.full(_as_tracer(tape, a, "np.zeros_like").shape, value), "np.zeros_like"))
+    return impl
+
+
+_FUNCTIONS: dict[Callable, Callable] = {
+    np.sum: _reduce("sum"), np.mean: _reduce("mean"), np.prod: _reduce("prod"), np.max: _reduce("max"),
+    np.min: _reduce("min"), np.amax: _reduce("max"), np.amin: _reduce("min"), np.stack: _stack,
+    np.concatenate: _concatenate, np.where: _where, np.clip: _clip, np.reshape: _reshape, np.ravel: _ravel,
+    np.transpose: _transpose, np.squeeze: _squeeze, np.expand_dims: _expand_dims, np.broadcast_to: _broadcast_to,
+    np.dot: _dot, np.outer: _outer, np.zeros_like: _filled_like(0.0), np.ones_like: _filled_like(1.0),
+}
+
+
+# ---------------------------------------------------------------------- the ``p`` argument and the entry point
+class Namespace:
+    """The ``p`` argument of a dynamics function: ``p.alpha`` (a parameter), ``p.U(x)`` (a network),
+    ``p.g`` (a constant). While tracing the values are symbolic; for the NumPy reference they are arrays."""
+
+    def __init__(self, values: dict[str, Any], kinds: dict[str, str]):
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_kinds", kinds)
+
+    def __getattr__(self, name):
+        values = object.__getattribute__(self, "_values")
+        if name.startswith("__") or name in values:
+            try:
+                return values[name]
+            except KeyError:
+                raise AttributeError(name) from None
+        kinds = object.__getattribute__(self, "_kinds")
+        declared = "; ".join(f"{kind}: {', '.join(n for n, k in kinds.items() if k == kind)}"
+                             for kind in ("params", "nets", "constants") if kind in kinds.values())
+        raise SpecError(f"p.{name} is not declared in pn.dynamics (declared {declared or 'nothing'}).")
+
+    def __setattr__(self, name, value):
+        raise SpecError("p is read-only inside a pn.dynamics function.")
+
+    def __repr__(self):
+        return f"p({', '.join(object.__getattribute__(self, '_values'))})"
+
+
+def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple[int, ...], bool]],
+          constants: dict[str, tuple[int, ...]], nets: dict[str, Any]) -> Graph:
+    """Trace ``fn(t, u, p)`` for one sample of shape ``state``.
+
+    ``params`` maps each name to ``(shape, positive)``; ``constants`` to its shape; ``nets`` to a layer spec
+    (its ``out_shape`` gives the call's shape). Returns the graph; raises ``SpecError`` for anything untraceable
+    or a result whose shape is not ``state``.
+    """
+    tape = _Tape()
+    t = tape.add(Node("time", (), (), ()))
+    u = tape.add(Node("state", (), (), tuple(state)))
+    values: dict[str, Any] = {}
+    for name, (shape, positive) in params.items():
+        raw = tape.add(Node("param", (), (("name", name),), tuple(shape)))
+        values[name] = tape.emit("exp", (raw,), what=f"positive parameter {name}") if positive else raw
+    for name, shape in constants.items():
+        values[name] = tape.add(Node("constant", (), (("name", name),), tuple(shape)))
+    for name, net in nets.items():
+        values[name] = _net_caller(tape, name, net)
+    kinds = {**{n: "params" for n in params}, **{n: "constants" for n in constants}, **{n: "nets" for n in nets}}
+    name = getattr(fn, "__name__", "the dynamics function")
+    try:
+        result = fn(t, u, Namespace(values, kinds))
+    except SpecError:
+        raise
+    except Exception as err:  # noqa: BLE001 - report any failure of the user's code at definition time
+        raise SpecError(f"Tracing {name}(t, u, p) failed: {type(err).__name__}: {err}") from err
+    if isinstance(result, (list, tuple)):
+        raise SpecError(f"{name} returned a Python {type(result).__name__}: return one array, e.g. "
+                        "np.stack([du0, du1]).")
+    out = _as_tracer(tape, result, f"the value returned by {name}")
+    if out.shape != tuple(state):
+        raise SpecError(f"{name} returned a derivative of shape {out.shape}, but the state has shape "
+                        f"{tuple(state)}: du/dt must have the state's shape.")
+    if out.dtype == np.bool_:
+        raise SpecError(f"{name} returned a boolean array: du/dt must be real.")
+    return _prune(Graph(tuple(tape.nodes), out._index))
+
+
+def _net_caller(tape: _Tape, name: str, net) -> Callable:
+    def call(x):
+        x = _as_tracer(tape, x, f"p.{name}")
+        try:
+            shape = tuple(net.out_shape(x.shape))
+        except SpecError as err:
+            raise SpecError(f"p.{name} was called on a value of shape {x.shape}: {err}") from None
+        return tape.add(Node("call", (x._index,), (("net", name),), shape))
+    return call
+
+
+def _prune(graph: Graph) -> Graph:
+    """Drop nodes the output does not depend on and renumber (``time``/``state`` stay first as 0 and 1)."""
+    needed = {0, 1, graph.output}
+    for i in range(len(graph.nodes) - 1, -1, -1):
+        if i in needed:
+            needed.update(graph.nodes[i].inputs)
+    order = sorted(needed)
+    new = {old: k for k, old in enumerate(order)}
+    nodes = tuple(dataclasses.replace(graph.nodes[i], inputs=tuple(new[j] for j in graph.nodes[i].inputs))
+                  for i in order)
+    return Graph(nodes, new[graph.output])

@@ -1,0 +1,59 @@
+"""The JAX compiler of the neutral expression graph: a :class:`pyneuralode.Dynamics` as one more layer.
+
+:func:`compile_dynamics` is registered with the field compiler (:mod:`._field`), so a ``Dynamics`` field goes
+through the same ``JaxProgram`` as an MLP. Ops run through :data:`JAX_OPS`, which is the graph's NumPy definition
+with ``jax.numpy`` in place of ``numpy`` (the graph's semantics are NumPy's, and ``jax.numpy`` implements them);
+a ``call`` node runs its network through :func:`._field.compile_tensors`, the ordinary layer compiler. The graph
+describes one sample; ``jax.vmap`` maps it over the batch axis the program always adds.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..._dynamics import Dynamics
+from ..._graph import evaluate, namespace_ops
+from ..._params import param_layout
+from ._field import compile_tensors, register_layer
+
+JAX_OPS = namespace_ops(jnp)
+"""``op -> fn(node, *values)`` for every non-leaf graph op."""
+
+
+def compile_dynamics(layer: Dynamics):
+    """``apply(tensors, t, y)`` with ``y`` of shape ``(batch, *state)``; ``tensors`` are the declared parameters
+    then each network's tensors (the canonical order)."""
+    own = {name: k for k, (name, _) in enumerate(layer.params)}
+    nets, start = {}, len(layer.params)
+    for name, net in layer.nets:
+        count = len(param_layout(net))
+        nets[name] = (compile_tensors(net), start, start + count)
+        start += count
+    constants = dict(layer.constants)
+
+    def one_sample(tensors, t, u):
+        def leaf(node, args):
+            op = node.op
+            if op == "time":
+                return t
+            if op == "state":
+                return u
+            if op == "param":
+                return tensors[own[node.attr("name")]]
+            if op == "call":
+                apply, a, b = nets[node.attr("net")]
+                return apply(tensors[a:b], t, args[0][None])[0]  # the layer compilers take a batch axis
+            value = (constants[node.attr("name")] if op == "constant" else node.attr("value")).array
+            return jnp.asarray(value, dtype=u.dtype if value.dtype.kind == "f" else bool)
+
+        return evaluate(layer.graph, leaf, JAX_OPS)
+
+    def apply(tensors, t, y):
+        t = jnp.asarray(t, dtype=y.dtype)
+        return jax.vmap(one_sample, in_axes=(None, None, 0))(tensors, t, y)
+
+    return apply
+
+
+register_layer(Dynamics, compile_dynamics)

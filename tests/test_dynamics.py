@@ -1,0 +1,307 @@
+"""``pn.dynamics``: user vector fields written in NumPy, traced once, compiled by every backend.
+
+The user's own function called on NumPy arrays is the reference: the traced graph (run with the graph's NumPy
+op table), each backend's compiled field and its gradients (against central finite differences of the reference)
+must all reproduce it. Errors are checked word for word where the words are the fix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import pyneuralode as pn
+from pyneuralode._graph import NUMPY_OPS, OPS, evaluate
+
+from helpers import model, rel_err
+
+U0 = np.array([0.3, 0.55, 0.7])
+W = np.array([0.2, 0.9, 0.4])
+M = np.array([[0.5, -0.2, 0.1], [0.3, 0.8, -0.4], [-0.6, 0.1, 0.9]])
+
+# name -> f(t, u, p) on a 3-state with params w (3,), M (3, 3), s (scalar, positive) and constant c (3,)
+CASES = {
+    "add_sub_mul_div": lambda t, u, p: (u + p.w) * 2.0 - u / (p.w + 1.0) - 1.5 / (u + 2),
+    "neg_pos_abs": lambda t, u, p: -u + (+p.w) + abs(u - 0.5) + np.abs(p.w - 0.5) + np.fabs(u - 0.6),
+    "exp_log": lambda t, u, p: np.exp(u) * np.log(u + 1.0) + np.log1p(u) - np.expm1(p.w),
+    "trig": lambda t, u, p: np.sin(u) + np.cos(p.w * u) + np.tan(u) + np.arcsin(u) + np.arccos(u) + np.arctan(u),
+    "hyperbolic": lambda t, u, p: np.sinh(u) + np.cosh(u) * np.tanh(p.w),
+    "sqrt_sign_square": lambda t, u, p: np.sqrt(u) + np.sign(u - 0.5) * np.square(u) + np.reciprocal(u + 1),
+    "powers": lambda t, u, p: u ** 3 + (u - 0.6) ** 5 + u ** 0.5 + 2.0 ** u + u ** p.w + np.power(u, 2),
+    "max_min": lambda t, u, p: np.maximum(u, p.w) + np.minimum(u, 0.5) + np.clip(u, 0.4, 0.6) + u.clip(max=0.5),
+    "arctan2_logaddexp": lambda t, u, p: np.arctan2(u, p.w) + np.logaddexp(u, p.w),
+    # thresholds away from the test points (finite differences must not straddle a jump); == and != on the
+    # constant c, which they hit exactly
+    "comparisons_where": lambda t, u, p: (np.where(u < p.w, u, p.w) + np.where(u <= 0.6, 1.0, u)
+                                          + np.where(u > 0.5, u * u, 0.0) + np.where(u >= 0.65, u, -u)
+                                          + np.where(p.c == 0.5, 2.0, 3.0) * u + np.where(p.c != 1.0, u, 1.0)),
+    "logical": lambda t, u, p: (np.where(np.logical_and(u > 0.4, u < 0.6), u, -u)
+                                + np.where((u < 0.4) | (u > 0.65), 1.0, 0.0) + np.where(~(u > 0.5), u, 0.0)
+                                + np.where(np.logical_or(u > 0.6, np.logical_not(u > 0.4)), 2 * u, u)),
+    "reductions": lambda t, u, p: (np.sum(p.M * u, axis=1) + np.mean(p.M * u, axis=0) + np.prod(p.M + u, axis=1)
+                                   + np.max(p.M * u, axis=1) + np.min(p.M * u, axis=0) + np.sum(u) * u
+                                   + (p.M * u).sum(axis=1, keepdims=True)[:, 0] + u.mean() + u.prod() + u.max()
+                                   + np.amax(u) - np.amin(p.M, axis=(0, 1)) + (p.M * u).mean(axis=-1)),
+    "matmul": lambda t, u, p: p.M @ u + u @ p.M + np.dot(p.M, u) + np.matmul(u, p.M.T) + u.dot(p.w) * u,
+    "stack_concatenate": lambda t, u, p: (np.stack([u[2], u[0] * p.s, u[1]]) + np.concatenate([u[:1], 2 * u[1:]])
+                                          + np.stack([u, p.w], axis=-1).sum(axis=1)),
+    "indexing": lambda t, u, p: (u[np.int64(0)] * u + u[-1] + p.M[1] + p.M[:, 2] + p.M[1:, ::2].sum()
+                                 + u[None, :][0] + u[..., 1] + p.M[..., 0] + u[0:3:2].sum()),
+    "iterate_and_len": lambda t, u, p: np.stack([x * len(u) for x in u]),
+    "reshape_transpose": lambda t, u, p: (np.reshape(np.outer(u, p.w), (9,))[3:6] + p.M.T[0]
+                                          + p.M.transpose()[1] + np.transpose(p.M, (1, 0))[2] + u.reshape(1, 3)[0]
+                                          + u.reshape((3, 1)).ravel() + np.ravel(p.M)[:3] + p.M.flatten()[3:6]),
+    "squeeze_expand_broadcast": lambda t, u, p: (np.squeeze(np.expand_dims(u, 0)) + u[:, None].squeeze(1)
+                                                 + np.broadcast_to(u[0], (3,)) + np.zeros_like(u) + np.ones_like(u)),
+    "time_and_constants": lambda t, u, p: np.sin(t) * u + t ** 2 * p.c + p.s * np.exp(-t) + t,
+    "literal_array": lambda t, u, p: u * np.array([1.0, 2.0, 3.0]) + np.array(0.5) + np.float64(2.0) * u,
+}
+
+
+def _make(fn, name="case", state=3):
+    fn.__name__ = name
+    return pn.dynamics(fn, state=state, params={"w": W, "M": M, "s": 1.7}, constants={"c": [1.0, -2.0, 0.5]},
+                       positive=["s"])
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request):
+    return _make(CASES[request.param], request.param)
+
+
+def test_cases_cover_every_op():
+    """Every op of the graph appears in some case (so the backend checks below exercise every op)."""
+    seen = {node.op for fn in CASES.values() for node in _make(fn).graph.nodes}
+    assert seen >= set(OPS) - {"call"}, set(OPS) - seen
+
+
+def test_graph_matches_the_numpy_reference(case):
+    params = pn.init_params(case, 0)
+    for t in (0.3, 1.1):
+        expected = case.evaluate(params, t, U0)
+
+        def leaf(node, args, t=t):
+            return {"time": lambda: t, "state": lambda: U0, "param": lambda: _param(case, params, node),
+                    "constant": lambda: np.array([1.0, -2.0, 0.5]),
+                    "literal": lambda: node.attr("value").array}[node.op]()
+
+        np.testing.assert_allclose(evaluate(case.graph, leaf, NUMPY_OPS), expected, rtol=1e-14, atol=1e-14)
+
+
+def _param(dyn, params, node):
+    slot = {s.name: s for s in pn.param_layout(dyn)}[node.attr("name")]
+    return params[slot.offset:slot.stop].reshape(slot.shape)
+
+
+# ---------------------------------------------------------------------- every backend against the reference
+def _backend_field(backend, dyn, dtype="float64"):
+    """``f(params, t, u) -> (du, grad_params, grad_u)`` of ``sum(du * R)`` on ``backend``, for a batch ``u``."""
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        from pyneuralode.backends.jax._field import compile_field
+        if dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+        field = compile_field(dyn)
+
+        def run(params, t, u, r):
+            p, y = jnp.asarray(params, dtype), jnp.asarray(u, dtype)
+            value, grads = jax.value_and_grad(lambda p, y: jnp.sum(field(p, t, y) * r), argnums=(0, 1))(p, y)
+            return np.asarray(field(p, t, y)), np.asarray(grads[0]), np.asarray(grads[1])
+        return run
+    if backend == "torch":
+        import torch
+
+        from pyneuralode.backends.torch import VectorField, load_flat
+        torch_dtype = getattr(torch, dtype)
+        field = VectorField(dyn, dtype=torch_dtype, device=torch.device("cpu"))
+
+        def run(params, t, u, r):
+            load_flat(field, params)
+            y = torch.tensor(u, dtype=torch_dtype, requires_grad=True)
+            du = field(torch.tensor(t, dtype=torch_dtype), y)
+            grads = torch.autograd.grad((du * torch.tensor(r, dtype=torch_dtype)).sum(),
+                                        [*field.flat_parameters(), y], allow_unused=True)
+            gp = np.concatenate([np.zeros(p.numel()) if g is None else g.detach().numpy().reshape(-1)
+                                 for p, g in zip(field.flat_parameters(), grads[:-1])])
+            return du.detach().numpy(), gp, grads[-1].detach().numpy()
+        return run
+    pytest.skip(f"direct field evaluation is not wired for backend {backend!r} (its solves are tested below)")
+
+
+def _fd_grads(dyn, params, t, u, r, eps=1e-6):
+    """Central finite differences of ``sum(f(params, t, u) * r)`` (the NumPy reference) in params and u."""
+    def loss(p, y):
+        return float(np.sum(dyn.evaluate(p, t, y) * r))
+
+    def fd(x, f):
+        g = np.zeros_like(x)
+        for i in np.ndindex(x.shape):
+            e = np.zeros_like(x)
+            e[i] = eps
+            g[i] = (f(x + e) - f(x - e)) / (2 * eps)
+        return g
+    return fd(params, lambda p: loss(p, u)), fd(u, lambda y: loss(params, y))
+
+
+def test_backend_values_and_gradients_match_the_reference(backend, case):
+    params = pn.init_params(case, 0)
+    u = np.stack([U0, U0[::-1] * 0.9])  # a batch of two samples
+    r = np.random.default_rng(1).standard_normal(u.shape)
+    du, gp, gu = _backend_field(backend, case)(params, 0.7, u, r)
+    np.testing.assert_allclose(du, case.evaluate(params, 0.7, u), rtol=1e-12, atol=1e-12)
+    fd_p, fd_u = _fd_grads(case, params, 0.7, u, r)
+    np.testing.assert_allclose(gp, fd_p, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gu, fd_u, rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------- the UDE of the issue
+ALPHA, DELTA = 1.3, 1.8
+
+
+@pn.dynamics(state=2, params={"alpha": ALPHA, "delta": DELTA},
+             nets={"U": pn.MLP([2, 32, 32, 2], activation="tanh")})
+def lotka_volterra_ude(t, u, p):
+    m = p.U(u)
+    return np.stack([p.alpha * u[0] + m[0], -p.delta * u[1] + m[1]])
+
+
+def test_param_layout_init_and_names():
+    layout = pn.param_layout(lotka_volterra_ude)
+    assert [s.name for s in layout] == ["alpha", "delta", "U.0.weight", "U.0.bias", "U.2.weight", "U.2.bias",
+                                        "U.4.weight", "U.4.bias"]
+    assert [s.offset for s in layout[:3]] == [0, 1, 2]
+    m = pn.ODEModel(lotka_volterra_ude)
+    params = m.init(seed=3)
+    assert params[:2].tolist() == [ALPHA, DELTA]
+    # the networks get exactly the seeded init they get on their own
+    np.testing.assert_array_equal(params[2:], pn.init_params(pn.MLP([2, 32, 32, 2], activation="tanh"), 3))
+    assert m.num_params == 2 + (2 * 32 + 32) + (32 * 32 + 32) + (32 * 2 + 2)
+
+
+def test_array_params_and_positive_transform():
+    @pn.dynamics(state=2, params={"A": [[-1.0, 2.0], [0.5, -3.0]], "k": 0.25}, positive=("k",))
+    def linear(t, u, p):
+        return p.A @ u * p.k
+
+    layout = pn.param_layout(linear)
+    assert [(s.name, s.shape, s.offset) for s in layout] == [("A", (2, 2), 0), ("k", (), 4)]
+    params = pn.init_params(linear, 0)
+    np.testing.assert_array_equal(params[:4], [-1.0, 2.0, 0.5, -3.0])  # row-major
+    assert params[4] == pytest.approx(math.log(0.25))  # stored as log(k)
+    u = np.array([1.0, 2.0])
+    np.testing.assert_allclose(linear.evaluate(params, 0.0, u), 0.25 * np.array([3.0, -5.5]))
+    params[4] = math.log(2.0)
+    np.testing.assert_allclose(linear.evaluate(params, 0.0, u), 2.0 * np.array([3.0, -5.5]))
+    assert "k" in str(linear.graph) and "exp" in str(linear.graph)
+
+
+def test_net_call_reference_and_backends(backend):
+    params = pn.init_params(lotka_volterra_ude, 0)
+    u = np.array([[0.44, 4.6], [1.0, 0.5]])
+    r = np.ones_like(u)
+    du, gp, gu = _backend_field(backend, lotka_volterra_ude)(params, 0.0, u, r)
+    np.testing.assert_allclose(du, lotka_volterra_ude.evaluate(params, 0.0, u), rtol=1e-12, atol=1e-12)
+    fd_p, fd_u = _fd_grads(lotka_volterra_ude, params, 0.0, u, r)
+    np.testing.assert_allclose(gp, fd_p, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gu, fd_u, rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------- errors at definition time
+def _error(fn, state=2, **kwargs):
+    with pytest.raises(pn.SpecError) as info:
+        pn.dynamics(fn, state=state, **kwargs)
+    return str(info.value)
+
+
+def test_python_if_on_a_traced_value_says_use_np_where():
+    def f(t, u, p):
+        if u[0] > 0:
+            return u
+        return -u
+    assert "np.where(condition, a, b)" in _error(f)
+
+
+def test_float_of_a_traced_value_says_use_np_where():
+    assert "np.where" in _error(lambda t, u, p: u * math.exp(u[0]))
+
+
+def test_unsupported_function_is_named_and_supported_ones_listed():
+    msg = _error(lambda t, u, p: np.cumsum(u))
+    assert msg.startswith("np.cumsum is not supported in a pn.dynamics function. Supported: ")
+    assert "np.exp" in msg and "np.stack" in msg and "np.where" in msg
+    assert _error(lambda t, u, p: np.floor(u)).startswith("np.floor is not supported")
+    assert _error(lambda t, u, p: u // 2).startswith("// (floor division) is not supported")
+
+
+def test_wrong_derivative_shape():
+    msg = _error(lambda t, u, p: u[:1], state=2)
+    assert msg == ("<lambda> returned a derivative of shape (1,), but the state has shape (2,): du/dt must have "
+                   "the state's shape.")
+
+
+def test_np_array_of_traced_values_says_use_np_stack():
+    assert "np.stack" in _error(lambda t, u, p: np.array([u[1], u[0]]))
+    assert "np.stack" in _error(lambda t, u, p: [u[1], u[0]])
+
+
+def test_undeclared_name_lists_the_declared_ones():
+    msg = _error(lambda t, u, p: p.beta * u, params={"alpha": 1.0}, nets={"U": pn.MLP([2, 2])})
+    assert msg == "p.beta is not declared in pn.dynamics (declared params: alpha; nets: U)."
+
+
+def test_traced_index_and_negative_step():
+    assert "indices must be constants" in _error(lambda t, u, p: u * u[u[0]])
+    assert "negative step" in _error(lambda t, u, p: u[::-1])
+
+
+def test_invalid_declarations():
+    f = lambda t, u, p: u  # noqa: E731
+    assert "must be > 0" in _error(f, params={"k": -1.0}, positive=["k"])
+    assert "not in params" in _error(f, positive=["k"])
+    assert "unique" in _error(f, params={"k": 1.0}, constants={"k": 2.0})
+    assert "Python identifier" in _error(f, params={"_k": 1.0})
+    assert "state must be" in _error(f, state=0)
+    assert "must be a pyneuralode layer" in _error(f, nets={"U": object()})
+    assert "p.U was called on a value of shape (3,)" in _error(
+        lambda t, u, p: p.U(np.concatenate([u, u[:1]]))[:2], nets={"U": pn.MLP([2, 2])})
+
+
+def test_decorator_with_and_without_arguments_and_broadcast_result():
+    @pn.dynamics(state=2)
+    def decay(t, u, p):
+        return -u
+
+    assert isinstance(decay, pn.Dynamics) and isinstance(decay, pn.AbstractLayer)
+    np.testing.assert_array_equal(decay.evaluate(np.zeros(0), 0.0, [1.0, 2.0]), [-1.0, -2.0])
+    const = pn.dynamics(lambda t, u, p: np.zeros(2), state=2)  # a derivative that ignores u is fine
+    assert const.graph.nodes[const.graph.output].op == "literal"
+
+
+# ---------------------------------------------------------------------- solves on every backend
+def test_ude_solves_and_grads_on_every_backend(backend):
+    m = model(lotka_volterra_ude, backend=backend, control=pn.StepControl(rtol=1e-8, atol=1e-8))
+    params, y0, ts = m.init(0), np.array([0.44, 4.6]), np.linspace(0.0, 1.0, 5)
+    res = m.value_and_grad(params, y0, ts, loss=pn.MSE(np.zeros((5, 2))))
+    # against the NumPy reference, integrated by RK4 with a fine fixed step
+    ref = _rk4(lambda t, y: lotka_volterra_ude.evaluate(params, t, y), y0, ts, 200)
+    assert rel_err(res.ys, ref) < 1e-7
+    assert res.stats.nfe_forward > 0 and res.grad_params.shape == params.shape
+
+
+def _rk4(f, y0, ts, substeps):
+    ys, y = [np.asarray(y0, float)], np.asarray(y0, float)
+    for t0, t1 in zip(ts[:-1], ts[1:]):
+        h = (t1 - t0) / substeps
+        for k in range(substeps):
+            t = t0 + k * h
+            k1 = f(t, y)
+            k2 = f(t + h / 2, y + h / 2 * k1)
+            k3 = f(t + h / 2, y + h / 2 * k2)
+            k4 = f(t + h, y + h * k3)
+            y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        ys.append(y)
+    return np.stack(ys)
