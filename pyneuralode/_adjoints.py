@@ -26,6 +26,7 @@ class AbstractAdjoint(abc.ABC):
 
     @property
     def name(self) -> str:
+        """The method's name, e.g. ``"BacksolveAdjoint"`` (the same on every backend)."""
         return type(self).__name__
 
 

@@ -82,6 +82,7 @@ class Comparison:
                 "pairs": [pair(p) for p in self.pairs], "skipped": dict(self.skipped)}
 
     def to_json(self) -> str:
+        """:meth:`to_dict` as indented JSON text."""
         return json.dumps(self.to_dict(), indent=2)
 
     def __str__(self) -> str:

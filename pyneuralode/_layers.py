@@ -48,6 +48,7 @@ class AbstractLayer(abc.ABC):
     """A node of a network spec. Subclasses are frozen dataclasses and either abstract or final."""
 
     uses_time: ClassVar[bool] = False
+    """Whether the layer reads the time ``t`` (a field ``f(t, y)`` rather than ``f(y)``)."""
 
     @abc.abstractmethod
     def param_specs(self) -> tuple[ParamSpec, ...]:

@@ -38,6 +38,7 @@ class Stats:
         return self.steps_accepted + self.steps_rejected
 
     def to_dict(self) -> dict[str, int]:
+        """The counts as a plain ``dict`` (JSON-ready)."""
         return dataclasses.asdict(self)
 
 

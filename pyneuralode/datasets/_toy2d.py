@@ -89,6 +89,7 @@ TOY_2D: dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
     "checkerboard": _checkerboard,
 }
 TOY_2D_NAMES = tuple(TOY_2D)
+"""The densities :func:`pyneuralode.datasets.toy_2d` draws from (FFJORD's toy sets)."""
 
 
 def toy_2d(name: str, n: int, seed: int, *, dtype="float64") -> np.ndarray:

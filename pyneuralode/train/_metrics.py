@@ -22,6 +22,7 @@ class MetricsLog:
         self.records = list(records or [])
 
     def append(self, **record) -> None:
+        """Add one record (keyword arguments: JSON-serialisable values); :meth:`write` saves the log."""
         self.records.append(record)
 
     def column(self, key: str) -> list:
