@@ -129,6 +129,17 @@ def _backend_field(backend, dyn, dtype="float64"):
                                  for p, g in zip(field.flat_parameters(), grads[:-1])])
             return du.detach().numpy(), gp, grads[-1].detach().numpy()
         return run
+    if backend == "julia":
+        from pyneuralode.backends.julia import start
+
+        jl = start()
+        program = pn.ODEModel(dyn, backend="julia", dtype=dtype).program
+
+        def run(params, t, u, r):
+            program._set_params(np.asarray(params, dtype))
+            du, gp, gu = (np.asarray(a.to_numpy()) for a in jl.field_vjp(program._field, u.T, t, r.T))
+            return du.T, gp, gu.T
+        return run
     pytest.skip(f"direct field evaluation is not wired for backend {backend!r} (its solves are tested below)")
 
 

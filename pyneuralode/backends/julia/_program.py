@@ -33,6 +33,7 @@ from ..._errors import (
 from ..._concat_squash import ConcatSquash
 from ..._control import fixed_step_grid
 from ..._dynamics import Dynamics
+from ._graph import dynamics_arguments
 from ..._layers import Activation, Linear, walk
 from ..._losses import L1, MSE
 from ..._params import num_params
@@ -53,8 +54,8 @@ DEFAULT_CONTROL = (0.9, 0.2, 10.0)  # StepControl's safety, factormin, factormax
 def describe_spec(field) -> str:
     """The compact layer description PyNeuralODEJL.parse_spec reads (see julia/src/layers.jl)."""
     if isinstance(field, Dynamics):
-        raise NotSupportedError("pn.dynamics fields are not available on backend 'julia' yet: use backend='jax' "
-                                "or 'torch'.")
+        raise NotSupportedError("pn.dynamics fields compile on backend 'julia' as the field of a pn.ODEModel; as a "
+                                "CNF's field they are not available there yet: use backend='jax' or 'torch'.")
     parts = []
     for layer in walk(field.expand()):
         if layer.sublayers():
@@ -189,7 +190,11 @@ class JuliaProgram(AbstractProgram):
         self._n = num_params(model.field)
         if self._n == 0:
             raise NotSupportedError("backend 'julia' needs a field with at least one parameter.")
-        self._description = describe_spec(model.field)
+        self._dynamics = isinstance(model.field, Dynamics)
+        if self._dynamics and self._device == "cuda":
+            raise NotSupportedError("pn.dynamics on backend 'julia' runs on the CPU only for now (its generated code "
+                                    "indexes single entries): use device='cpu', or backend='jax'/'torch' for the GPU.")
+        self._description = None if self._dynamics else describe_spec(model.field)
         self._options = julia_options(model)
         self._max_steps = model.control.max_steps
         self._fixed_dt = None if model.solver.adaptive else model.control.dt
@@ -197,8 +202,12 @@ class JuliaProgram(AbstractProgram):
         if self._device == "cuda":
             self._load_cuda()
         self._opts = self._call(module.solve_options, **self._options)
-        self._field = self._call(module.build_field, self._description, np.zeros(self._n, dtype=self._dtype),
-                                 dtype=self._dtype, device=self._device)
+        if self._dynamics:
+            self._field = self._call(module.build_dynamics, *dynamics_arguments(model.field, self._dtype),
+                                     dtype=self._dtype, device=self._device)
+        else:
+            self._field = self._call(module.build_field, self._description, np.zeros(self._n, dtype=self._dtype),
+                                     dtype=self._dtype, device=self._device)
 
     # ------------------------------------------------------------------ plumbing
     def _load_cuda(self) -> None:
@@ -318,6 +327,9 @@ class JuliaProgram(AbstractProgram):
     def cnf_log_prob(self, params, x, t_data: float, t_base: float) -> tuple[np.ndarray, Stats]:
         """Exact-trace CNF log-density of samples ``x`` (``(B, D)``) flowing from ``t_data`` to a standard
         normal at ``t_base`` (the hook for pyneuralode's CNF; forward only, CPU only)."""
+        if self._dynamics:
+            raise NotSupportedError("The CNF hook needs a layer-spec field on backend 'julia'; pn.dynamics fields "
+                                    "are not available there yet.")
         x2, _ = self._batch(np.asarray(x, dtype=self._dtype))
         self._set_params(np.asarray(params, dtype=self._dtype))
         ts = np.asarray([t_data, t_base], dtype=self._dtype)

@@ -19,6 +19,8 @@ Entry points (all take and return plain arrays, so juliacall converts them witho
   - [`build_network`](@ref), [`set_block_options!`](@ref), [`network_apply`](@ref),
     [`network_value_and_grad`](@ref), [`network_parameters`](@ref): pyneuralode's `Network` (conv/group-norm
     image classifiers with ODE blocks) on Lux layers, parameters in the canonical flat layout
+  - [`build_dynamics`](@ref): a user's `pn.dynamics` from the Julia source pyneuralode generates for its traced
+    expression graph -> [`DynamicsField`](@ref), solved and differentiated by the same `forward`/`vjp_*`
   - [`device_functional`](@ref): whether a device (`:cuda`, via the CUDA extension) can be used
 
 Layouts: states are `(D, B)` matrices (features x batch, Julia's column-major convention); saved
@@ -52,9 +54,10 @@ using OrdinaryDiffEqSDIRK: KenCarp4, Kvaerno5
 using OrdinaryDiffEqTsit5: Tsit5
 using OrdinaryDiffEqVerner: Vern7
 
-export ActivationSpec, CNFDynamics, ConcatSquashLayer, ConcatSquashSpec, JuliaNetwork, LinearSpec, NeuralField,
+export AbstractField, ActivationSpec, CNFDynamics, ConcatSquashLayer, ConcatSquashSpec, DynamicsField, JuliaNetwork,
+    LinearSpec, NeuralField,
     Pointwise, SolveOptions, SpecNet
-export build_field, build_network, cnf_density, cnf_logpx, cnf_value_and_grad, device_functional, evaluate,
+export build_dynamics, build_field, build_network, field_vjp, cnf_density, cnf_logpx, cnf_value_and_grad, device_functional, evaluate,
     forward, get_params, network_apply, network_parameters, network_value_and_grad, parse_spec,
     set_block_options!, set_params!, solve_options, spec_jvp, vjp_backward, vjp_forward
 
@@ -63,6 +66,7 @@ include("field.jl")
 include("solve.jl")
 include("cnf.jl")
 include("network.jl")
+include("dynamics.jl")
 include("precompile.jl")
 
 end # module PyNeuralODEJL

@@ -8,6 +8,16 @@
 # about the order in which Lux or ComponentArrays lay fields out).
 
 """
+    AbstractField
+
+A vector field PyNeuralODEJL solves and differentiates: callable `f(u, p, t)` (out-of-place, `u` of shape
+`(D, B)`), with fields `p` (its current parameters), `nfe` (an exact evaluation counter), `device` and `eltype`, and
+the methods [`num_parameters`](@ref), [`set_params!`](@ref), [`get_params`](@ref) and [`canonical_gradient`](@ref).
+[`NeuralField`](@ref) (a layer spec on Lux) and [`DynamicsField`](@ref) (a user's `pn.dynamics`) are the two.
+"""
+abstract type AbstractField end
+
+"""
     NeuralField
 
 Callable `f(u, p, t)` (out-of-place ODE right-hand side, `u` of shape `(D, B)`) wrapping a [`SpecNet`](@ref).
@@ -17,7 +27,7 @@ Fields: `model`, `st` (Lux state), `ax` (ComponentArray axes of the Lux paramete
 layout map above), `p` (current parameters, Lux layout, on `device`), `nfe`, `device` (`:cpu`/`:cuda`),
 `eltype` (`Float64` unless `dtype="float32"` was asked for).
 """
-mutable struct NeuralField{M <: SpecNet, S, A, P <: AbstractVector}
+mutable struct NeuralField{M <: SpecNet, S, A, P <: AbstractVector} <: AbstractField
     model::M
     st::S
     ax::A
@@ -110,13 +120,16 @@ end
 _to_device(device::Symbol, x::AbstractArray) = _device_array(Val(device), x)
 _host(x::AbstractArray) = Array(x)
 
+"""The number of canonical parameters of a field."""
+num_parameters(f::NeuralField) = length(f.perm)
+
 """
-    evaluate(f::NeuralField, u, t) -> Matrix
+    evaluate(f::AbstractField, u, t) -> Matrix
 
 One evaluation `f(u, f.p, t)` of the field at a `(D, B)` state, with conversions to `f.eltype` and
 `f.device` and the result on the host (for tests and the Python side's `vector_field`). Counts as one NFE.
 """
-function evaluate(f::NeuralField, u::AbstractMatrix, t::Real)
+function evaluate(f::AbstractField, u::AbstractMatrix, t::Real)
     U = _to_device(f.device, Matrix{f.eltype}(u))
     return Matrix{f.eltype}(_host(f(U, f.p, convert(f.eltype, t))))
 end

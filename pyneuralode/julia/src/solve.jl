@@ -1,4 +1,4 @@
-# Solving and differentiating a NeuralField.
+# Solving and differentiating a field (any `AbstractField`: a `NeuralField` or a `DynamicsField`).
 #
 # API facts relied on (each checked against the upstream source; tests/test_julia_static.py records, per
 # upstream symbol, the versions it was checked against and fails when [compat] admits others):
@@ -235,7 +235,7 @@ function Logging.handle_message(l::WarnCollector, level, message, _module, group
     return nothing
 end
 
-function _inputs(f::NeuralField, u0::AbstractMatrix, ts::AbstractVector)
+function _inputs(f::AbstractField, u0::AbstractMatrix, ts::AbstractVector)
     T = f.eltype
     length(ts) >= 2 || throw(ArgumentError("need at least two save times (t0 and one more)"))
     size(u0, 1) > 0 || throw(ArgumentError("empty state"))
@@ -246,7 +246,7 @@ function _inputs(f::NeuralField, u0::AbstractMatrix, ts::AbstractVector)
     return _to_device(f.device, Matrix{T}(u0)), s, reversed
 end
 
-function _problem(f::NeuralField, U0, s::AbstractVector, reversed::Bool)
+function _problem(f::AbstractField, U0, s::AbstractVector, reversed::Bool)
     rhs = reversed ? Reversed(f) : f
     return flat_problem(rhs, U0, (first(s), last(s)), f.p)
 end
@@ -282,7 +282,7 @@ Solve from `u0` (`(D, B)`) at `ts[1]`, saving at every `ts` (increasing or decre
 vector-field evaluations, `nf, naccept, nreject, njacs` from `sol.stats`, `retcode` a `ReturnCode` name,
 `warnings` the Julia warnings logged during the solve (newline-separated).
 """
-function forward(f::NeuralField, opts::SolveOptions, u0::AbstractMatrix, ts::AbstractVector)
+function forward(f::AbstractField, opts::SolveOptions, u0::AbstractMatrix, ts::AbstractVector)
     U0, s, reversed = _inputs(f, u0, ts)
     prob = _problem(f, U0, s, reversed)
     logger = WarnCollector()
@@ -338,7 +338,7 @@ end
 The forward half of a value-and-gradient: saved states and the pullback, waiting for the cotangent of the
 loss with respect to the saved states (computed by the caller). Pass it to [`vjp_backward`](@ref).
 """
-struct PendingVJP{F <: NeuralField, B}
+struct PendingVJP{F <: AbstractField, B}
     field::F
     back::B
     ysize::NTuple{3, Int}
@@ -353,7 +353,7 @@ evaluations of this forward pass (for `InterpolatingAdjoint`/`QuadratureAdjoint`
 checkpointing SciMLSensitivity solves densely and interpolates the save times). On failure `pending` is
 `nothing` and `ys` is empty.
 """
-function vjp_forward(f::NeuralField, opts::SolveOptions, u0::AbstractMatrix, ts::AbstractVector)
+function vjp_forward(f::AbstractField, opts::SolveOptions, u0::AbstractMatrix, ts::AbstractVector)
     U0, s, reversed = _inputs(f, u0, ts)
     prob = _problem(f, U0, s, reversed)
     rec = _SolveRecord((-1, -1, -1, -1), 0)
@@ -403,9 +403,16 @@ function vjp_backward(v::PendingVJP, cot::AbstractArray)
     gu, gp = Logging.with_logger(() -> v.back(C), logger)
     nfe = f.nfe[]
     grad_u0 = gu === nothing ? zeros(f.eltype, v.usize) : Matrix{f.eltype}(_host(gu))
-    grad_p = gp === nothing ? zeros(f.eltype, length(f.perm)) : to_canonical(f, _lux_gradient(gp, f))
+    grad_p = gp === nothing ? zeros(f.eltype, num_parameters(f)) : canonical_gradient(f, gp)
     return (grad_u0, grad_p, nfe, join(logger.messages, "\n"))
 end
+
+"""
+    canonical_gradient(f, g) -> Vector
+
+The parameter gradient `g` that SciMLSensitivity/Zygote return for `f.p`, in pyneuralode's canonical order.
+"""
+canonical_gradient(f::NeuralField, g) = to_canonical(f, _lux_gradient(g, f))
 
 _lux_gradient(g::ComponentArray, f::NeuralField) = _lux_gradient(getdata(g), f)
 function _lux_gradient(g::AbstractArray, f::NeuralField)
