@@ -32,7 +32,7 @@ EXPORTED_MODULES = ("pyneuralode", "pyneuralode.datasets", "pyneuralode.train")
 
 def _reference(match: re.Match) -> str:
     short, target = match.group(1), match.group(2)
-    shown = target.rsplit(".", 1)[-1] if short else target
+    shown = target.rsplit(".", 1)[-1] if short else re.sub(r"^pyneuralode\.", "pn.", target)
     parts = target.split(".")
     if target.startswith(LINKABLE) and not any(p.startswith("_") for p in parts):
         # A name that the top level re-exports (pyneuralode.train.Trainer) is documented there (pyneuralode.Trainer).
