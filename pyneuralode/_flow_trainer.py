@@ -36,7 +36,7 @@ _TRAINERS = {"jax": "pyneuralode.backends.jax._cnf_train:JaxFlowTrainer",
 class FlowTrainer(NativeTrainerState):
     """Train ``cnf`` with ``optimizer`` (``pn.Adam(...)`` etc.) on ``loss`` (``pn.NLL(...)``, default plain NLL)."""
 
-    def __init__(self, cnf, *, optimizer: AbstractOptimizer, loss: NLL | None = None):
+    def __init__(self, cnf, *, optimizer: AbstractOptimizer, loss: NLL | None = None, devices=None):
         import importlib
 
         if not isinstance(optimizer, AbstractOptimizer):
@@ -51,7 +51,8 @@ class FlowTrainer(NativeTrainerState):
                                     "over), or loop over cnf.value_and_grad(...) with your own update.")
         self.cnf, self.optimizer, self.loss = cnf, optimizer, loss
         module_name, cls_name = _TRAINERS[cnf.backend].split(":")
-        self._impl = getattr(importlib.import_module(module_name), cls_name)(cnf.program, optimizer, loss)
+        self._impl = getattr(importlib.import_module(module_name), cls_name)(cnf.program, optimizer, loss,
+                                                                            devices=devices)
         self.steps_done = 0
 
     def init(self, params) -> None:

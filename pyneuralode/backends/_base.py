@@ -26,7 +26,7 @@ class AbstractProgram(abc.ABC):
                                     "solves the members one after another on its own device.")
         return loop_ensemble(self.solve, params, y0, ts)
 
-    def make_trainer(self, optimizer, loss_type):
+    def make_trainer(self, optimizer, loss_type, *, devices=None):
         """A native training loop for :class:`pyneuralode.train.Trainer` (backends that support training)."""
         from .._errors import NotSupportedError
         raise NotSupportedError(f"Training through pn.Trainer is not available on this backend "
@@ -35,6 +35,16 @@ class AbstractProgram(abc.ABC):
     @abc.abstractmethod
     def native(self) -> Any:
         """The backend's own object (JAX callable, ``torch.nn.Module``, Julia callable)."""
+
+
+def refuse_devices(devices, backend: str) -> None:
+    """``devices=`` is JAX sharding; other backends scale out with their own engines (the message says which)."""
+    if devices is None:
+        return
+    from .._errors import NotSupportedError
+    how = {"torch": "on torch, wrap model.native() in torch.nn.parallel.DistributedDataParallel and launch "
+                    "with torchrun (README, 'Scaling out')"}.get(backend, f"backend {backend!r} trains on one device")
+    raise NotSupportedError(f"devices= (data-parallel sharding) is available on backend 'jax' only: {how}.")
 
 
 class AbstractBackend(abc.ABC):

@@ -36,16 +36,20 @@ class Trainer(NativeTrainerState):
     - ``model``: an :class:`pyneuralode.ODEModel`.
     - ``optimizer``: ``pn.Adam(lr=...)``, ``pn.RMSprop(...)`` or ``pn.SGD(...)``.
     - ``loss``: a loss *type*, ``pn.L1`` (default) or ``pn.MSE``; each step passes its target.
+    - ``devices``: JAX only — data-parallel training over several devices: a number of devices, a list of
+      ``jax.Device`` or a one-axis ``jax.sharding.Mesh``. Each batch is split over them (the batch size must be a
+      multiple of the device count), parameters and optimiser state are replicated, and the step is one compiled
+      SPMD program. It takes the same solver steps as one device; results differ by reduction order only.
     """
 
-    def __init__(self, model, *, optimizer: AbstractOptimizer, loss: type[AbstractLoss] = L1):
+    def __init__(self, model, *, optimizer: AbstractOptimizer, loss: type[AbstractLoss] = L1, devices=None):
         if not isinstance(optimizer, AbstractOptimizer):
             raise SpecError(f"optimizer must be pn.Adam(...), pn.RMSprop(...) or pn.SGD(...), got {optimizer!r}.")
         if not (isinstance(loss, type) and issubclass(loss, AbstractLoss)):
             raise SpecError(f"loss must be a loss type such as pn.L1 or pn.MSE, got {loss!r}.")
         require_training(model.backend)
         self.model, self.optimizer, self.loss = model, optimizer, loss
-        self._impl = model.program.make_trainer(optimizer, loss)
+        self._impl = model.program.make_trainer(optimizer, loss, devices=devices)
         self.steps_done = 0
 
     def init(self, params) -> None:

@@ -10,15 +10,17 @@ import optax
 from ..._errors import non_finite_error
 from ..._flow_trainer import FlowStepInfo
 from ..._solution import Stats
+from ._sharding import resolve_mesh
 from ._train import OptaxState
 
 
 class JaxFlowTrainer(OptaxState):
     """Runs :class:`pyneuralode.FlowTrainer` steps for a :class:`._cnf.JaxCNFProgram`."""
 
-    def __init__(self, program, optimizer, loss):
+    def __init__(self, program, optimizer, loss, *, devices=None):
         self.program = program
         self.tx = optimizer.to_optax()
+        self.mesh = resolve_mesh(devices)
         weights = np.array([loss.kinetic, loss.jacobian])
         regularised = loss.regularised
 
@@ -32,12 +34,12 @@ class JaxFlowTrainer(OptaxState):
         self.params_dev = self.opt_state = None
 
     def init(self, params: np.ndarray) -> None:
-        self.params_dev = jnp.asarray(params)
-        self.opt_state = self.tx.init(self.params_dev)
+        self._start(params)
 
     def step(self, x, eps) -> FlowStepInfo:
         self.params_dev, self.opt_state, values, stats, probe = self._step(
-            self.params_dev, self.opt_state, jnp.asarray(x), None if eps is None else jnp.asarray(eps))
+            self.params_dev, self.opt_state, self.shard(jnp.asarray(x)),
+            None if eps is None else self.shard(jnp.asarray(eps)))
         values, stats, probe = jax.device_get((values, stats, probe))
         forward = self.program.forward_stats(stats)
         backward = self.program.backward_stats(probe)

@@ -26,6 +26,8 @@ from ._counting import PROBE_SIZE
 from ._diffrax import fixed_grid
 from ._field import compile_field
 from ._program import JaxProgram
+from ._sharding import resolve_mesh
+from ._train import OptaxState
 
 
 def cross_entropy(logits, labels):
@@ -156,9 +158,9 @@ class JaxNetworkProgram:
             raise non_finite_error("loss or its gradient")
         return value, gp, np.asarray(logits), block_stats
 
-    def make_trainer(self, optimizer, loss):
-        """A native training loop (optimiser state kept in the backend's arrays)."""
-        return JaxNetworkTrainer(self, optimizer, loss)
+    def make_trainer(self, optimizer, loss, *, devices=None):
+        """A native training loop (optimiser state kept in the backend's arrays; data-parallel over ``devices``)."""
+        return JaxNetworkTrainer(self, optimizer, loss, devices=devices)
 
     def native(self):
         return NativeNetwork(params=jnp.asarray(self.network.init(0)), program=self)
@@ -178,46 +180,44 @@ class NativeNetwork(eqx.Module):
         return self.program.apply_fn(self.params, x)[0]
 
 
-class JaxNetworkTrainer:
+class JaxNetworkTrainer(OptaxState):
     """A native training loop for a network: one jit-compiled function does the forward pass, the gradient
-    (through each block's adjoint) and the optax update; parameters and optimiser state stay JAX arrays."""
+    (through each block's adjoint) and the optax update; parameters and optimiser state stay JAX arrays
+    (replicated over ``devices``, with each batch split over them, when given)."""
 
-    def __init__(self, program: JaxNetworkProgram, optimizer, loss):
+    def __init__(self, program: JaxNetworkProgram, optimizer, loss, *, devices=None):
         self.program, self.loss = program, loss
-        self.opt = optimizer.to_optax()
+        self.tx = optimizer.to_optax()
+        self.mesh = resolve_mesh(devices)
 
         def step(params, opt_state, x, labels):
             (value, (logits, stats)), (grad, gprobe) = program.value_and_grad_fn(params, x, labels, loss)
-            updates, opt_state = self.opt.update(grad, opt_state, params)
+            updates, opt_state = self.tx.update(grad, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, value, logits, stats, gprobe
 
         self._step = jax.jit(step, donate_argnums=(0, 1))
-        self.params = self.opt_state = None
+        self.params_dev = self.opt_state = None
 
     def init(self, params) -> None:
-        self.params = jnp.asarray(params, self.program.dtype)
-        self.opt_state = self.opt.init(self.params)
+        self._start(jnp.asarray(params, self.program.dtype))
 
     def step(self, x, labels):
         """One update on the batch; returns ``(loss, logits, [block stats])`` (numpy)."""
-        self.params, self.opt_state, value, logits, stats, gprobe = self._step(
-            self.params, self.opt_state, jnp.asarray(x), jnp.asarray(labels))
+        self.params_dev, self.opt_state, value, logits, stats, gprobe = self._step(
+            self.params_dev, self.opt_state, self.shard(jnp.asarray(x)), self.shard(jnp.asarray(labels)))
         value = float(value)
         if not np.isfinite(value):
             raise non_finite_error("loss")
         return value, np.asarray(logits), self.program.block_stats(stats, np.asarray(gprobe))
 
     def get_params(self) -> np.ndarray:
-        return np.asarray(self.params)
+        return self.params()
 
     def state_arrays(self) -> dict:
         """Parameters and optimiser state as named numpy arrays (for :func:`pyneuralode.train.save_checkpoint`)."""
-        leaves = jax.tree_util.tree_leaves(self.opt_state)
-        return {"params": self.get_params(), **{f"opt_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}}
+        return {"params": self.get_params(), **self.optimizer_arrays()}
 
     def load_state_arrays(self, arrays) -> None:
         """Restore what :meth:`state_arrays` returned."""
         self.init(arrays["params"])
-        treedef = jax.tree_util.tree_structure(self.opt_state)
-        leaves = [jnp.asarray(arrays[f"opt_{i}"]) for i in range(treedef.num_leaves)]
-        self.opt_state = jax.tree_util.tree_unflatten(treedef, leaves)
+        self.load_optimizer_arrays({k: v for k, v in arrays.items() if k != "params"})

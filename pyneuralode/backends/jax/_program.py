@@ -243,10 +243,10 @@ class JaxProgram(AbstractProgram):
                           backward_steps_rejected=int(round(probe_grad[3])))
         return ValueAndGrad(value, gp, gy if batched else gy[0], stats_out, ys if batched else ys[:, 0])
 
-    def make_trainer(self, optimizer, loss_type):
-        """A native training loop (see :class:`pyneuralode.train.Trainer`)."""
+    def make_trainer(self, optimizer, loss_type, *, devices=None):
+        """A native training loop (see :class:`pyneuralode.train.Trainer`), data-parallel over ``devices``."""
         from ._train import JaxTrainer
-        return JaxTrainer(self, optimizer, loss_type)
+        return JaxTrainer(self, optimizer, loss_type, devices=devices)
 
     def native(self):
         return NativeODE(params=jnp.asarray(self.model.init(0)), program=self)

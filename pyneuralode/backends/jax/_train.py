@@ -10,10 +10,27 @@ import optax
 from ..._errors import max_steps_error, non_finite_error
 from ..._solution import Stats
 from ._program import _FORWARD, _pack
+from ._sharding import check_divisible, put_batch, put_replicated, resolve_mesh
 
 
 class OptaxState:
-    """Mixin: device-resident ``params_dev`` and optax ``opt_state``, read and restored as numpy arrays."""
+    """Mixin: device-resident ``params_dev`` and optax ``opt_state``, read and restored as numpy arrays.
+
+    With a device mesh (``devices=``) both are replicated on every device and each batch is split over the mesh
+    (``shard``), so the one compiled step runs data-parallel (see :mod:`._sharding`).
+    """
+
+    mesh = None
+
+    def _start(self, params) -> None:
+        self.params_dev = put_replicated(self.mesh, jnp.asarray(params))
+        self.opt_state = put_replicated(self.mesh, self.tx.init(self.params_dev))
+
+    def shard(self, array, axis: int = 0, what: str = "batch"):
+        """``array`` split over the mesh along its batch ``axis`` (unchanged without a mesh)."""
+        if self.mesh is not None:
+            check_divisible(np.shape(array)[axis], self.mesh, what)
+        return put_batch(self.mesh, array, axis)
 
     def params(self) -> np.ndarray:
         return np.array(self.params_dev)
@@ -25,15 +42,16 @@ class OptaxState:
     def load_optimizer_arrays(self, arrays) -> None:
         treedef = jax.tree_util.tree_structure(self.opt_state)
         leaves = [jnp.asarray(arrays[f"opt_{i}"]) for i in range(treedef.num_leaves)]
-        self.opt_state = jax.tree_util.tree_unflatten(treedef, leaves)
+        self.opt_state = put_replicated(self.mesh, jax.tree_util.tree_unflatten(treedef, leaves))
 
 
 class JaxTrainer(OptaxState):
     """Runs :class:`pyneuralode.train.Trainer` steps for a :class:`JaxProgram`."""
 
-    def __init__(self, program, optimizer, loss_type):
+    def __init__(self, program, optimizer, loss_type, *, devices=None):
         self.program = program
         self.tx = optimizer.to_optax()
+        self.mesh = resolve_mesh(devices)
         reduce = loss_type.reduce
 
         def step(params, opt_state, y0, ts, grid, target):
@@ -48,16 +66,15 @@ class JaxTrainer(OptaxState):
         self.params_dev = self.opt_state = None
 
     def init(self, params: np.ndarray) -> None:
-        self.params_dev = jnp.asarray(params)
-        self.opt_state = self.tx.init(self.params_dev)
+        self._start(params)
 
     def step(self, y0, ts, target):
         # numpy goes straight into the compiled step: jit's dispatch transfers it faster than jnp.asarray.
         batched = y0.ndim == len(self.program.model.field.in_shape or (y0.shape[-1],)) + 1
         grid = self.program.grid(ts)
         self.params_dev, self.opt_state, report = self._step(
-            self.params_dev, self.opt_state, y0 if batched else y0[None], ts, grid,
-            target if batched else target[:, None])
+            self.params_dev, self.opt_state, self.shard(y0 if batched else y0[None]), ts, grid,
+            self.shard(target if batched else target[:, None], axis=1))
         value, nfe_f, accepted, rejected, max_steps, _, nfe_b, back_failed, back_acc, back_rej = (
             np.asarray(report).tolist())
         if max_steps or back_failed:

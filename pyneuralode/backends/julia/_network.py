@@ -149,7 +149,7 @@ class JuliaNetworkProgram:
         arrays = self._call(self._module.network_parameters, self._net, np.asarray(params, dtype=self._dtype))
         return [np.asarray(_to_numpy(a), dtype=self._dtype) for a in arrays]
 
-    def make_trainer(self, optimizer, loss):
+    def make_trainer(self, optimizer, loss, *, devices=None):
         raise NotSupportedError("Training a pn.Network natively is not wired on backend 'julia' yet: train with "
                                 "backend='jax' or 'torch' (the canonical parameters carry over), or loop over "
                                 "net.value_and_grad(...) with your own update.")

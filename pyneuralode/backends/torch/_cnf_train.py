@@ -8,6 +8,7 @@ import torch
 from ..._errors import non_finite_error
 from ..._flow_trainer import FlowStepInfo
 from ..._solution import Stats
+from .._base import refuse_devices
 from ._compile import flat_values, load_flat
 from ._failures import BACKWARD, torchdiffeq_failures
 
@@ -15,7 +16,8 @@ from ._failures import BACKWARD, torchdiffeq_failures
 class TorchFlowTrainer:
     """Runs :class:`pyneuralode.FlowTrainer` steps for a :class:`._cnf.TorchCNFProgram`."""
 
-    def __init__(self, program, optimizer, loss):
+    def __init__(self, program, optimizer, loss, *, devices=None):
+        refuse_devices(devices, "torch")
         self.program, self.optimizer_spec, self.loss = program, optimizer, loss
         self.optimizer = None
 

@@ -22,6 +22,7 @@ from ..._errors import NotSupportedError, non_finite_error
 from ..._layers import Sequential
 from ..._params import param_layout
 from ..._solution import Stats
+from .._base import refuse_devices
 from ._compile import VectorField, flat_grad, load_flat
 from ._failures import BACKWARD, torchdiffeq_failures
 from ._methods import adjoint_options, forward_options, method_name
@@ -212,8 +213,9 @@ class TorchNetworkProgram:
             raise non_finite_error("loss or its gradient")
         return value, grad, logits.detach().cpu().numpy(), block_stats
 
-    def make_trainer(self, optimizer, loss):
+    def make_trainer(self, optimizer, loss, *, devices=None):
         """A native training loop (optimiser state kept in the backend's arrays)."""
+        refuse_devices(devices, "torch")
         return TorchNetworkTrainer(self, optimizer, loss)
 
     def native(self) -> NetworkModule:

@@ -14,7 +14,7 @@ from torchdiffeq import odeint, odeint_adjoint
 from ..._control import fixed_step_grid
 from ..._errors import max_steps_error, non_finite_error
 from ..._solution import Solution, Stats, ValueAndGrad
-from .._base import AbstractProgram
+from .._base import AbstractProgram, refuse_devices
 from ._compile import VectorField, flat_grad, load_flat
 from ._failures import BACKWARD, torchdiffeq_failures
 from ._methods import adjoint_options, forward_options, method_name
@@ -131,9 +131,10 @@ class TorchProgram(AbstractProgram):
             raise non_finite_error("loss or its gradient")
         return ValueAndGrad(value_f, grad_params, grad_y0, stats, ys.detach().cpu().numpy())
 
-    def make_trainer(self, optimizer, loss_type):
+    def make_trainer(self, optimizer, loss_type, *, devices=None):
         """A native training loop (see :class:`pyneuralode.train.Trainer`)."""
         from ._train import TorchTrainer
+        refuse_devices(devices, "torch")
         # A program of its own: the trainer's weights live in its module, which model.solve/value_and_grad
         # (which load the flat vector they are given) must not overwrite between steps.
         return TorchTrainer(TorchProgram(self.model, self.device), optimizer, loss_type)

@@ -1,0 +1,86 @@
+"""Scaling out: data-parallel training on JAX sharding and sharded ensembles give the single-device numbers.
+
+JAX is started in a subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (the flag must be set
+before JAX starts), which splits this CPU into 4 devices: that proves the sharded program is the same
+computation, not that it is faster (the 4 "devices" share the machine's cores).
+
+The bound: a sharded step takes exactly the single-device solver steps (the adaptive error norm is reduced over
+the whole batch) and differs only by the order of floating-point reductions (the loss mean, the gradient sum).
+In float64 that is ~1e-16 per step; after 3 Adam steps, whose normalised updates amplify it, ~1e-12 relative.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyneuralode as pn
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def four_devices():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, str(HERE / "_multidevice.py")], env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout)
+
+
+def test_subprocess_sees_four_devices(four_devices):
+    assert four_devices["device_count"] == 4
+
+
+@pytest.mark.parametrize("devices", ["2", "4"])
+def test_sharded_trainer_matches_one_device(four_devices, devices):
+    one, many = four_devices["trainer"]["None"], four_devices["trainer"][devices]
+    np.testing.assert_allclose(many["loss"], one["loss"], rtol=1e-13)
+    assert many["nfe"] == one["nfe"] and many["nfe_b"] == one["nfe_b"]  # same steps; counted once, not per device
+    p1, pn_ = np.array(one["params"]), np.array(many["params"])
+    assert np.max(np.abs(pn_ - p1)) <= 1e-11 * np.max(np.abs(p1))
+
+
+def test_sharded_flow_trainer_matches_one_device(four_devices):
+    one, many = four_devices["flow"]["None"], four_devices["flow"]["4"]
+    np.testing.assert_allclose(many["loss"], one["loss"], rtol=1e-13)
+    assert many["nfe"] == one["nfe"]
+    np.testing.assert_allclose(many["params"], one["params"], rtol=0, atol=1e-12)
+
+
+def test_indivisible_batch_is_refused(four_devices):
+    assert four_devices["indivisible"] == ("the batch of 6 samples cannot be split evenly over 4 devices: use a "
+                                           "batch size that is a multiple of 4 (e.g. 4), or fewer devices.")
+
+
+def test_sharded_ensemble_pads_and_matches(four_devices):
+    ens = four_devices["ensemble"]
+    assert ens["ok"] == [True] * 5 and ens["stats_equal"]
+    assert ens["max_abs_diff"] <= 1e-14
+
+
+@pytest.mark.parametrize("make", ["trainer", "flow"])
+def test_devices_is_refused_on_torch(make):
+    if make == "trainer":
+        model = pn.ODEModel(pn.MLP([2, 4, 2]), backend="torch")
+        call = lambda: pn.Trainer(model, optimizer=pn.Adam(lr=1e-2), devices=2)  # noqa: E731
+    else:
+        cnf = pn.CNF(pn.ConcatSquashMLP([2, 4, 2]), backend="torch")
+        call = lambda: pn.FlowTrainer(cnf, optimizer=pn.Adam(lr=1e-2), devices=2)  # noqa: E731
+    with pytest.raises(pn.NotSupportedError, match=r"devices= \(data-parallel sharding\) is available on backend "
+                                                   r"'jax' only: on torch, wrap model.native\(\) in "
+                                                   r"torch.nn.parallel.DistributedDataParallel"):
+        call()
+
+
+def test_too_many_devices_names_the_flag():
+    model = pn.ODEModel(pn.MLP([2, 4, 2]), backend="jax")
+    with pytest.raises(pn.SpecError, match=r"XLA_FLAGS=--xla_force_host_platform_device_count=8"):
+        pn.Trainer(model, optimizer=pn.Adam(lr=1e-2), devices=8)
