@@ -219,9 +219,6 @@ def test_registry_refuses_what_julia_cannot_run_at_model_creation():
         pn.ODEModel(pn.MLP([2, 4, 2]), backend="julia", adjoint=pn.BacksolveAdjoint(seminorm=True))
     assert str(err.value) == ("BacksolveAdjoint(seminorm=True) is not available on backend 'julia': SciMLSensitivity "
                               "has no seminorm option; use seminorm=False, or backend 'jax'/'torch'.")
-    with pytest.raises(pn.NotSupportedError, match="pn.Trainer is not available on backend 'julia' yet: train on "
-                                                   "backend='jax' or 'torch'"):
-        pn.Trainer(pn.ODEModel(pn.MLP([2, 4, 2]), backend="julia"), optimizer=pn.Adam())
 
 
 @pytest.mark.parametrize("loss_cls", [pn.L1, pn.MSE])

@@ -38,7 +38,6 @@ class BackendEntry:
     solvers: frozenset[str]
     adjoints: frozenset[str]
     refusals: tuple[Refusal, ...] = ()
-    native_training: bool = True  # whether ``pn.Trainer`` runs on it (the program implements make_trainer)
 
 
 _COMMON_SOLVERS = {"Euler", "Midpoint", "Heun", "RK4", "Bosh3", "Dopri5", "Dopri8"}
@@ -61,8 +60,7 @@ _ENTRIES = (
         frozenset({"BacksolveAdjoint", "DirectAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint",
                    "GaussAdjoint"}),
         refusals=(Refusal("BacksolveAdjoint", "seminorm", True,
-                          "SciMLSensitivity has no seminorm option; use seminorm=False, or backend 'jax'/'torch'"),),
-        native_training=False),
+                          "SciMLSensitivity has no seminorm option; use seminorm=False, or backend 'jax'/'torch'"),)),
 )
 REGISTRY: dict[str, BackendEntry] = {e.name: e for e in _ENTRIES}
 BACKEND_NAMES: tuple[str, ...] = tuple(REGISTRY)
@@ -100,15 +98,6 @@ def require_support(backend: str, *, solver: AbstractSolver | None = None,
             if refusal.option == option.name and getattr(option, refusal.field, None) == refusal.value:
                 raise NotSupportedError(f"{option.name}({refusal.field}={refusal.value!r}) is not available on "
                                         f"backend {backend!r}: {refusal.reason}.")
-
-
-def require_training(backend: str) -> None:
-    """Raise NotSupportedError if ``pn.Trainer`` cannot run natively on ``backend``, naming the backends that can."""
-    if not entry(backend).native_training:
-        others = [e.name for e in _ENTRIES if e.native_training]
-        raise NotSupportedError(f"Training through pn.Trainer is not available on backend {backend!r} yet: train on "
-                                f"backend={' or '.join(map(repr, others))} (the canonical parameters carry over), or "
-                                "loop over model.value_and_grad(...) with your own update.")
 
 
 @lru_cache(maxsize=None)

@@ -12,7 +12,6 @@ import dataclasses
 import numpy as np
 
 from .._errors import SpecError
-from ..backends._registry import require_training
 from .._losses import AbstractLoss, L1
 from .._optim import AbstractOptimizer
 from .._solution import Stats
@@ -47,7 +46,6 @@ class Trainer(NativeTrainerState):
             raise SpecError(f"optimizer must be pn.Adam(...), pn.RMSprop(...) or pn.SGD(...), got {optimizer!r}.")
         if not (isinstance(loss, type) and issubclass(loss, AbstractLoss)):
             raise SpecError(f"loss must be a loss type such as pn.L1 or pn.MSE, got {loss!r}.")
-        require_training(model.backend)
         self.model, self.optimizer, self.loss = model, optimizer, loss
         self._impl = model.program.make_trainer(optimizer, loss, devices=devices)
         self.steps_done = 0

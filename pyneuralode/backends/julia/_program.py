@@ -309,6 +309,13 @@ class JuliaProgram(AbstractProgram):
                                         steps_accepted=int(accepted), steps_rejected=int(rejected)),
                             ys=ys)
 
+    def make_trainer(self, optimizer, loss_type):
+        """``pn.Trainer``'s step: ``value_and_grad`` in Julia, the optimiser's update rule on the host (the same
+        rule optax and ``torch.optim`` apply; :mod:`pyneuralode.train._host`)."""
+        from ...train._host import HostTrainer
+
+        return HostTrainer(self, optimizer, loss_type)
+
     def native(self):
         """The Julia ``PyNeuralODEJL.NeuralField``: callable ``f(u, p, t)`` with ``u`` of shape ``(D, B)`` and
         ``p`` in Lux layout (``f.p`` holds the parameters last passed to ``solve``/``value_and_grad``;

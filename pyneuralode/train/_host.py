@@ -1,0 +1,67 @@
+"""``pn.Trainer``'s step for a backend without a native optimiser: ``value_and_grad`` there, the update here.
+
+The backend (Julia) computes the loss and its gradient in the canonical layout; the optimiser's update rule runs in
+NumPy on the host, as PyTorch documents it (``torch.optim.Adam``/``RMSprop``/``SGD``, which optax reproduces with
+the arguments pyneuralode passes in ``to_optax``), so a Julia run follows the same rule as a JAX or torch run. The
+update is computed in full before anything is assigned, so a step that raises changes nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._optim import SGD, Adam, AbstractOptimizer, RMSprop
+
+
+def host_update(optimizer: AbstractOptimizer, params: np.ndarray, grad: np.ndarray, state: dict,
+                step: int) -> tuple[np.ndarray, dict]:
+    """``(new_params, new_state)`` after optimisation step ``step`` (0-based) with gradient ``grad``.
+
+    - Adam: ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g²``, ``p -= lr m̂ / (sqrt(v̂) + eps)`` with the bias
+      corrections ``m̂ = m / (1 - b1^(step+1))``, ``v̂ = v / (1 - b2^(step+1))``;
+    - RMSprop: ``v = alpha v + (1 - alpha) g²``, ``p -= lr g / (sqrt(v) + eps)``;
+    - SGD: ``buf = momentum buf + g`` (``buf = g`` on the first step), ``p -= lr(step) buf`` with the scheduled
+      rate.
+    """
+    if isinstance(optimizer, Adam):
+        m = optimizer.b1 * state.get("m", 0.0) + (1 - optimizer.b1) * grad
+        v = optimizer.b2 * state.get("v", 0.0) + (1 - optimizer.b2) * grad * grad
+        m_hat = m / (1 - optimizer.b1 ** (step + 1))
+        v_hat = v / (1 - optimizer.b2 ** (step + 1))
+        return params - optimizer.lr * m_hat / (np.sqrt(v_hat) + optimizer.eps), {"m": m, "v": v}
+    if isinstance(optimizer, RMSprop):
+        v = optimizer.alpha * state.get("v", 0.0) + (1 - optimizer.alpha) * grad * grad
+        return params - optimizer.lr * grad / (np.sqrt(v) + optimizer.eps), {"v": v}
+    if isinstance(optimizer, SGD):
+        buf = grad if "buf" not in state else optimizer.momentum * state["buf"] + grad
+        return params - optimizer.learning_rate(step) * buf, {"buf": buf}
+    raise TypeError(f"no host update rule for {type(optimizer).__name__}")
+
+
+class HostTrainer:
+    """Runs :class:`pyneuralode.train.Trainer` steps for a program that offers ``value_and_grad`` only."""
+
+    def __init__(self, program, optimizer: AbstractOptimizer, loss_type):
+        self.program, self.optimizer, self.loss_type = program, optimizer, loss_type
+        self._params: np.ndarray | None = None
+        self._state: dict[str, np.ndarray] = {}
+        self._steps = 0
+
+    def init(self, params: np.ndarray) -> None:
+        self._params, self._state, self._steps = np.array(params), {}, 0
+
+    def step(self, y0, ts, target):
+        result = self.program.value_and_grad(self._params, y0, ts, self.loss_type(target))
+        params, state = host_update(self.optimizer, self._params, result.grad_params, self._state, self._steps)
+        self._params, self._state, self._steps = params.astype(self._params.dtype), state, self._steps + 1
+        return result.value, result.stats
+
+    def params(self) -> np.ndarray:
+        return self._params.copy()
+
+    def optimizer_arrays(self) -> dict[str, np.ndarray]:
+        return {"opt_steps": np.array(self._steps), **{f"opt_{k}": np.asarray(v) for k, v in self._state.items()}}
+
+    def load_optimizer_arrays(self, arrays) -> None:
+        self._steps = int(arrays.get("opt_steps", 0))
+        self._state = {k[len("opt_"):]: np.array(v) for k, v in arrays.items() if k != "opt_steps"}
