@@ -221,6 +221,18 @@ def test_registry_refuses_what_julia_cannot_run_at_model_creation():
                               "has no seminorm option; use seminorm=False, or backend 'jax'/'torch'.")
 
 
+def test_trainer_is_the_host_loop_on_one_device():
+    """pn.Trainer calls make_trainer(optimizer, loss, devices=...): Julia trains on one device (host update)."""
+    from pyneuralode.backends.julia._program import JuliaProgram
+    from pyneuralode.train._host import HostTrainer
+
+    program = object.__new__(JuliaProgram)  # no Julia needed: make_trainer builds the host loop only
+    assert isinstance(JuliaProgram.make_trainer(program, pn.Adam(), pn.L1, devices=None), HostTrainer)
+    with pytest.raises(pn.NotSupportedError, match="devices= \\(data-parallel sharding\\) is available on backend "
+                                                   "'jax' only: backend 'julia' trains on one device"):
+        JuliaProgram.make_trainer(program, pn.Adam(), pn.L1, devices=2)
+
+
 @pytest.mark.parametrize("loss_cls", [pn.L1, pn.MSE])
 def test_loss_cotangent_matches_finite_differences(loss_cls):
     rng = np.random.default_rng(0)

@@ -38,7 +38,7 @@ from ..._layers import Activation, Linear, walk
 from ..._losses import L1, MSE
 from ..._params import num_params
 from ..._solution import Solution, Stats, ValueAndGrad
-from .._base import AbstractProgram
+from .._base import AbstractProgram, refuse_devices
 
 SOLVERS: dict[str, str] = {
     "Euler": "euler", "Midpoint": "midpoint", "Heun": "heun", "RK4": "rk4", "Bosh3": "bs3", "Dopri5": "dp5",
@@ -309,11 +309,12 @@ class JuliaProgram(AbstractProgram):
                                         steps_accepted=int(accepted), steps_rejected=int(rejected)),
                             ys=ys)
 
-    def make_trainer(self, optimizer, loss_type):
+    def make_trainer(self, optimizer, loss_type, *, devices=None):
         """``pn.Trainer``'s step: ``value_and_grad`` in Julia, the optimiser's update rule on the host (the same
-        rule optax and ``torch.optim`` apply; :mod:`pyneuralode.train._host`)."""
+        rule optax and ``torch.optim`` apply; :mod:`pyneuralode.train._host`). One device."""
         from ...train._host import HostTrainer
 
+        refuse_devices(devices, "julia")
         return HostTrainer(self, optimizer, loss_type)
 
     def native(self):
