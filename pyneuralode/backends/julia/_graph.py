@@ -201,11 +201,10 @@ class _Emitter:
         count = int(np.prod([shape[k] for k in axes])) if axes else 1
         scale = f" ./ {count}" if node.op == "mean" else ""
         if not axes:
-            return x
-        if rank == 0 or (len(axes) == rank and not node.attr("keepdims")):
-            return f"({fn}({x}){scale})"  # every axis: a number
-        if len(axes) == rank:
-            return f"fill({fn}({x}){scale}, {', '.join('1' * rank)})" if rank else f"({fn}({x}){scale})"
+            return x  # a number, or no axis reduced
+        if len(axes) == rank:  # every axis: a number, or an all-ones array of it with keepdims
+            whole = f"{fn}({x}){scale}"
+            return f"fill({whole}, {', '.join('1' * rank)})" if node.attr("keepdims") else f"({whole})"
         dims = _dims_text(julia_dims(axes, rank))
         reduced = f"({fn}({x}; dims = {dims}){scale})"
         return reduced if node.attr("keepdims") else f"dropdims({reduced}; dims = {dims})"

@@ -1,7 +1,7 @@
 # Solving and differentiating a field (any `AbstractField`: a `NeuralField` or a `DynamicsField`).
 #
-# API facts relied on (each checked against the upstream source; tests/test_julia_static.py records, per
-# upstream symbol, the versions it was checked against and fails when [compat] admits others):
+# API facts relied on (each checked against the upstream source; tests/test_julia_upstream.py records, per
+# upstream symbol, the releases it was checked against and fails when [compat] admits others):
 # - `solve(ODEProblem{false}(ODEFunction{false}(f), u0, tspan, p), alg; saveat, tstops, reltol, abstol,
 #   maxiters, sensealg)`; inside `Zygote.pullback` the `solve` call hits SciMLSensitivity's adjoint rule, which
 #   keeps `sol.stats` and `sol.retcode` on the solution it returns (SciMLBase `sensitivity_solution`).
