@@ -9,6 +9,7 @@ for the names PyNeuralODEJL imports, and per name the keyword arguments the code
   ends of a major covers that major; a new major, or an older minor than the one read, is outside);
 - the Julia code imports a name, or passes a keyword, that the table does not record (record it after reading
   the source of every release ``[compat]`` admits);
+- a keyword reaching ``solve`` through solve.jl's NamedTuples is not one OrdinaryDiffEqCore's ``__init`` takes;
 - a ``fieldnames``/``isdefined`` branch on an upstream type is not recorded with the eras it distinguishes;
 - a sensitivity algorithm would receive a state kind it does not accept (``ReverseDiffAdjoint``: vectors only),
   for any model family.
@@ -120,6 +121,15 @@ UPSTREAM: dict[str, Checked] = {
                                {"@compile_workload": _EXPLICIT, "@setup_workload": _EXPLICIT}),
     "CUDA": Checked("5 - 6", "v5.0.0 and 6.3.0: `CuArray` exported, `CUDA.functional()` (public in 6)",
                     {"CUDA": _EXPLICIT, "CuArray": _EXPLICIT}),
+}
+
+# Keywords that reach `solve` through the NamedTuples solve.jl builds (SolveOptions.kwargs, _controller_kwargs,
+# _solve_kwargs): OrdinaryDiffEqCore's `__init`/`_ode_init` keyword list, read at 1.0.0 and 4.15.0.
+SOLVE_KEYWORDS = {
+    **{k: "OrdinaryDiffEqCore 1.0-4.15" for k in ("saveat", "tstops", "dt", "adaptive", "abstol", "reltol",
+                                                    "controller", "maxiters")},
+    # the Core 1.0-3.3 branch of _controller_kwargs only: `solve` keywords there, gone from `_ode_init` in 4.x
+    **{k: "OrdinaryDiffEqCore 1.0-3.33" for k in ("gamma", "qmin", "qmax", "qsteady_min", "qsteady_max")},
 }
 
 # `fieldnames`/`isdefined` branches on upstream types: what each distinguishes (read as in UPSTREAM).
@@ -235,6 +245,36 @@ def _symbol_violations(src: Path) -> list[str]:
     return problems
 
 
+def _namedtuple_keys(text: str) -> list[list[str]]:
+    """The keys of every `(; k = v, name, ...)` NamedTuple literal in Julia code (splats skipped)."""
+    out = []
+    for match in re.finditer(r"(?<![\w)}\]])\(;", text):  # `(;` not right after a callee: not `f(; kw)`
+        keys, start = [], match.end()
+        while True:
+            entry = _argument(text, start)
+            name = re.match(r"\s*(\w+)\s*(=(?!=)|$)", entry)
+            if name and not entry.rstrip().endswith("..."):
+                keys.append(name.group(1))
+            start += len(text[start:]) - len(text[start:].lstrip()) + len(entry)
+            while start < len(text) and text[start] in " \n":
+                start += 1
+            if start >= len(text) or text[start] != ",":
+                break
+            start += 1
+        out.append(keys)
+    return out
+
+
+def _solve_keyword_violations(src: Path) -> list[str]:
+    problems = []
+    for keys in _namedtuple_keys(_code((src / "solve.jl").read_text())):
+        for key in keys:
+            if key not in SOLVE_KEYWORDS:
+                problems.append(f"solve.jl: `solve` keyword {key!r} is not recorded in SOLVE_KEYWORDS (read it in "
+                                "OrdinaryDiffEqCore's `__init` keywords for every release [compat] admits)")
+    return problems
+
+
 def _branch_violations(src: Path) -> list[str]:
     problems = []
     for path in sorted(src.rglob("*.jl")):
@@ -343,6 +383,21 @@ def test_symbol_checker_catches_unrecorded_names_and_keywords(tmp_path):
     assert any("noisemixing" in p for p in problems), problems
     assert any("IController(; ...) splats" in p for p in problems), problems
     assert any("Tsit5Cache" in p for p in problems), problems
+
+
+def test_solve_keywords_are_recorded():
+    keys = {k for tuple_keys in _namedtuple_keys(_code((PKG / "src" / "solve.jl").read_text())) for k in tuple_keys}
+    assert {"adaptive", "maxiters", "reltol", "abstol", "dt", "tstops", "controller", "gamma"} <= keys, keys
+    assert _solve_keyword_violations(PKG / "src") == []
+
+
+def test_solve_keyword_checker_catches_an_unrecorded_keyword(tmp_path):
+    copy = tmp_path / "src"
+    shutil.copytree(PKG / "src", copy)
+    solve = copy / "solve.jl"
+    solve.write_text(solve.read_text().replace("(; adaptive = false, maxiters = Int(max_steps))",
+                                               "(; adaptive = false, maxiters = Int(max_steps), dtmax = 1.0)"))
+    assert [p for p in _solve_keyword_violations(copy) if "'dtmax'" in p], _solve_keyword_violations(copy)
 
 
 def test_upstream_shape_branches_are_recorded():
