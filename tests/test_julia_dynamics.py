@@ -12,11 +12,7 @@ reference run in tests/test_dynamics.py, whose backend contract tests include ju
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,8 +30,7 @@ from pyneuralode.backends.julia._graph import (
 )
 
 from test_dynamics import CASES, _make
-
-FATOU_CONFIG = '[lint]\nextend-select = ["undefined-name", "unused-import"]\n'
+from test_julia_static import FATOU_CONFIG, _fatou, _parser, _problems
 
 
 @pn.dynamics(state=2, params={"alpha": 1.3, "delta": 1.8}, nets={"U": pn.MLP([2, 16, 16, 2], activation="tanh")})
@@ -48,20 +43,6 @@ DYNAMICS = {"ude": lotka_volterra_ude, **{name: _make(fn, name) for name, fn in 
 
 
 # ==================================================================================== part 1: no Julia needed
-def _parser():
-    tsj = pytest.importorskip("tree_sitter_julia", reason="pip install tree-sitter-julia (dev extra)")
-    ts = pytest.importorskip("tree_sitter", reason="pip install tree-sitter (dev extra)")
-    return ts.Parser(ts.Language(tsj.language()))
-
-
-def _errors(node, out):
-    if node.type == "ERROR" or node.is_missing:
-        out.append(f"{node.start_point[0] + 1}:{node.start_point[1] + 1} {node.type}")
-    for child in node.children:
-        _errors(child, out)
-    return out
-
-
 def test_the_ude_source_is_straight_line_base_julia():
     source, constants = julia_source(lotka_volterra_ude)
     assert constants == []
@@ -76,13 +57,11 @@ def test_generated_sources_parse(dtype):
     for name, dyn in DYNAMICS.items():
         source, _ = julia_source(dyn, dtype)
         tree = parser.parse(source.encode())
-        assert not tree.root_node.has_error and not _errors(tree.root_node, []), (name, source)
+        assert not tree.root_node.has_error and not _problems(tree.root_node, []), (name, source)
 
 
 def test_generated_sources_lint_clean(tmp_path):
-    exe = shutil.which("fatou") or str(Path(sys.executable).with_name("fatou"))
-    if not os.path.exists(exe):
-        pytest.skip("fatou is not installed (pip install fatou; part of the dev extra)")
+    exe = _fatou()
     for name, dyn in DYNAMICS.items():
         source, _ = julia_source(dyn)
         (tmp_path / f"{name}.jl").write_text(f"const {name} = {source}")

@@ -112,13 +112,24 @@ def test_fatou_lint_clean(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_fatou_catches_injected_mistakes(tmp_path):
+def broken_copy(tmp_path: Path, edits: dict[str, list[tuple[str, str]]]) -> Path:
+    """A copy of the Julia package with text replaced, file by file (each ``old`` must be there: a check shown to
+    catch a mistake must really have been given one)."""
     copy = tmp_path / "pkg"
     shutil.copytree(PKG, copy)
-    solve = copy / "src" / "solve.jl"
-    solve.write_text(solve.read_text().replace("return Tsit5()", "return Tsit5x()"))
-    main = copy / "src" / "PyNeuralODEJL.jl"
-    main.write_text(main.read_text().replace("using Zygote: Zygote", "using Zygote: Zygote, pullback"))
+    for name, replacements in edits.items():
+        path = copy / name
+        text = path.read_text()
+        for old, new in replacements:
+            assert old in text, f"{name} no longer contains {old!r}: update the injected mistake"
+            text = text.replace(old, new)
+        path.write_text(text)
+    return copy
+
+
+def test_fatou_catches_injected_mistakes(tmp_path):
+    copy = broken_copy(tmp_path, {"src/solve.jl": [("return Tsit5()", "return Tsit5x()")],
+                                  "src/PyNeuralODEJL.jl": [("using Zygote: Zygote", "using Zygote: Zygote, pullback")]})
     result = _lint(copy, tmp_path)
     report = result.stdout + result.stderr  # fatou prints its diagnostics on stderr
     assert result.returncode != 0

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 from pathlib import Path
 
 try:
@@ -30,6 +29,8 @@ except ModuleNotFoundError:  # Python 3.10
     tomllib = __import__("pytest").importorskip("tomli", reason="Python 3.10 needs tomli to read TOML")
 
 import pytest
+
+from test_julia_static import _parser, broken_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "pyneuralode" / "julia"
@@ -152,12 +153,6 @@ FAMILIES = {"solve.jl": "ODEModel, (D, B)", "cnf.jl": "CNF, (D + 1 (+ 2), B)", "
 
 
 # ------------------------------------------------------------------------------------------------ parsing helpers
-def _parser():
-    tsj = pytest.importorskip("tree_sitter_julia", reason="pip install tree-sitter-julia (dev extra)")
-    ts = pytest.importorskip("tree_sitter", reason="pip install tree-sitter (dev extra)")
-    return ts.Parser(ts.Language(tsj.language()))
-
-
 def _walk(node):
     yield node
     for child in node.children:
@@ -369,16 +364,11 @@ def test_every_upstream_name_and_keyword_is_recorded():
 
 
 def test_symbol_checker_catches_unrecorded_names_and_keywords(tmp_path):
-    copy = tmp_path / "pkg"
-    shutil.copytree(PKG, copy)
-    solve = copy / "src" / "solve.jl"
-    text = solve.read_text()
-    text = text.replace("BacksolveAdjoint(; autojacvec = v, checkpointing = false)",
-                        "BacksolveAdjoint(; autojacvec = v, checkpointing = false, noisemixing = true)")
-    text = text.replace("IController(; qmin, qmax,", "IController(; knobs..., qmin, qmax,")
-    solve.write_text(text)
-    main = copy / "src" / "PyNeuralODEJL.jl"
-    main.write_text(main.read_text().replace("using OrdinaryDiffEqTsit5: Tsit5", "using OrdinaryDiffEqTsit5: Tsit5, Tsit5Cache"))
+    copy = broken_copy(tmp_path, {
+        "src/solve.jl": [("BacksolveAdjoint(; autojacvec = v, checkpointing = false)",
+                          "BacksolveAdjoint(; autojacvec = v, checkpointing = false, noisemixing = true)"),
+                         ("IController(; qmin, qmax,", "IController(; knobs..., qmin, qmax,")],
+        "src/PyNeuralODEJL.jl": [("using OrdinaryDiffEqTsit5: Tsit5", "using OrdinaryDiffEqTsit5: Tsit5, Tsit5Cache")]})
     problems = _symbol_violations(copy)
     assert any("noisemixing" in p for p in problems), problems
     assert any("IController(; ...) splats" in p for p in problems), problems
@@ -392,11 +382,9 @@ def test_solve_keywords_are_recorded():
 
 
 def test_solve_keyword_checker_catches_an_unrecorded_keyword(tmp_path):
-    copy = tmp_path / "src"
-    shutil.copytree(PKG / "src", copy)
-    solve = copy / "solve.jl"
-    solve.write_text(solve.read_text().replace("(; adaptive = false, maxiters = Int(max_steps))",
-                                               "(; adaptive = false, maxiters = Int(max_steps), dtmax = 1.0)"))
+    copy = broken_copy(tmp_path, {"src/solve.jl": [("(; adaptive = false, maxiters = Int(max_steps))",
+                                                    "(; adaptive = false, maxiters = Int(max_steps), dtmax = 1.0)")]})
+    copy = copy / "src"
     assert [p for p in _solve_keyword_violations(copy) if "'dtmax'" in p], _solve_keyword_violations(copy)
 
 
@@ -414,12 +402,8 @@ def test_every_sensealg_accepts_the_state_of_every_model_family():
 
 def test_state_checker_catches_an_array_state_reaching_reversediffadjoint(tmp_path):
     """The defect found by review: a matrix state handed to ReverseDiffAdjoint ("only supports vector u0")."""
-    copy = tmp_path / "pkg"
-    shutil.copytree(PKG, copy)
-    solve = copy / "src" / "solve.jl"
-    solve.write_text(solve.read_text().replace("FlatRHS(rhs, size(U0))), vec(U0),", "rhs), U0,"))
-    cnf = copy / "src" / "cnf.jl"
-    cnf.write_text(cnf.read_text().replace("u0 = vec(vcat(xx, pad))", "u0 = vcat(xx, pad)"))
+    copy = broken_copy(tmp_path, {"src/solve.jl": [("FlatRHS(rhs, size(U0))), vec(U0),", "rhs), U0,")],
+                                  "src/cnf.jl": [("u0 = vec(vcat(xx, pad))", "u0 = vcat(xx, pad)")]})
     problems = _state_violations(copy / "src")
     assert sum("ReverseDiffAdjoint accepts ['vector'] states" in p for p in problems) == len(FAMILIES), problems
     assert any("cnf.jl: solve(...; u0 = vcat(xx, pad))" in p for p in problems), problems
