@@ -35,6 +35,37 @@ def four_devices():
     return json.loads(proc.stdout)
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_on_localhost_match_one_device(four_devices):
+    """Multi-host data parallelism as a user launches it: two processes, ``jax.distributed.initialize`` with the
+    gloo CPU collectives, each process one device; the step is the single-device step to round-off."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, str(HERE / "_multiprocess.py"), str(port)]
+    other = subprocess.Popen([*cmd, "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        proc = subprocess.run([*cmd, "0"], env=env, capture_output=True, text=True, timeout=900)
+        other.wait(timeout=120)
+    finally:
+        other.kill()
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    run, one = json.loads(line[len("RESULT "):]), four_devices["trainer"]["None"]
+    assert run["devices"] == 2
+    np.testing.assert_allclose(run["loss"], one["loss"], rtol=1e-13)
+    assert run["nfe"] == one["nfe"]
+    p1 = np.array(one["params"])
+    assert np.max(np.abs(np.array(run["params"]) - p1)) <= 1e-11 * np.max(np.abs(p1))
+
+
 def test_subprocess_sees_four_devices(four_devices):
     assert four_devices["device_count"] == 4
 

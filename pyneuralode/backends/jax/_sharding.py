@@ -78,15 +78,25 @@ def check_divisible(batch: int, mesh: Mesh, what: str = "batch") -> None:
                         f"size that is a multiple of {n} (e.g. {batch - batch % n or n}), or fewer devices.")
 
 
+def _place(array, sharding: NamedSharding):
+    # One process: a plain device_put. Several (jax.distributed): every process holds the whole host array, and
+    # each builds the global array from the slices its own devices hold.
+    if jax.process_count() == 1:
+        return jax.device_put(array, sharding)
+    host = np.asarray(array)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def put_batch(mesh: Mesh | None, array, axis: int = 0):
     """``array`` split along ``axis`` over the mesh (or unchanged without one)."""
     if mesh is None:
         return array
-    return jax.device_put(array, batch_sharding(mesh, np.ndim(array), axis))
+    return _place(array, batch_sharding(mesh, np.ndim(array), axis))
 
 
 def put_replicated(mesh: Mesh | None, tree):
     """``tree`` replicated on every device of the mesh (or unchanged without one)."""
     if mesh is None:
         return tree
-    return jax.device_put(tree, replicated(mesh))
+    sharding = replicated(mesh)
+    return jax.tree_util.tree_map(lambda leaf: _place(leaf, sharding), tree)
