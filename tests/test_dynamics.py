@@ -7,6 +7,7 @@ must all reproduce it. Errors are checked word for word where the words are the 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -14,8 +15,9 @@ import pytest
 
 import pyneuralode as pn
 from pyneuralode._graph import NUMPY_OPS, OPS, evaluate
+from pyneuralode.backends import BACKEND_NAMES
 
-from helpers import model, rel_err
+from helpers import model, rel_err, unavailable_reason
 
 U0 = np.array([0.3, 0.55, 0.7])
 W = np.array([0.2, 0.9, 0.4])
@@ -319,3 +321,148 @@ def _rk4(f, y0, ts, substeps):
             y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         ys.append(y)
     return np.stack(ys)
+
+
+# ---------------------------------------------------------------------- the peers' problems, at their tolerances
+# torchdiffeq tests/problems.py: t = linspace(1, 8, 10), y0 = the exact solution at t[0], forward and reversed;
+# odeint's defaults (dopri5, rtol=1e-7, atol=1e-9); max relative error < 1e-4 (2e-3 for LinearODE).
+TORCHDIFFEQ_TS = np.linspace(1.0, 8.0, 10)
+TORCHDIFFEQ_CONTROL = pn.StepControl(rtol=1e-7, atol=1e-9)
+
+
+@pn.dynamics(state=1, params={"a": 0.2, "b": 3.0})
+def constant_ode(t, y, p):
+    return p.a + (y - (p.a * t + p.b)) ** 5
+
+
+@pn.dynamics(state=1)
+def sine_ode(t, y, p):
+    return 2 * y / t + t ** 4 * np.sin(2 * t) - t ** 2 + 4 * t ** 3
+
+
+def _sine_exact(t):
+    return (-0.5 * t ** 4 * np.cos(2 * t) + 0.5 * t ** 3 * np.sin(2 * t) + 0.25 * t ** 2 * np.cos(2 * t) - t ** 3
+            + 2 * t ** 4 + (math.pi - 0.25) * t ** 2)
+
+
+def _linear_a():
+    u = 0.1 * np.random.default_rng(0).standard_normal((10, 10))
+    return 2 * u - (u + u.T)  # antisymmetric, as torchdiffeq's LinearODE
+
+
+@pn.dynamics(state=10, params={"A": _linear_a()})
+def linear_ode(t, y, p):
+    return p.A @ y
+
+
+def _expm_times(a, ts, y0):
+    w, v = np.linalg.eig(a)
+    return np.stack([np.real(v @ np.diag(np.exp(w * (t - ts[0]))) @ np.linalg.solve(v, y0)) for t in ts])
+
+
+PEER_PROBLEMS = {
+    "constant": (constant_ode, lambda ts: (0.2 * ts + 3.0)[:, None], 1e-4),
+    "sine": (sine_ode, lambda ts: _sine_exact(ts)[:, None], 1e-4),
+    "linear": (linear_ode, lambda ts: _expm_times(_linear_a(), ts, np.ones(10)), 2e-3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PEER_PROBLEMS))
+def test_torchdiffeq_problems(backend, name):
+    dyn, exact, eps = PEER_PROBLEMS[name]
+    m = model(dyn, backend=backend, control=TORCHDIFFEQ_CONTROL)
+    for ts in (TORCHDIFFEQ_TS, TORCHDIFFEQ_TS[::-1]):
+        sol_exact = exact(ts)  # linear: the solution with y = 1 at ts[0], whichever end that is
+        ys = m.solve(m.init(0), sol_exact[0], ts).ys
+        assert np.max(np.abs((sol_exact - ys) / sol_exact)) < eps, ts[0]
+
+
+# diffrax's Lotka–Volterra (its README example): α, β, γ, δ = 0.1, 0.02, 0.4, 0.02; y0 = (10, 10); t in [0, 140].
+# No closed form; the first integral V = δx − γ ln x + βy − α ln y is conserved exactly by the ODE.
+@pn.dynamics(state=2, params={"alpha": 0.1, "beta": 0.02, "gamma": 0.4, "delta": 0.02},
+             positive=("alpha", "beta", "gamma", "delta"))
+def lotka_volterra(t, y, p):
+    prey, predator = y
+    return np.stack([p.alpha * prey - p.beta * prey * predator, -p.gamma * predator + p.delta * prey * predator])
+
+
+def test_diffrax_lotka_volterra_conserves_its_invariant(backend):
+    m = model(lotka_volterra, backend=backend, control=pn.StepControl(rtol=1e-8, atol=1e-8))
+    ts = np.linspace(0.0, 140.0, 15)
+    ys = m.solve(m.init(0), np.array([10.0, 10.0]), ts).ys
+    x, y = ys[:, 0], ys[:, 1]
+    invariant = 0.02 * x - 0.4 * np.log(x) + 0.02 * y - 0.1 * np.log(y)
+    assert np.max(np.abs(invariant - invariant[0])) < 1e-6 * abs(invariant[0])
+    assert np.ptp(ys[:, 0]) > 25  # it really went round its orbits (prey between ~9 and ~38)
+
+
+# ---------------------------------------------------------------------- agreement, as for the spiral
+AGREE_TS = np.linspace(0.0, 3.0, 11)
+AGREE_Y0 = np.array([0.44249296, 4.6280594])
+
+
+@pytest.fixture(scope="module")
+def ude_results():
+    """value_and_grad of the UDE at rtol=atol=1e-10, float64, per (backend, adjoint), computed once."""
+    cache = {}
+
+    def get(backend, adjoint):
+        if (backend, adjoint) not in cache:
+            m = model(lotka_volterra_ude, backend=backend, control=pn.StepControl(rtol=1e-10, atol=1e-10),
+                      adjoint=pn.DirectAdjoint() if adjoint == "direct" else pn.BacksolveAdjoint())
+            target = np.cos(AGREE_TS)[:, None] * np.array([1.0, 2.0])
+            cache[backend, adjoint] = m.value_and_grad(m.init(0), AGREE_Y0, AGREE_TS, loss=pn.MSE(target))
+        return cache[backend, adjoint]
+    return get
+
+
+PAIRS = list(itertools.combinations(BACKEND_NAMES, 2))
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=[f"{a}-{b}" for a, b in PAIRS])
+@pytest.mark.parametrize("adjoint", ["direct", "backsolve"])
+def test_ude_backends_agree(ude_results, pair, adjoint):
+    """JAX vs torch (and Julia where it runs): values and gradients within 1e-9 relative, equal forward NFE."""
+    for name in pair:
+        if unavailable_reason(name):
+            pytest.skip(unavailable_reason(name))
+    a, b = ude_results(pair[0], adjoint), ude_results(pair[1], adjoint)
+    assert a.value == pytest.approx(b.value, rel=1e-9)
+    assert rel_err(a.ys, b.ys) < 1e-9
+    assert rel_err(a.grad_params, b.grad_params) < 1e-9
+    assert rel_err(a.grad_y0, b.grad_y0) < 1e-9
+    assert a.stats.nfe_forward == b.stats.nfe_forward
+    if adjoint == "direct":
+        assert a.stats.nfe_backward == b.stats.nfe_backward
+
+
+def test_ude_gradient_matches_finite_differences(backend, ude_results):
+    """A directional derivative of the loss (all params and y0) against a central difference of two solves."""
+    res = ude_results(backend, "direct")
+    m = model(lotka_volterra_ude, backend=backend, control=pn.StepControl(rtol=1e-10, atol=1e-10))
+    rng = np.random.default_rng(2)
+    dp, dy = rng.standard_normal(m.num_params), rng.standard_normal(2)
+    target = np.cos(AGREE_TS)[:, None] * np.array([1.0, 2.0])
+
+    def loss(h):
+        ys = m.solve(m.init(0) + h * dp, AGREE_Y0 + h * dy, AGREE_TS).ys
+        return np.mean((ys - target) ** 2)
+
+    h = 1e-5
+    fd = (loss(h) - loss(-h)) / (2 * h)
+    assert res.grad_params @ dp + res.grad_y0 @ dy == pytest.approx(fd, rel=1e-6)
+
+
+def test_reverse_time_float32_and_batches(backend):
+    m64 = model(lotka_volterra_ude, backend=backend, control=pn.StepControl(rtol=1e-9, atol=1e-9))
+    params = m64.init(0)
+    forward = m64.solve(params, AGREE_Y0, AGREE_TS).ys
+    back = m64.solve(params, forward[-1], AGREE_TS[::-1]).ys
+    assert rel_err(back[::-1], forward) < 1e-6
+    batch = np.stack([AGREE_Y0, forward[-1]])
+    ys = m64.solve(params, batch, AGREE_TS).ys
+    assert ys.shape == (11, 2, 2) and rel_err(ys[:, 0], forward) < 1e-8
+    m32 = model(lotka_volterra_ude, backend=backend, control=pn.StepControl(rtol=1e-5, atol=1e-5),
+                dtype="float32")
+    ys32 = m32.solve(m32.init(0), AGREE_Y0, AGREE_TS).ys
+    assert ys32.dtype == np.float32 and rel_err(ys32, forward) < 1e-3
