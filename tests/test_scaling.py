@@ -115,3 +115,32 @@ def test_too_many_devices_names_the_flag():
     model = pn.ODEModel(pn.MLP([2, 4, 2]), backend="jax")
     with pytest.raises(pn.SpecError, match=r"XLA_FLAGS=--xla_force_host_platform_device_count=8"):
         pn.Trainer(model, optimizer=pn.Adam(lr=1e-2), devices=8)
+
+
+@pytest.mark.parametrize("problem", ["spiral", "cnf", "mnist"])
+def test_cli_devices_on_torch_is_one_clear_line(problem, tmp_path, capsys):
+    from pyneuralode.cli import main
+    assert main([problem, "--backend", "torch", "--devices", "2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["pyneuralode: error: devices= (data-parallel sharding) is available on backend 'jax' only: on "
+                   "torch, wrap model.native() in torch.nn.parallel.DistributedDataParallel and launch with "
+                   "torchrun (README, 'Scaling out')."]
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_devices_must_be_a_count(capsys):
+    from pyneuralode.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["spiral", "--devices", "0"])
+    assert exit_.value.code == 2
+    assert "argument --devices: must be an integer ≥ 1, got 0" in capsys.readouterr().err
+
+
+def test_use_devices_splits_the_cpu_before_jax_starts(monkeypatch):
+    from pyneuralode.problems._options import use_devices
+    monkeypatch.setenv("XLA_FLAGS", "--xla_something=1")
+    assert use_devices(4, "jax") == 4
+    assert os.environ["XLA_FLAGS"] == "--xla_something=1 --xla_force_host_platform_device_count=4"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    use_devices(4, "jax")  # the user's own count wins
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"

@@ -30,13 +30,15 @@ def test_nll(exact_flow, params, x_test) -> float:
     return float(-np.mean(exact_flow.log_prob(params, x_test)))
 
 
-def train_cnf(cfg: CNFConfig, out_dir, *, resume: bool = False, show_progress: bool = True) -> dict:
+def train_cnf(cfg: CNFConfig, out_dir, *, resume: bool = False, show_progress: bool = True,
+              devices=None) -> dict:
     """Train on ``cfg.dataset``; writes ``metrics.json``/``.csv``, ``checkpoint.npz``, ``params.npy`` and
-    ``cnf.png`` to ``out_dir`` and returns the run summary."""
+    ``cnf.png`` to ``out_dir`` and returns the run summary. ``devices`` trains data-parallel on JAX."""
     out = Path(out_dir)
     flow = cnf_model(cfg)
     exact = flow if cfg.trace == "exact" else cnf_model(cfg, trace="exact")
-    trainer = FlowTrainer(flow, optimizer=Adam(lr=cfg.lr), loss=NLL(kinetic=cfg.kinetic, jacobian=cfg.jacobian))
+    trainer = FlowTrainer(flow, optimizer=Adam(lr=cfg.lr), loss=NLL(kinetic=cfg.kinetic, jacobian=cfg.jacobian),
+                          devices=devices)
     x_test = toy_2d(cfg.dataset, cfg.test_size, TEST_SEED, dtype=cfg.dtype)
     checkpoint = out / "checkpoint.npz"
     start, log, _ = start_or_resume(trainer, out, resume=resume, config=dataclasses.asdict(cfg), budget_key="iters",

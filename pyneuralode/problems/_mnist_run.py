@@ -59,9 +59,9 @@ def evaluate(net, params, images, labels, batch: int):
     return wrong / len(images), float(np.mean(nfe))
 
 
-def train_mnist(cfg, out_dir, *, resume: bool = False, show_progress: bool = True) -> dict:
+def train_mnist(cfg, out_dir, *, resume: bool = False, show_progress: bool = True, devices=None) -> dict:
     """Train per ``cfg``; writes ``metrics.json``/``.csv``, ``checkpoint.npz``, ``params.npy`` and
-    ``mnist.png`` to ``out_dir`` and returns the run summary."""
+    ``mnist.png`` to ``out_dir`` and returns the run summary. ``devices`` trains data-parallel on JAX."""
     out = Path(out_dir)
     if cfg.backend == "torch" and cfg.torch_threads:  # --torch-threads: this run only (a process-wide setting)
         import torch
@@ -73,7 +73,7 @@ def train_mnist(cfg, out_dir, *, resume: bool = False, show_progress: bool = Tru
     x_test, y_test = np.asarray(test.images)[:cfg.test_limit], np.asarray(test.labels)[:cfg.test_limit]
     steps_per_epoch = len(x_train) // cfg.batch
     net = build_network(cfg)
-    trainer = net.program.make_trainer(build_optimizer(cfg, steps_per_epoch), CrossEntropy())
+    trainer = net.program.make_trainer(build_optimizer(cfg, steps_per_epoch), CrossEntropy(), devices=devices)
     checkpoint = out / "checkpoint.npz"
     config = dataclasses.asdict(cfg)
     start, log, _ = start_or_resume(trainer, out, resume=resume, config=config, budget_key="epochs", counter="epoch",

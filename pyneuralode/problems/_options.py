@@ -43,7 +43,7 @@ RULES: dict[str, _Rule] = {
     "channels": _COUNT, "groups": _COUNT, "width": _COUNT, "depth": _COUNT, "test_size": _COUNT,
     "plot_samples": _COUNT, "train_limit": _COUNT, "test_limit": _COUNT, "test_batch": _COUNT,
     "torch_threads": _COUNT, "seed": _SEED, "lr": _POSITIVE, "atol": _POSITIVE, "rtol": _RTOL, "tol": _RTOL,
-    "kinetic": _WEIGHT, "jacobian": _WEIGHT,
+    "kinetic": _WEIGHT, "jacobian": _WEIGHT, "devices": _COUNT,
 }
 """Option name (the config field; the flag is ``--`` plus the name with ``-`` for ``_``) → its bound."""
 
@@ -64,6 +64,32 @@ def option_type(name: str):
 
     parse.__name__ = "integer" if rule.integer else "number"  # argparse names the type in some messages
     return parse
+
+
+def add_devices_option(parser) -> None:
+    """``--devices N``: data-parallel training over N JAX devices (batch split over them; see ``pn.Trainer``)."""
+    parser.add_argument("--devices", type=option_type("devices"), default=None,
+                        help="train data-parallel over N JAX devices (the batch size must be a multiple of N); "
+                             "on a CPU the host is split into N devices")
+
+
+def use_devices(devices: int | None, backend: str) -> int | None:
+    """Check ``--devices`` against the backend and, on a CPU, ask XLA for that many host devices.
+
+    XLA reads ``--xla_force_host_platform_device_count`` only when JAX starts, so this runs before any backend is
+    imported; the flag only splits the CPU (a GPU's devices are unaffected), and a value the user already put in
+    ``XLA_FLAGS`` wins.
+    """
+    if devices is None:
+        return None
+    if backend != "jax":
+        from ..backends._base import refuse_devices
+        refuse_devices(devices, backend)
+    import os
+    flags = os.environ.get("XLA_FLAGS", "")
+    if devices > 1 and "--xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+    return devices
 
 
 def check_options(config) -> None:

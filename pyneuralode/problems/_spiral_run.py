@@ -25,13 +25,14 @@ def spiral_model(cfg: SpiralConfig) -> ODEModel:
                     adjoint=as_adjoint(cfg.adjoint), backend=cfg.backend, dtype=cfg.dtype)
 
 
-def train_spiral(cfg: SpiralConfig, out_dir, *, resume: bool = False, show_progress: bool = True) -> dict:
+def train_spiral(cfg: SpiralConfig, out_dir, *, resume: bool = False, show_progress: bool = True,
+                 devices=None) -> dict:
     """Train on the spiral; writes ``metrics.json``/``metrics.csv``, ``checkpoint.npz`` and ``spiral.png`` to
-    ``out_dir`` and returns the run summary."""
+    ``out_dir`` and returns the run summary. ``devices`` trains data-parallel on JAX (see ``pn.Trainer``)."""
     out = Path(out_dir)
     ts, ys = spiral_data(backend=cfg.backend)
     model = spiral_model(cfg)
-    trainer = Trainer(model, optimizer=Adam(lr=cfg.lr), loss=L1)
+    trainer = Trainer(model, optimizer=Adam(lr=cfg.lr), loss=L1, devices=devices)
     checkpoint = out / "checkpoint.npz"
     rng = np.random.default_rng(cfg.seed)
     start, log, meta = start_or_resume(trainer, out, resume=resume, config=dataclasses.asdict(cfg),
