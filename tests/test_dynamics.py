@@ -46,9 +46,14 @@ CASES = {
                                    + np.max(p.M * u, axis=1) + np.min(p.M * u, axis=0) + np.sum(u) * u
                                    + (p.M * u).sum(axis=1, keepdims=True)[:, 0] + u.mean() + u.prod() + u.max()
                                    + np.amax(u) - np.amin(p.M, axis=(0, 1)) + (p.M * u).mean(axis=-1)),
-    "matmul": lambda t, u, p: p.M @ u + u @ p.M + np.dot(p.M, u) + np.matmul(u, p.M.T) + u.dot(p.w) * u,
+    # every pairing of vector/matrix operands that do and do not depend on u (backends batch them differently)
+    "matmul": lambda t, u, p: (p.M @ u + u @ p.M + np.dot(p.M, u) + np.matmul(u, p.M.T) + u.dot(p.w) * u
+                               + (u @ u) * p.w + np.outer(u, u) @ u + u @ np.outer(u, p.w) + p.w @ np.outer(u, u)
+                               + (np.outer(u, u) @ p.M)[0] + (p.M @ np.outer(u, p.w))[:, 1] + p.w @ p.M),
     "stack_concatenate": lambda t, u, p: (np.stack([u[2], u[0] * p.s, u[1]]) + np.concatenate([u[:1], 2 * u[1:]])
-                                          + np.stack([u, p.w], axis=-1).sum(axis=1)),
+                                          + np.stack([u, p.w], axis=-1).sum(axis=1) + np.concatenate([u[:1], p.w[1:]])
+                                          + np.stack([p.w, p.c]).sum(0)),
+    "independent_of_u": lambda t, u, p: p.w * t + p.c,
     "indexing": lambda t, u, p: (u[np.int64(0)] * u + u[-1] + p.M[1] + p.M[:, 2] + p.M[1:, ::2].sum()
                                  + u[None, :][0] + u[..., 1] + p.M[..., 0] + u[0:3:2].sum()),
     "iterate_and_len": lambda t, u, p: np.stack([x * len(u) for x in u]),
@@ -129,7 +134,8 @@ def _backend_field(backend, dyn, dtype="float64"):
                                         [*field.flat_parameters(), y], allow_unused=True)
             gp = np.concatenate([np.zeros(p.numel()) if g is None else g.detach().numpy().reshape(-1)
                                  for p, g in zip(field.flat_parameters(), grads[:-1])])
-            return du.detach().numpy(), gp, grads[-1].detach().numpy()
+            gu = np.zeros_like(u) if grads[-1] is None else grads[-1].detach().numpy()
+            return du.detach().numpy(), gp, gu
         return run
     if backend == "julia":
         from pyneuralode.backends.julia import start
