@@ -1,0 +1,146 @@
+"""Scaling out: data-parallel training step vs device count, and ensemble throughput vs the alternatives.
+
+    python benchmarks/scale_out.py [--devices 4] [--rounds 10] [--members 256] [--name scale_out]
+
+1. **Data-parallel step** (``pn.Trainer(..., devices=n)``): the spiral field ``2 -> 50 -> 2`` (tanh on ``y**3``),
+   batch 64, 10 save times, Dopri5 at rtol 1e-5 / atol 1e-6, float32, Adam; one device (no mesh) and meshes of
+   1, 2, 4 devices, interleaved. On a CPU the devices are XLA's *forced host devices* — the host split into N
+   devices that share its cores — so this measures the overhead of the sharded program, not a speed-up. On a
+   GPU machine run it as is: ``jax.devices()`` then lists the GPUs.
+2. **Ensemble throughput** (solves per second): ``M`` members of the field ``2 -> 32 -> 2`` (tanh), each with its own
+   weights and initial state, Dopri5 at 1e-6, float64, 20 save times on [0, 2], the same first step ``dt0=0.05``
+   everywhere so every contender takes the same steps:
+   - ``model.solve_ensemble`` (one compiled ``vmap``, one device);
+   - ``model.solve_ensemble(devices=N)`` (member axis sharded over N devices);
+   - a Python loop over ``model.solve`` (what a user writes without ensembles);
+   - raw ``jax.jit(jax.vmap(diffrax.diffeqsolve))`` with the same field written by hand (the target: >= 0.95x).
+
+Interleaved rounds, medians after warm-up (benchmarks/_harness.py); results in
+``benchmarks/results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=4, help="the largest device count (forced on a CPU)")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--members", type=int, default=256)
+    parser.add_argument("--loop-members", type=int, default=32, help="members timed in the Python-loop case")
+    parser.add_argument("--name", default="scale_out")
+    args = parser.parse_args(argv)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "--xla_force_host_platform_device_count" not in flags:  # before JAX starts; ignored by GPUs
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}".strip()
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import pyneuralode as pn
+    from benchmarks._harness import interleaved, write_results
+
+    # ---------------------------------------------------------------- 1. data-parallel training step
+    model = pn.ODEModel(pn.MLP([2, 50, 2], activation="tanh", input_transform="cube"), solver=pn.Dopri5(),
+                        control=pn.StepControl(rtol=1e-5, atol=1e-6), backend="jax", dtype="float32")
+    rng = np.random.default_rng(0)
+    y0 = rng.uniform(-2, 2, (64, 2)).astype("float32")
+    ts = np.linspace(0.0, 1.0, 10, dtype="float32")
+    target = model.solve(model.init(1), y0, ts).ys
+    counts = [None] + [n for n in (1, 2, 4, 8) if n <= min(args.devices, len(jax.devices()))]
+    trainers, nfe = {}, {}
+    for n in counts:
+        trainer = pn.Trainer(model, optimizer=pn.Adam(lr=1e-3), loss=pn.L1, devices=n)
+        trainer.init(model.init(0))
+        trainers["no mesh" if n is None else f"{n} device(s)"] = trainer
+
+    def step_case(name, trainer):
+        def call():
+            nfe[name] = trainer.step(y0, ts, target).stats.nfe_forward
+        return call
+
+    step_timing = interleaved({k: step_case(k, t) for k, t in trainers.items()}, rounds=args.rounds, warmup=3)
+    print("data-parallel training step (batch 64, float32):")
+    for name, t in step_timing.items():
+        print(f"  {name:<12} {1e3 * t['median_s']:8.2f} ms/step  {64 / t['median_s']:9.0f} samples/s  "
+              f"NFE-F {nfe[name]}")
+
+    # ---------------------------------------------------------------- 2. ensemble throughput
+    m = args.members
+    field = pn.MLP([2, 32, 2], activation="tanh")
+    control = pn.StepControl(rtol=1e-6, atol=1e-6, dt0=0.05)
+    ens_model = pn.ODEModel(field, solver=pn.Dopri5(), control=control, backend="jax")
+    params = np.stack([ens_model.init(s) for s in range(m)])
+    y0s = rng.uniform(-1, 1, (m, 2))
+    ts_e = np.linspace(0.0, 2.0, 20)
+    n_dev = min(args.devices, len(jax.devices()))
+    m_loop = min(args.loop_members, m)
+
+    def raw_field(t, y, p):  # the same MLP by hand: canonical layout W1 (32, 2), b1, W2 (2, 32), b2
+        w1, b1 = p[:64].reshape(32, 2), p[64:96]
+        w2, b2 = p[96:160].reshape(2, 32), p[160:162]
+        return w2 @ jnp.tanh(w1 @ y + b1) + b2
+
+    def raw_one(p, y):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(raw_field), diffrax.Dopri5(), 0.0, 2.0, 0.05, y, args=p,
+            saveat=diffrax.SaveAt(ts=jnp.asarray(ts_e)),
+            stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-6, pcoeff=0.0, icoeff=1.0, dcoeff=0.0),
+            max_steps=4096, throw=False)
+        return sol.ys, sol.stats["num_steps"]
+
+    raw = jax.jit(jax.vmap(raw_one))
+    steps = {}
+
+    def ours():
+        ens = ens_model.solve_ensemble(params, y0s, ts_e)
+        steps["ours"] = int(sum(s.steps for s in ens.stats))
+
+    def ours_sharded():
+        ens_model.solve_ensemble(params, y0s, ts_e, devices=n_dev)
+
+    def loop():
+        for k in range(m_loop):
+            ens_model.solve(params[k], y0s[k], ts_e)
+
+    def raw_vmap():
+        ys, num = jax.device_get(raw(jnp.asarray(params), jnp.asarray(y0s)))
+        steps["raw"] = int(num.sum())
+
+    ens_timing = interleaved({"pn.solve_ensemble": ours, f"pn.solve_ensemble devices={n_dev}": ours_sharded,
+                              f"loop over model.solve ({m_loop} members)": loop, "raw vmap(diffeqsolve)": raw_vmap},
+                             rounds=args.rounds, warmup=2)
+    ours_ys = ens_model.solve_ensemble(params, y0s, ts_e).ys
+    raw_ys = np.asarray(raw(jnp.asarray(params), jnp.asarray(y0s))[0])
+    agreement = float(np.max(np.abs(ours_ys - raw_ys)))
+    print(f"ensemble of {m} members (float64, Dopri5 1e-6, 20 save times); total steps ours {steps['ours']}, "
+          f"raw {steps['raw']}; max |ours - raw| = {agreement:.1e}")
+    throughput = {}
+    for name, t in ens_timing.items():
+        members = m_loop if name.startswith("loop") else m
+        throughput[name] = members / t["median_s"]
+        print(f"  {name:<40} {1e3 * t['median_s']:9.2f} ms  {throughput[name]:10.0f} solves/s")
+    ratio = throughput["pn.solve_ensemble"] / throughput["raw vmap(diffeqsolve)"]
+    print(f"  pn.solve_ensemble / raw vmap throughput: {ratio:.3f}")
+    path = write_results(args.name, {
+        "devices_available": [str(d) for d in jax.devices()],
+        "note": ("forced host devices share the CPU's cores: the step timings measure the overhead of the sharded "
+                 "program, not a speed-up" if jax.devices()[0].platform == "cpu" else "accelerator devices"),
+        "step": {"batch": 64, "timing": step_timing, "nfe_forward": nfe},
+        "ensemble": {"members": m, "loop_members": m_loop, "timing": ens_timing, "solves_per_s": throughput,
+                     "ratio_vs_raw_vmap": ratio, "total_steps": steps, "max_abs_diff_vs_raw": agreement},
+    })
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
