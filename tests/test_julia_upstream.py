@@ -94,9 +94,15 @@ UPSTREAM: dict[str, Checked] = {
     "SciMLBase": Checked(
         "2.60 - 3", "v2.60.0 and 3.49.2: ODEFunction, ODEProblem, ReturnCode, successful_retcode, "
         "sensitivity_solution; `solve` keywords saveat, tstops, u0, p, sensealg, reltol, abstol, maxiters, dt, "
-        "adaptive, controller (splatted from SolveOptions.kwargs, built in solve.jl)",
+        "adaptive, controller (splatted from SolveOptions.kwargs, built in solve.jl); ensembles (3.49.2, "
+        "src/ensemble/: `EnsembleProblem(prob; prob_func, output_func, reduction, u_init, safetycopy)`, "
+        "`solve(eprob, alg, EnsembleThreads(); trajectories, kwargs...)`, `remake(prob; u0, p)`, "
+        "`EnsembleSolution.u`; `prob_func(prob, ctx::EnsembleContext)` with `ctx.sim_id`/`ctx.repeat` in 3.x "
+        "vs `prob_func(prob, i, repeat)` in 2.x -- _EnsembleMember has both methods)",
         {"ODEFunction": _EXPLICIT, "ODEProblem": _EXPLICIT, "ReturnCode": _EXPLICIT, "successful_retcode": _EXPLICIT,
-         "solve": _kw("u0", "p", "saveat", "sensealg")},
+         "solve": _kw("u0", "p", "saveat", "sensealg", "trajectories"),
+         "EnsembleProblem": _kw("prob_func", "safetycopy"), "EnsembleThreads": _EXPLICIT,
+         "remake": _kw("u0", "p")},
         splat_ok=_kw("solve")),
     "Lux": Checked(
         "1", "v1.0.0 and 1.31.4: `Dense(in => out; use_bias)`, `Conv(k, in => out; stride, pad, use_bias, "

@@ -271,6 +271,35 @@ class JuliaProgram(AbstractProgram):
                         stats=Stats(nfe_forward=int(nfe), steps_accepted=int(accepted),
                                     steps_rejected=int(rejected)))
 
+    def solve_ensemble(self, params, y0, ts, *, devices=None):
+        """The members as one SciMLBase ``EnsembleProblem`` solved with ``EnsembleThreads()`` (``ensemble_forward``
+        in julia/src/solve.jl); statistics per member from its ``sol.stats`` (``nf`` is the integrator's own count
+        of field evaluations)."""
+        from ..._ensemble import EnsembleSolution, loop_ensemble
+        refuse_devices(devices, "julia")
+        if y0.ndim != 2:
+            raise NotSupportedError("backend 'julia' takes ensemble states of shape (members, D).")
+        if ts.shape[0] == 1:
+            return loop_ensemble(self.solve, params, y0, ts)
+        self._check_grid(ts)
+        ys, counts, statuses = self._call(self._module.ensemble_forward, self._field, self._opts, params.T, y0.T, ts)
+        ys = np.ascontiguousarray(_to_numpy(ys).transpose(2, 1, 0), dtype=self._dtype)  # (M, T, D)
+        counts = _to_numpy(counts).astype(np.int64)
+        stats, errors = [], []
+        for m, status in enumerate(statuses):
+            error = _status_error(str(status), "forward solve", self._max_steps, "")
+            if error is None and not np.all(np.isfinite(ys[m])):
+                error = non_finite_error("state")
+            if error is not None:
+                ys[m] = np.nan
+                stats.append(Stats())
+                errors.append(str(error))
+                continue
+            stats.append(Stats(nfe_forward=int(counts[0, m]), steps_accepted=int(counts[1, m]),
+                               steps_rejected=int(counts[2, m])))
+            errors.append(None)
+        return EnsembleSolution(ts, ys, tuple(stats), np.array([e is None for e in errors]), tuple(errors))
+
     def value_and_grad(self, params, y0, ts, loss) -> ValueAndGrad:
         if y0.ndim > 2:
             raise NotSupportedError("backend 'julia' takes states of shape (D,) or (batch, D).")

@@ -39,7 +39,8 @@ using LuxCore: LuxCore, AbstractLuxLayer, AbstractLuxWrapperLayer
 using PrecompileTools: @compile_workload, @setup_workload
 using Random: AbstractRNG, Xoshiro
 using ReverseDiff: ReverseDiff
-using SciMLBase: ODEFunction, ODEProblem, ReturnCode, solve, successful_retcode
+using SciMLBase: EnsembleProblem, EnsembleThreads, ODEFunction, ODEProblem, ReturnCode, remake, solve,
+    successful_retcode
 using SciMLSensitivity: BacksolveAdjoint, EnzymeVJP, GaussAdjoint, InterpolatingAdjoint,
     QuadratureAdjoint, ReverseDiffAdjoint, ReverseDiffVJP, ZygoteVJP
 using Zygote: Zygote
@@ -57,7 +58,7 @@ using OrdinaryDiffEqVerner: Vern7
 export AbstractField, ActivationSpec, CNFDynamics, ConcatSquashLayer, ConcatSquashSpec, DynamicsField, JuliaNetwork,
     LinearSpec, NeuralField,
     Pointwise, SolveOptions, SpecNet
-export build_dynamics, build_field, build_network, field_vjp, cnf_density, cnf_logpx, cnf_value_and_grad, device_functional, evaluate,
+export build_dynamics, build_field, build_network, field_vjp, cnf_density, cnf_logpx, cnf_value_and_grad, device_functional, ensemble_forward, evaluate,
     forward, get_params, network_apply, network_parameters, network_value_and_grad, parse_spec,
     set_block_options!, set_params!, solve_options, spec_jvp, vjp_backward, vjp_forward
 

@@ -296,6 +296,58 @@ function forward(f::AbstractField, opts::SolveOptions, u0::AbstractMatrix, ts::A
     return (ys, nfe, _stats(sol)..., _status(sol, length(s)), join(logger.messages, "\n"))
 end
 
+"""
+    _EnsembleMember(ps, u0s)
+
+The `prob_func` of an ensemble: trajectory `i` is the template problem `remake`d with `u0s[i]` and `ps[i]`.
+SciMLBase 2.x calls `prob_func(prob, i, repeat)`; SciMLBase 3.x calls `prob_func(prob, ctx)` with an
+`EnsembleContext` whose `sim_id` is the trajectory index (src/ensemble/basic_ensemble_solve.jl): both are methods.
+"""
+struct _EnsembleMember{P, U}
+    ps::P
+    u0s::U
+end
+(m::_EnsembleMember)(prob, i::Integer, repeat) = remake(prob; u0 = m.u0s[i], p = m.ps[i])
+(m::_EnsembleMember)(prob, ctx) = m(prob, ctx.sim_id, ctx.repeat)
+
+"""
+    ensemble_forward(f, opts, P, U0, ts) -> (ys, stats, statuses)
+
+An ensemble: member `i` is its own trajectory of `f` with the canonical parameters `P[:, i]` from the state
+`U0[:, i]` (`P` is `(nparams, M)`, `U0` is `(D, M)`), solved as SciMLBase's `EnsembleProblem` with
+`EnsembleThreads()` (members spread over Julia's threads), `remake` giving each member its `u0` and `p`. Each
+member takes its own adaptive steps. `ys` is `(D, length(ts), M)` on the host, NaN where a member failed;
+`stats` is `(3, M)`: `nf, naccept, nreject` of each member's `sol.stats` (the field's own counter is shared
+by the threads, so it cannot attribute evaluations to members); `statuses` the members' return-code names.
+"""
+function ensemble_forward(f::AbstractField, opts::SolveOptions, P::AbstractMatrix, U0::AbstractMatrix,
+        ts::AbstractVector)
+    M = size(P, 2)
+    ps = map(1:M) do i        # each member's parameters in the field's own layout (set_params! translates)
+        set_params!(f, P[:, i])
+        copy(f.p)
+    end
+    U1, s, reversed = _inputs(f, U0[:, 1:1], ts)
+    prob = _problem(f, U1, s, reversed)
+    u0s = [vec(_to_device(f.device, Matrix{f.eltype}(U0[:, i:i]))) for i in 1:M]
+    eprob = EnsembleProblem(prob; prob_func = _EnsembleMember(ps, u0s), safetycopy = false)
+    esol = solve(eprob, opts.alg, EnsembleThreads(); trajectories = M, saveat = s, _solve_kwargs(opts, s)...)
+    D, T = size(U0, 1), length(s)
+    ys = fill(f.eltype(NaN), D, T, M)
+    stats = zeros(Int, 3, M)
+    statuses = Vector{String}(undef, M)
+    for i in 1:M
+        sol = esol.u[i]
+        statuses[i] = _status(sol, T)
+        nf, naccept, nreject, _ = _stats(sol)
+        stats[:, i] .= (nf, naccept, nreject)
+        if statuses[i] == "Success"
+            ys[:, :, i] .= reshape(_host(_saved(sol, (D, 1))), D, T)
+        end
+    end
+    return (ys, stats, statuses)
+end
+
 # ---------------------------------------------------------------------------------------------- gradients
 struct _SolveFailed <: Exception
     retcode::String
