@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/pyneuralode spiral --backend jax --iters 1000 --out runs/demo
+	$(VENV)/bin/pyneuralode spiral --backend jax --iters 1000 --out runs/demo --overwrite
 
 # The documentation site (mkdocs.yml): --strict fails on a dead link or anchor, an unresolved cross-reference or a
 # public name without a docstring. `make test` builds it first (a few seconds), into a folder it then removes.

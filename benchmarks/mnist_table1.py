@@ -62,7 +62,8 @@ def options(args) -> list[str]:
 
 def train(model: str, args, out: Path) -> dict:
     """Train one model in a fresh process (clean peak-RSS figure); returns its metrics.json."""
-    argv = ["mnist", "--model", model, "--backend", args.backend, "--out", str(out), "--no-progress", *options(args)]
+    argv = ["mnist", "--model", model, "--backend", args.backend, "--out", str(out), "--overwrite", "--no-progress",
+            *options(args)]
     code = f"import sys; from pyneuralode.cli import main; sys.exit(main({argv!r}))"
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)

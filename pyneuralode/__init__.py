@@ -25,6 +25,7 @@ from ._errors import MaxStepsError as MaxStepsError
 from ._errors import NonFiniteError as NonFiniteError
 from ._errors import NotSupportedError as NotSupportedError
 from ._errors import PyNeuralODEError as PyNeuralODEError
+from ._errors import RunDirectoryError as RunDirectoryError
 from ._errors import SolveError as SolveError
 from ._errors import SpecError as SpecError
 from ._flow_results import Density as Density

@@ -28,6 +28,12 @@ class DataError(PyNeuralODEError, RuntimeError):
     """A data set could not be fetched, verified, cached or read; the message says what to do next."""
 
 
+class RunDirectoryError(PyNeuralODEError, RuntimeError):
+    """A training run's directory cannot be used as asked: another live run holds it, it already holds a run
+    (without resume or overwrite), it is not a writable directory or the disk is full, or its checkpoint is
+    missing or damaged. The message names the path and what to do; the last consistent state is kept."""
+
+
 class SolveError(PyNeuralODEError, RuntimeError):
     """The solver ran but could not produce a trustworthy answer."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ._errors import PyNeuralODEError
 from .backends._registry import BACKEND_NAMES, backend_info
-from .problems._options import add_devices_option, option_type, use_devices
+from .problems._options import add_devices_option, add_run_dir_flags, option_type, use_devices
 
 DESCRIPTION = ("Define a neural ODE once, run it on JAX, PyTorch or Julia, and check that the backends agree: "
                "train the paper's benchmark problems (spiral, mnist, cnf), compare backends, run the benchmarks.")
@@ -51,9 +51,8 @@ def _add_spiral(sub) -> None:
                    choices=["DirectAdjoint", "CheckpointAdjoint", "BacksolveAdjoint"])
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
     p.add_argument("--eval-every", type=option_type("eval_every"), default=d.eval_every)
-    p.add_argument("--out", default="runs/spiral", help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", default="runs/spiral", help="output directory (default runs/spiral)")
+    add_run_dir_flags(p)
     add_devices_option(p)
     p.set_defaults(func=_cmd_spiral)
 
@@ -63,8 +62,8 @@ def _cmd_spiral(args) -> int:
     from .problems.spiral import SpiralConfig
     cfg = SpiralConfig(backend=args.backend, iters=args.iters, seed=args.seed, lr=args.lr, rtol=args.rtol,
                        atol=args.atol, adjoint=args.adjoint, dtype=args.dtype, eval_every=args.eval_every)
-    summary = train_spiral(cfg, args.out, resume=args.resume, show_progress=not args.no_progress,
-                           devices=use_devices(args.devices, args.backend))
+    summary = train_spiral(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                           show_progress=not args.no_progress, devices=use_devices(args.devices, args.backend))
     print(format_summary(summary))
     out = Path(args.out)
     print(f"\nwrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'checkpoint.npz'}, {out / 'spiral.png'}")

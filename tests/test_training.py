@@ -168,11 +168,11 @@ def test_spiral_data_is_the_true_system(spiral):
 
 
 def test_checkpoint_errors(tmp_path):
-    with pytest.raises(pn.SpecError, match="No checkpoint at"):
+    with pytest.raises(pn.RunDirectoryError, match="No checkpoint at"):
         pn.train.load_checkpoint(tmp_path / "missing.npz")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(pn.SpecError, match="unreadable"):
+    with pytest.raises(pn.RunDirectoryError, match="is damaged"):
         pn.train.load_checkpoint(bad)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -16,8 +15,7 @@ from .._flow_trainer import FlowTrainer
 from .._nll import NLL
 from .._optim import Adam
 from ..datasets import toy_2d
-from ..train import progress, save_checkpoint
-from ..train._resume import start_or_resume
+from ..train import RunDirectory, progress
 from .cnf import TEST_SEED, CNFConfig, cnf_model
 
 
@@ -30,20 +28,25 @@ def test_nll(exact_flow, params, x_test) -> float:
     return float(-np.mean(exact_flow.log_prob(params, x_test)))
 
 
-def train_cnf(cfg: CNFConfig, out_dir, *, resume: bool = False, show_progress: bool = True,
-              devices=None) -> dict:
+def train_cnf(cfg: CNFConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
+              show_progress: bool = True, devices=None) -> dict:
     """Train on ``cfg.dataset``; writes ``metrics.json``/``.csv``, ``checkpoint.npz``, ``params.npy`` and
-    ``cnf.png`` to ``out_dir`` and returns the run summary. ``devices`` trains data-parallel on JAX."""
-    out = Path(out_dir)
+    ``cnf.png`` to ``out_dir`` and returns the run summary (``resume``/``overwrite``: the rules of
+    :class:`pyneuralode.train.RunDirectory`). ``devices`` trains data-parallel on JAX."""
+    config = dataclasses.asdict(cfg)
+    with RunDirectory(out_dir, config=config, budget_key="iters", counter="iteration", resume=resume,
+                      overwrite=overwrite, outputs=("cnf.png",)) as run:
+        return _train(cfg, run, show_progress, devices)
+
+
+def _train(cfg: CNFConfig, run: RunDirectory, show_progress: bool, devices) -> dict:
     flow = cnf_model(cfg)
     exact = flow if cfg.trace == "exact" else cnf_model(cfg, trace="exact")
     trainer = FlowTrainer(flow, optimizer=Adam(lr=cfg.lr), loss=NLL(kinetic=cfg.kinetic, jacobian=cfg.jacobian),
                           devices=devices)
     x_test = toy_2d(cfg.dataset, cfg.test_size, TEST_SEED, dtype=cfg.dtype)
-    checkpoint = out / "checkpoint.npz"
-    start, log, _ = start_or_resume(trainer, out, resume=resume, config=dataclasses.asdict(cfg), budget_key="iters",
-                                    counter="iteration", init_params=flow.init(cfg.seed))
-    log.summary.update(problem="cnf", config=dataclasses.asdict(cfg), num_params=flow.num_params,
+    start, log, _ = run.start(trainer, init_params=flow.init(cfg.seed))
+    log.summary.update(problem="cnf", config=run.config, num_params=flow.num_params,
                        adjoint=flow.adjoint.name)
 
     bar = progress(cfg.iters, f"cnf {cfg.dataset} [{cfg.backend}, {cfg.trace}]", initial=start,
@@ -59,13 +62,12 @@ def train_cnf(cfg: CNFConfig, out_dir, *, resume: bool = False, show_progress: b
                   "nfe_backward": info.stats.nfe_backward, "step_seconds": time.perf_counter() - t0}
         if cfg.kinetic or cfg.jacobian:
             record.update(kinetic=info.kinetic, jacobian=info.jacobian)
-        if it % cfg.eval_every == 0 or it == cfg.iters:
+        checkpoint_now = it % cfg.eval_every == 0 or it == cfg.iters
+        if checkpoint_now:
             record["test_nll"] = test_nll(exact, trainer.params, x_test)
-            save_checkpoint(checkpoint, trainer.state_arrays(),
-                            {"iteration": it, "config": dataclasses.asdict(cfg)})
         log.append(**record)
-        if "test_nll" in record:
-            log.write()
+        if checkpoint_now:
+            run.commit(trainer, log, it)
         bar.set_postfix(nll=f"{info.nll:.3f}", nfe_f=info.stats.nfe_forward, nfe_b=info.stats.nfe_backward)
         bar.update()
     bar.close()
@@ -79,17 +81,18 @@ def train_cnf(cfg: CNFConfig, out_dir, *, resume: bool = False, show_progress: b
         mean_nfe_forward=float(np.mean(log.column("nfe_forward"))),
         mean_nfe_backward=float(np.mean(log.column("nfe_backward"))),
         wall_seconds=time.perf_counter() - t_start)
-    log.write()
-    np.save(out / "params.npy", params)
+    run.write_metrics(log)
+    run.save_array("params.npy", params)
 
     from ._cnf_plot import density_grid, plot_cnf
     data = toy_2d(cfg.dataset, cfg.plot_samples, TEST_SEED + 1)
     samples = flow.sample(params, cfg.plot_samples, seed=cfg.seed)
     lim = float(np.ceil(np.max(np.abs(np.percentile(data, [0.5, 99.5], axis=0)))) + 0.5)
     grid = density_grid(exact, params, ((-lim, lim), (-lim, lim)), n=120 if cfg.plot_samples >= 5000 else 40)
-    plot_cnf(data, samples, grid, out / "cnf.png",
-             title=f"CNF on {cfg.dataset} ({cfg.backend}, {cfg.trace} trace, {cfg.iters} iterations, "
-                   f"test NLL {log.summary['final_test_nll']:.3f})")
+    title = (f"CNF on {cfg.dataset} ({cfg.backend}, {cfg.trace} trace, {cfg.iters} iterations, "
+             f"test NLL {log.summary['final_test_nll']:.3f})")
+    with run.output("cnf.png") as tmp:
+        plot_cnf(data, samples, grid, tmp, title=title)
     return log.summary
 
 

@@ -8,7 +8,6 @@ import dataclasses
 import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -18,8 +17,7 @@ from .._errors import SpecError
 from .._network import Network
 from .._optim import SGD, Adam
 from ..datasets import batches, mnist
-from ..train import progress, save_checkpoint
-from ..train._resume import start_or_resume
+from ..train import RunDirectory, progress
 from ._mnist_models import MNIST_INPUT_SHAPE, mnist_model
 
 
@@ -59,10 +57,17 @@ def evaluate(net, params, images, labels, batch: int):
     return wrong / len(images), float(np.mean(nfe))
 
 
-def train_mnist(cfg, out_dir, *, resume: bool = False, show_progress: bool = True, devices=None) -> dict:
+def train_mnist(cfg, out_dir, *, resume: bool = False, overwrite: bool = False, show_progress: bool = True,
+                devices=None) -> dict:
     """Train per ``cfg``; writes ``metrics.json``/``.csv``, ``checkpoint.npz``, ``params.npy`` and
-    ``mnist.png`` to ``out_dir`` and returns the run summary. ``devices`` trains data-parallel on JAX."""
-    out = Path(out_dir)
+    ``mnist.png`` to ``out_dir`` and returns the run summary (``resume``/``overwrite``: the rules of
+    :class:`pyneuralode.train.RunDirectory`). ``devices`` trains data-parallel on JAX."""
+    with RunDirectory(out_dir, config=dataclasses.asdict(cfg), budget_key="epochs", counter="epoch", resume=resume,
+                      overwrite=overwrite, outputs=("mnist.png",)) as run:
+        return _train(cfg, run, show_progress, devices)
+
+
+def _train(cfg, run: RunDirectory, show_progress: bool, devices) -> dict:
     if cfg.backend == "torch" and cfg.torch_threads:  # --torch-threads: this run only (a process-wide setting)
         import torch
         torch.set_num_threads(cfg.torch_threads)
@@ -74,11 +79,8 @@ def train_mnist(cfg, out_dir, *, resume: bool = False, show_progress: bool = Tru
     steps_per_epoch = len(x_train) // cfg.batch
     net = build_network(cfg)
     trainer = net.program.make_trainer(build_optimizer(cfg, steps_per_epoch), CrossEntropy(), devices=devices)
-    checkpoint = out / "checkpoint.npz"
-    config = dataclasses.asdict(cfg)
-    start, log, _ = start_or_resume(trainer, out, resume=resume, config=config, budget_key="epochs", counter="epoch",
-                                    init_params=net.init(cfg.seed))
-    log.summary.update(problem="mnist", config=config, num_params=net.num_params)
+    start, log, _ = run.start(trainer, init_params=net.init(cfg.seed))
+    log.summary.update(problem="mnist", config=run.config, num_params=net.num_params)
 
     for epoch in range(start + 1, cfg.epochs + 1):
         bar = progress(steps_per_epoch, f"mnist {cfg.model} [{cfg.backend}] epoch {epoch}/{cfg.epochs}",
@@ -104,15 +106,15 @@ def train_mnist(cfg, out_dir, *, resume: bool = False, show_progress: bool = Tru
                    test_error=test_error, nfe_forward=float(np.mean(nfe_f)) if nfe_f else 0.0,
                    nfe_backward=float(np.mean(nfe_b)) if nfe_b else 0.0, test_nfe_forward=test_nfe,
                    epoch_seconds=epoch_seconds, peak_memory_mb=_peak_memory_mb())
-        save_checkpoint(checkpoint, trainer.state_arrays(), {"epoch": epoch, "config": config})
-        log.write()
-        np.save(out / "params.npy", params)
-        _plot(log, out / "mnist.png", cfg)
+        run.commit(trainer, log, epoch)
+        run.save_array("params.npy", params)
+        with run.output("mnist.png") as tmp:
+            _plot(log, tmp, cfg)
     last = log.records[-1] if log.records else {}
     log.summary.update(final_test_error=last.get("test_error"), final_test_accuracy=1 - last.get("test_error", 1),
                        total_train_seconds=float(sum(log.column("epoch_seconds"))))
-    log.write()
-    return dict(log.summary, out=str(out))
+    run.write_metrics(log)
+    return dict(log.summary, out=str(run.path))
 
 
 def _plot(log, path, cfg) -> None:
@@ -134,10 +136,8 @@ def _plot(log, path, cfg) -> None:
     for ax in (a, b):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    tmp = Path(str(path) + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def format_summary(summary: dict) -> str:

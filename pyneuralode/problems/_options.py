@@ -1,4 +1,5 @@
-"""The bounds of every numeric run option, in one table used twice.
+"""The options every training subcommand shares: the bounds of each numeric option, in one table used twice,
+and the run-directory flags (``--resume``, ``--overwrite``).
 
 The command line uses :func:`option_type` as argparse's ``type=``, so ``--eval-every 0`` is refused while the
 arguments are parsed — before any backend is imported or any step trained. The run configs
@@ -108,3 +109,12 @@ def check_options(config) -> None:
         if dtype is not None and value is not None and value < np.finfo(dtype).eps:
             raise SpecError(f"{name}={value:g} is below {dtype}'s resolution ({np.finfo(dtype).eps:.1e}): "
                             f"use a larger {name} or dtype float64.")
+
+
+def add_run_dir_flags(parser) -> None:
+    """``--resume``, ``--overwrite`` and ``--no-progress``: the same words on every training subcommand."""
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its checkpoint (same options; the length may grow)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again in an --out that holds a run, deleting its checkpoint, metrics and outputs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")

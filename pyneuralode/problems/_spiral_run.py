@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -14,8 +13,7 @@ from .._losses import L1
 from .._model import ODEModel
 from .._optim import Adam
 from .._solvers import Dopri5
-from ..train import Trainer, progress, save_checkpoint
-from ..train._resume import start_or_resume
+from ..train import RunDirectory, Trainer, progress
 from .spiral import TRUE_Y0, SpiralConfig, sample_batch, spiral_data, spiral_field
 
 
@@ -25,55 +23,58 @@ def spiral_model(cfg: SpiralConfig) -> ODEModel:
                     adjoint=as_adjoint(cfg.adjoint), backend=cfg.backend, dtype=cfg.dtype)
 
 
-def train_spiral(cfg: SpiralConfig, out_dir, *, resume: bool = False, show_progress: bool = True,
-                 devices=None) -> dict:
-    """Train on the spiral; writes ``metrics.json``/``metrics.csv``, ``checkpoint.npz`` and ``spiral.png`` to
-    ``out_dir`` and returns the run summary. ``devices`` trains data-parallel on JAX (see ``pn.Trainer``)."""
-    out = Path(out_dir)
-    ts, ys = spiral_data(backend=cfg.backend)
-    model = spiral_model(cfg)
-    trainer = Trainer(model, optimizer=Adam(lr=cfg.lr), loss=L1, devices=devices)
-    checkpoint = out / "checkpoint.npz"
-    rng = np.random.default_rng(cfg.seed)
-    start, log, meta = start_or_resume(trainer, out, resume=resume, config=dataclasses.asdict(cfg),
-                                       budget_key="iters", counter="iteration", init_params=model.init(cfg.seed))
-    if meta:
-        rng.bit_generator.state = meta["rng"]
-    log.summary.update(problem="spiral", config=dataclasses.asdict(cfg), num_params=model.num_params)
+def train_spiral(cfg: SpiralConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
+                 show_progress: bool = True, devices=None) -> dict:
+    """Train on the spiral; writes ``metrics.json``/``metrics.csv``, ``checkpoint.npz``, ``params.npy`` and
+    ``spiral.png`` to ``out_dir`` and returns the run summary.
 
-    bar = progress(cfg.iters, f"spiral [{cfg.backend}]", initial=start, enabled=show_progress)
-    t_start = time.perf_counter()
-    for it in range(start + 1, cfg.iters + 1):
-        y0, t, target = sample_batch(rng, ts, ys, batch_time=cfg.batch_time, batch_size=cfg.batch_size)
-        t0 = time.perf_counter()
-        info = trainer.step(y0, t, target)
-        record = {"iteration": it, "loss": info.loss, "nfe_forward": info.stats.nfe_forward,
-                  "nfe_backward": info.stats.nfe_backward, "step_seconds": time.perf_counter() - t0}
-        if it % cfg.eval_every == 0 or it == cfg.iters:
-            pred = model.solve(trainer.params, TRUE_Y0, ts).ys
-            record["test_loss"] = float(np.mean(np.abs(pred - ys)))
-            save_checkpoint(checkpoint, trainer.state_arrays(),
-                            {"iteration": it, "rng": rng.bit_generator.state, "config": dataclasses.asdict(cfg)})
-        log.append(**record)
-        if "test_loss" in record:
-            log.write()
-        bar.set_postfix(loss=f"{info.loss:.4f}", nfe_f=info.stats.nfe_forward, nfe_b=info.stats.nfe_backward)
-        bar.update()
-    bar.close()
+    ``resume`` continues the run in ``out_dir``; ``overwrite`` replaces one (the run-directory rules of
+    :class:`pyneuralode.train.RunDirectory`). ``devices`` trains data-parallel on JAX (see ``pn.Trainer``)."""
+    config = dataclasses.asdict(cfg)
+    with RunDirectory(out_dir, config=config, budget_key="iters", counter="iteration", resume=resume,
+                      overwrite=overwrite, outputs=("spiral.png",)) as run:
+        ts, ys = spiral_data(backend=cfg.backend)
+        model = spiral_model(cfg)
+        trainer = Trainer(model, optimizer=Adam(lr=cfg.lr), loss=L1, devices=devices)
+        rng = np.random.default_rng(cfg.seed)
+        start, log, meta = run.start(trainer, init_params=model.init(cfg.seed))
+        if meta:
+            rng.bit_generator.state = meta["rng"]
+        log.summary.update(problem="spiral", config=config, num_params=model.num_params)
 
-    pred = model.solve(trainer.params, TRUE_Y0, ts).ys
-    step_times = log.column("step_seconds")
-    log.summary.update(
-        iterations=cfg.iters, final_train_loss=log.column("loss")[-1],
-        final_test_loss=float(np.mean(np.abs(pred - ys))),
-        median_step_ms=1e3 * float(np.median(step_times[1:] or step_times)),
-        mean_nfe_forward=float(np.mean(log.column("nfe_forward"))),
-        mean_nfe_backward=float(np.mean(log.column("nfe_backward"))),
-        wall_seconds=time.perf_counter() - t_start)
-    log.write()
-    np.save(out / "params.npy", trainer.params)
-    from ._spiral_plot import plot_spiral
-    plot_spiral(ts, ys, pred, log, out / "spiral.png", model=model, params=trainer.params)
+        bar = progress(cfg.iters, f"spiral [{cfg.backend}]", initial=start, enabled=show_progress)
+        t_start = time.perf_counter()
+        for it in range(start + 1, cfg.iters + 1):
+            y0, t, target = sample_batch(rng, ts, ys, batch_time=cfg.batch_time, batch_size=cfg.batch_size)
+            t0 = time.perf_counter()
+            info = trainer.step(y0, t, target)
+            record = {"iteration": it, "loss": info.loss, "nfe_forward": info.stats.nfe_forward,
+                      "nfe_backward": info.stats.nfe_backward, "step_seconds": time.perf_counter() - t0}
+            checkpoint_now = it % cfg.eval_every == 0 or it == cfg.iters
+            if checkpoint_now:
+                pred = model.solve(trainer.params, TRUE_Y0, ts).ys
+                record["test_loss"] = float(np.mean(np.abs(pred - ys)))
+            log.append(**record)
+            if checkpoint_now:
+                run.commit(trainer, log, it, rng=rng.bit_generator.state)
+            bar.set_postfix(loss=f"{info.loss:.4f}", nfe_f=info.stats.nfe_forward, nfe_b=info.stats.nfe_backward)
+            bar.update()
+        bar.close()
+
+        pred = model.solve(trainer.params, TRUE_Y0, ts).ys
+        step_times = log.column("step_seconds")
+        log.summary.update(
+            iterations=cfg.iters, final_train_loss=log.column("loss")[-1],
+            final_test_loss=float(np.mean(np.abs(pred - ys))),
+            median_step_ms=1e3 * float(np.median(step_times[1:] or step_times)),
+            mean_nfe_forward=float(np.mean(log.column("nfe_forward"))),
+            mean_nfe_backward=float(np.mean(log.column("nfe_backward"))),
+            wall_seconds=time.perf_counter() - t_start)
+        run.write_metrics(log)
+        run.save_array("params.npy", trainer.params)
+        from ._spiral_plot import plot_spiral
+        with run.output("spiral.png") as tmp:
+            plot_spiral(ts, ys, pred, log, tmp, model=model, params=trainer.params)
     return log.summary
 
 

@@ -20,7 +20,7 @@ from .._control import StepControl
 from .._layers import MLP
 from .._solvers import Dopri5
 from ..datasets import TOY_2D_NAMES
-from ._options import add_devices_option, check_options, option_type, use_devices
+from ._options import add_devices_option, add_run_dir_flags, check_options, option_type, use_devices
 
 TEST_SEED = 10**6
 """Seed of the held-out points every run evaluates on (training batches use seeds below it)."""
@@ -110,8 +110,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--plot-samples", type=option_type("plot_samples"),
                    default=d.plot_samples, help="data and model samples in the PNG")
     p.add_argument("--out", default=None, help="output directory (default runs/cnf-<dataset>-<backend>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_dir_flags(p)
     add_devices_option(p)
     p.set_defaults(func=run)
 
@@ -130,8 +129,8 @@ def run(args) -> int:
 
     cfg = config_from_args(args)
     out = Path(args.out or f"runs/cnf-{cfg.dataset}-{cfg.backend}")
-    summary = train_cnf(cfg, out, resume=args.resume, show_progress=not args.no_progress,
-                          devices=use_devices(args.devices, args.backend))
+    summary = train_cnf(cfg, out, resume=args.resume, overwrite=args.overwrite,
+                        show_progress=not args.no_progress, devices=use_devices(args.devices, args.backend))
     print(format_summary(summary))
     print(f"\nwrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'checkpoint.npz'}, {out / 'cnf.png'}")
     return 0

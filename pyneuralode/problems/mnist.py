@@ -18,7 +18,7 @@ import dataclasses
 
 from .._errors import SpecError
 from ._mnist_models import MNIST_INPUT_SHAPE, MNIST_MODELS, mnist_model
-from ._options import add_devices_option, check_options, option_type, use_devices
+from ._options import add_devices_option, add_run_dir_flags, check_options, option_type, use_devices
 
 __all__ = ["MNISTConfig", "add_parser", "compare_backends", "main", "mnist_model", "run", "MNIST_INPUT_SHAPE"]
 
@@ -108,8 +108,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--quick", action="store_true", help="a 2-CPU-core configuration: 32 channels, GroupNorm(16), tol 1e-2, Adam 3e-3, "
                         "3 epochs, no augmentation")
     p.add_argument("--out", default=None, help="output directory (default runs/mnist-<model>-<backend>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_dir_flags(p)
     add_devices_option(p)
     p.set_defaults(func=run)
 
@@ -132,8 +131,8 @@ def run(args) -> int:
 
     cfg = config_from_args(args)
     out = args.out or f"runs/mnist-{cfg.model}-{cfg.backend}"
-    summary = train_mnist(cfg, out, resume=args.resume, show_progress=not args.no_progress,
-                          devices=use_devices(args.devices, args.backend))
+    summary = train_mnist(cfg, out, resume=args.resume, overwrite=args.overwrite,
+                          show_progress=not args.no_progress, devices=use_devices(args.devices, args.backend))
     print(format_summary(summary))
     return 0
 

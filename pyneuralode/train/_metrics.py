@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from pathlib import Path
+
+from .._errors import RunDirectoryError
+from ._atomic import atomic_write
 
 
 class MetricsLog:
@@ -33,21 +36,25 @@ class MetricsLog:
         """Write ``<name>.json`` (summary + records) and ``<name>.csv`` atomically; returns the JSON path."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"{self.name}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"summary": self.summary, "records": self.records}, indent=2, default=float))
-        os.replace(tmp, path)
+        text = json.dumps({"summary": self.summary, "records": self.records}, indent=2, default=float)
+        atomic_write(path, lambda fh: fh.write(text.encode()))
         if self.records:
-            keys = list(dict.fromkeys(k for r in self.records for k in r))
-            tmp_csv = self.out_dir / f"{self.name}.csv.tmp"
-            with open(tmp_csv, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=keys)
-                writer.writeheader()
-                writer.writerows(self.records)
-            os.replace(tmp_csv, self.out_dir / f"{self.name}.csv")
+            table = io.StringIO(newline="")
+            writer = csv.DictWriter(table, fieldnames=list(dict.fromkeys(k for r in self.records for k in r)))
+            writer.writeheader()
+            writer.writerows(self.records)
+            atomic_write(self.out_dir / f"{self.name}.csv", lambda fh: fh.write(table.getvalue().encode()))
         return path
 
     @classmethod
     def read(cls, out_dir, name: str = "metrics") -> MetricsLog:
-        """Reload a log written by :meth:`write` (for ``--resume``)."""
-        data = json.loads((Path(out_dir) / f"{name}.json").read_text())
-        return cls(out_dir, name, summary=data["summary"], records=data["records"])
+        """Reload a log written by :meth:`write`; a missing or damaged file is a
+        :class:`pyneuralode.RunDirectoryError` naming it."""
+        path = Path(out_dir) / f"{name}.json"
+        try:
+            data = json.loads(path.read_text())
+            return cls(out_dir, name, summary=dict(data["summary"]), records=list(data["records"]))
+        except FileNotFoundError:
+            raise RunDirectoryError(f"No metrics at {path}.") from None
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise RunDirectoryError(f"Metrics file {path} is damaged ({type(err).__name__}).") from None

@@ -1,34 +1,24 @@
-"""Start a training run in a directory, or resume it from its checkpoint — one rule for every problem."""
+"""The state API every trainer offers a run directory: parameters and optimiser state as named numpy arrays."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import numpy as np
 
 from .._errors import SpecError
-from ._checkpoint import load_checkpoint
-from ._metrics import MetricsLog
 
 
-def start_or_resume(trainer, out_dir, *, resume: bool, config: dict, budget_key: str, counter: str,
-                    init_params) -> tuple[int, MetricsLog, dict]:
-    """``(done, log, meta)``: how many ``counter`` units (iterations, epochs) are done, the metrics so far and
-    the checkpoint's metadata (empty for a fresh start).
-
-    A fresh start initialises ``trainer`` from ``init_params``. A resume restores parameters and optimiser state
-    from ``out_dir/checkpoint.npz``, keeps the logged records up to the checkpoint, and refuses a checkpoint
-    written with other settings (only the budget, ``config[budget_key]``, may change).
-    """
-    if not resume:
-        trainer.init(init_params)
-        return 0, MetricsLog(out_dir), {}
-    arrays, meta = load_checkpoint(Path(out_dir) / "checkpoint.npz")
-    if {**meta["config"], budget_key: config[budget_key]} != config:
-        raise SpecError("--resume found a checkpoint trained with other settings: use the same options "
-                        f"(checkpoint: {meta['config']}).")
-    trainer.load_state_arrays(arrays)
-    done, log = meta[counter], MetricsLog.read(out_dir)
-    log.records = [r for r in log.records if r[counter] <= done]
-    return done, log, meta
+def check_state_arrays(arrays: dict, fresh: dict) -> None:
+    """Refuse (:class:`pyneuralode.SpecError`) state ``arrays`` that lack an array a freshly initialised trainer
+    has (``fresh``, its ``state_arrays()``) or hold one of another shape or kind."""
+    missing = [name for name in fresh if name not in arrays]
+    if missing:
+        raise SpecError(f"The state lacks {', '.join(missing)} (parameters or optimiser state).")
+    for name, want in fresh.items():
+        got = np.asarray(arrays[name])
+        if got.shape != want.shape or got.dtype.kind != want.dtype.kind:
+            what = "parameters" if name == "params" else "optimiser state"
+            raise SpecError(f"{name!r} is {got.dtype}{list(got.shape)} but this trainer's {what} needs "
+                            f"{want.dtype}{list(want.shape)}.")
 
 
 class NativeTrainerState:
@@ -44,6 +34,13 @@ class NativeTrainerState:
         return {"params": self.params, **self._impl.optimizer_arrays()}
 
     def load_state_arrays(self, arrays: dict) -> None:
-        """Restore what :meth:`state_arrays` returned (parameters and optimiser state)."""
+        """Restore what :meth:`state_arrays` returned (parameters and optimiser state).
+
+        Arrays that are missing or of another shape than this trainer's are refused with a
+        :class:`pyneuralode.SpecError`: bad parameters before anything changes; a bad optimiser entry after the
+        parameters were loaded, leaving the trainer as :meth:`init` with them would."""
+        if "params" not in arrays:
+            raise SpecError("The state lacks params (parameters or optimiser state).")
         self.init(arrays["params"])
+        check_state_arrays(arrays, self.state_arrays())
         self._impl.load_optimizer_arrays({k: v for k, v in arrays.items() if k != "params"})

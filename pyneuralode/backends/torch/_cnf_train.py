@@ -10,6 +10,7 @@ from ..._flow_trainer import FlowStepInfo
 from ..._solution import Stats
 from .._base import refuse_devices
 from ._compile import flat_values, load_flat
+from ._optim_state import checked_entry
 from ._failures import BACKWARD, torchdiffeq_failures
 
 
@@ -52,9 +53,11 @@ class TorchFlowTrainer:
 
     def load_optimizer_arrays(self, arrays) -> None:
         state_dict = self.optimizer.state_dict()
+        params = self.program.field.flat_parameters()
         state: dict = {}
         for key, value in arrays.items():
             _, index, name = key.split("_", 2)
+            value = checked_entry(key, value, params, int(index))
             device = self.program.device if value.ndim else "cpu"
             state.setdefault(int(index), {})[name] = torch.as_tensor(value, device=device)
         state_dict["state"] = state

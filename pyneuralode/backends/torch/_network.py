@@ -27,6 +27,7 @@ from ._compile import VectorField, flat_grad, load_flat
 from ._failures import BACKWARD, torchdiffeq_failures
 from ._methods import adjoint_options, forward_options, method_name
 from ._nfe import AdaptiveCountingField, CountingField
+from ._optim_state import checked_entry
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _LOSSES = {CrossEntropy: F.cross_entropy}
@@ -271,10 +272,11 @@ class TorchNetworkTrainer:
         """Restore what :meth:`state_arrays` returned."""
         self.init(arrays["params"])
         self.steps = int(arrays["steps"])
-        for i, param in enumerate(self.program.module.flat_parameters()):
+        params = self.program.module.flat_parameters()
+        for i, param in enumerate(params):
             prefix = f"opt_{i}_"
             for name in arrays:
                 if name.startswith(prefix):
-                    value = torch.as_tensor(np.asarray(arrays[name]), device=param.device)
+                    value = torch.as_tensor(checked_entry(name, arrays[name], params, i), device=param.device)
                     self.opt.state[param][name[len(prefix):]] = value.to(param.dtype) if value.is_floating_point() \
                         and value.dim() else value

@@ -7,6 +7,7 @@ import torch
 
 from ..._errors import non_finite_error
 from ._compile import flat_values, load_flat
+from ._optim_state import checked_entry
 
 
 class TorchTrainer:
@@ -49,11 +50,13 @@ class TorchTrainer:
     def load_optimizer_arrays(self, arrays) -> None:
         self._steps = int(arrays.get("opt_steps", 0))
         state_dict = self.optimizer.state_dict()
+        params = self.program.field.flat_parameters()
         state: dict = {}
         for key, value in arrays.items():
             if key == "opt_steps":
                 continue
             _, index, name = key.split("_", 2)
+            value = checked_entry(key, value, params, int(index))
             device = self.program.device if value.ndim else "cpu"
             state.setdefault(int(index), {})[name] = torch.as_tensor(value, device=device)
         state_dict["state"] = state
