@@ -24,7 +24,7 @@ from ._validate import as_real_array, check_params, check_state
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleSolution:
-    """The result of :meth:`pyneuralode.ODEModel.solve_ensemble`.
+    """The result of ``model.solve_ensemble(params, y0, ts)`` (see ``pn.ODEModel.solve_ensemble``).
 
     - ``ts``: the save times, shared by every member.
     - ``ys``: ``(M, len(ts), *state)``; rows of a failed member are NaN.
