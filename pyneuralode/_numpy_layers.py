@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from ._errors import NotSupportedError
-from ._layers import AbstractLayer, Activation, Linear, Sequential
+from ._layers import AbstractLayer, Activation, Linear, Sequential, walk
 from ._params import param_layout
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -24,37 +24,31 @@ ACTIVATIONS: dict[str, Callable] = {
 
 
 def numpy_layer(spec: AbstractLayer) -> Callable[[np.ndarray, float, np.ndarray], np.ndarray]:
-    """``apply(flat, t, x)``: ``spec`` applied to ``x`` (features on the last axis) with canonical flat params."""
-    root = spec.expand()
-    slots = param_layout(root)
-    tensors_of: dict[int, list] = {}
-    for slot in slots:
-        tensors_of.setdefault(slot.layer_index, []).append(slot)
-    counter = iter(range(len(slots) + 10**9))
+    """``apply(flat, t, x)``: ``spec`` applied to ``x`` (features on the last axis) with canonical flat params.
 
-    def build(layer):
-        index = next(counter)
+    Nested ``Sequential``s only chain their leaves, so the leaves in :func:`pyneuralode._layers.walk` order are
+    the whole computation."""
+    own: dict[int, list] = {}
+    for slot in param_layout(spec):
+        own.setdefault(slot.layer_index, []).append(slot)
+    steps = []
+    for index, layer in enumerate(walk(spec.expand())):
         if isinstance(layer, Sequential):
-            children = [build(child) for child in layer.layers]
+            continue
+        if not isinstance(layer, (Linear, Activation)):
+            raise NotSupportedError(f"The NumPy reference evaluates Linear/Activation/Sequential networks only, "
+                                    f"not {type(layer).__name__}.")
+        steps.append((layer, own.get(index, [])))
 
-            def sequential(flat, t, x):
-                for child in children:
-                    x = child(flat, t, x)
-                return x
-            return sequential
-        own = tensors_of.get(index, [])
-        if isinstance(layer, Linear):
-            def linear(flat, t, x):
-                w = flat[own[0].offset:own[0].stop].reshape(own[0].shape)
-                if layer.time_input:
-                    x = np.concatenate([x, np.broadcast_to(t, (*x.shape[:-1], 1))], axis=-1)
-                y = x @ w.T
-                return y + flat[own[1].offset:own[1].stop] if layer.bias else y
-            return linear
-        if isinstance(layer, Activation):
-            fn = ACTIVATIONS[layer.name]
-            return lambda flat, t, x: fn(x)
-        raise NotSupportedError(f"The NumPy reference evaluates Linear/Activation/Sequential networks only, not "
-                                f"{type(layer).__name__}.")
+    def apply(flat, t, x):
+        for layer, slots in steps:
+            if isinstance(layer, Activation):
+                x = ACTIVATIONS[layer.name](x)
+                continue
+            if layer.time_input:  # t is the last input feature
+                x = np.concatenate([x, np.broadcast_to(t, (*x.shape[:-1], 1))], axis=-1)
+            tensors = [flat[s.offset:s.stop].reshape(s.shape) for s in slots]
+            x = x @ tensors[0].T + (tensors[1] if layer.bias else 0.0)
+        return x
 
-    return build(root)
+    return apply

@@ -28,6 +28,7 @@ _FUNCTION_NAMES = ("np.sum", "np.mean", "np.prod", "np.max", "np.min", "np.amax"
                    "np.squeeze", "np.expand_dims", "np.broadcast_to", "np.dot", "np.outer", "np.zeros_like",
                    "np.ones_like")
 SUPPORTED = (*_UFUNC_NAMES, *_FUNCTION_NAMES, "+ - * / ** @, unary -, abs()", "comparisons < <= > >= == !=",
+             "& | ~ on booleans",
              "indexing and slicing with constants (x[0], x[1:3], x[:, None], x[..., 0])",
              "x.T, x.reshape, x.sum/mean/prod/max/min, x.transpose, x.ravel, x.squeeze, x.clip, x.dot",
              "p.<net>(x) for the networks in nets=")
@@ -43,8 +44,11 @@ _CONTROL_FLOW = ("cannot be used in Python control flow (if/while/and/or/bool()/
                  "as np.where(condition, a, b) and use np.minimum/np.maximum/np.clip for limits.")
 
 
-class Tracer:
-    """A symbolic array standing for one node of the graph being traced (one sample, no batch axis)."""
+class Tracer(np.lib.mixins.NDArrayOperatorsMixin):
+    """A symbolic array standing for one node of the graph being traced (one sample, no batch axis).
+
+    Python operators come from NumPy's ``NDArrayOperatorsMixin``, which routes each one through its ufunc
+    (``a + b`` is ``np.add(a, b)``), so operators and functions share one path: :meth:`__array_ufunc__`."""
 
     __array_priority__ = 1000
 
@@ -108,6 +112,10 @@ class Tracer:
             return tape.emit("divide", (1.0, inputs[0]), what=name)
         if ufunc is np.fabs:
             ufunc = np.absolute
+        if ufunc in _BITWISE:  # & | ~ on booleans are the logical ops (NumPy's operators call the bitwise ufuncs)
+            if not all(_is_bool(x) for x in inputs):
+                raise _unsupported(f"{name} on non-boolean values")
+            ufunc = _BITWISE[ufunc]
         if ufunc is np.power and not isinstance(inputs[1], Tracer) and _is_integral_scalar(inputs[1]):
             # x ** n with an integer literal n: exact for negative x on every backend (JAX's float pow is NaN there)
             return tape.emit("integer_power", inputs[:1], (("exponent", int(np.asarray(inputs[1]))),), what=name)
@@ -121,37 +129,7 @@ class Tracer:
             raise _unsupported(f"np.{getattr(func, '__name__', func)}")
         return impl(self._tape, *args, **kwargs)
 
-    # ------------------------------------------------------------------ Python operators (through the ufuncs)
-    def __add__(self, o): return np.add(self, o)
-    def __radd__(self, o): return np.add(o, self)
-    def __sub__(self, o): return np.subtract(self, o)
-    def __rsub__(self, o): return np.subtract(o, self)
-    def __mul__(self, o): return np.multiply(self, o)
-    def __rmul__(self, o): return np.multiply(o, self)
-    def __truediv__(self, o): return np.divide(self, o)
-    def __rtruediv__(self, o): return np.divide(o, self)
-    def __pow__(self, o): return np.power(self, o)
-    def __rpow__(self, o): return np.power(o, self)
-    def __matmul__(self, o): return np.matmul(self, o)
-    def __rmatmul__(self, o): return np.matmul(o, self)
-    def __neg__(self): return np.negative(self)
-    def __pos__(self): return self
-    def __abs__(self): return np.absolute(self)
-    def __lt__(self, o): return np.less(self, o)
-    def __le__(self, o): return np.less_equal(self, o)
-    def __gt__(self, o): return np.greater(self, o)
-    def __ge__(self, o): return np.greater_equal(self, o)
-    def __eq__(self, o): return np.equal(self, o)  # type: ignore[override]
-    def __ne__(self, o): return np.not_equal(self, o)  # type: ignore[override]
-    def __and__(self, o): return np.logical_and(self, o)
-    def __or__(self, o): return np.logical_or(self, o)
-    def __invert__(self): return np.logical_not(self)
-    __hash__ = object.__hash__
-
-    def __floordiv__(self, o):
-        raise _unsupported("// (floor division)")
-
-    __rfloordiv__ = __mod__ = __rmod__ = __floordiv__
+    __hash__ = object.__hash__  # NDArrayOperatorsMixin's __eq__ is elementwise, as NumPy's
 
     def __getitem__(self, index):
         return self._tape.emit("getitem", (self,), (("index", _normalise_index(index, self.shape)),), what="x[...]")
@@ -195,6 +173,13 @@ class Tracer:
 
     def min(self, axis=None, keepdims=False):
         return _reduce("min")(self._tape, self, axis=axis, keepdims=keepdims)
+
+
+_BITWISE = {np.bitwise_and: np.logical_and, np.bitwise_or: np.logical_or, np.invert: np.logical_not}
+
+
+def _is_bool(x) -> bool:
+    return x.dtype == np.bool_ if isinstance(x, Tracer) else np.asarray(x).dtype == np.bool_
 
 
 def _is_integral_scalar(x) -> bool:

@@ -256,7 +256,8 @@ def test_unsupported_function_is_named_and_supported_ones_listed():
     assert msg.startswith("np.cumsum is not supported in a pn.dynamics function. Supported: ")
     assert "np.exp" in msg and "np.stack" in msg and "np.where" in msg
     assert _error(lambda t, u, p: np.floor(u)).startswith("np.floor is not supported")
-    assert _error(lambda t, u, p: u // 2).startswith("// (floor division) is not supported")
+    assert _error(lambda t, u, p: u // 2).startswith("np.floor_divide is not supported")
+    assert _error(lambda t, u, p: u & u).startswith("np.bitwise_and on non-boolean values is not supported")
 
 
 def test_wrong_derivative_shape():
