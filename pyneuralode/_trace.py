@@ -41,7 +41,13 @@ def _unsupported(what: str) -> SpecError:
 
 _CONTROL_FLOW = ("cannot be used in Python control flow (if/while/and/or/bool()/float()/int()) inside a "
                  "pn.dynamics function: the function is traced once, so the value is symbolic. Write branches "
-                 "as np.where(condition, a, b) and use np.minimum/np.maximum/np.clip for limits.")
+                 "as np.where(condition, a, b), use np.minimum/np.maximum/np.clip for limits, and NumPy's "
+                 "functions (np.exp, np.sin...) rather than the math module's.")
+
+
+_ASSIGNMENT = ("Assigning into an array (du[i] = ...) is not supported in a pn.dynamics function, which must not "
+               "mutate: build the derivative from its parts with np.stack([...]) or np.concatenate([...]), and "
+               "select with np.where.")
 
 
 class Tracer(np.lib.mixins.NDArrayOperatorsMixin):
@@ -130,6 +136,9 @@ class Tracer(np.lib.mixins.NDArrayOperatorsMixin):
         return impl(self._tape, *args, **kwargs)
 
     __hash__ = object.__hash__  # NDArrayOperatorsMixin's __eq__ is elementwise, as NumPy's
+
+    def __setitem__(self, index, value):
+        raise SpecError(_ASSIGNMENT)
 
     def __getitem__(self, index):
         return self._tape.emit("getitem", (self,), (("index", _normalise_index(index, self.shape)),), what="x[...]")
@@ -484,6 +493,8 @@ def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple
     except SpecError:
         raise
     except Exception as err:  # noqa: BLE001 - report any failure of the user's code at definition time
+        if isinstance(err, ValueError) and "setting an array element" in str(err):
+            raise SpecError(_ASSIGNMENT) from err  # numpy's words for du[i] = <traced value>
         raise SpecError(f"Tracing {name}(t, u, p) failed: {type(err).__name__}: {err}") from err
     if isinstance(result, (list, tuple)):
         raise SpecError(f"{name} returned a Python {type(result).__name__}: return one array, e.g. "

@@ -271,6 +271,20 @@ def test_np_array_of_traced_values_says_use_np_stack():
     assert "np.stack" in _error(lambda t, u, p: [u[1], u[0]])
 
 
+def test_assignment_into_an_array_says_build_with_np_stack():
+    def into_numpy(t, u, p):
+        du = np.zeros(2)
+        du[0] = u[1]
+        return du
+
+    def into_traced(t, u, p):
+        du = u * 1.0
+        du[0] = u[1]
+        return du
+    for f in (into_numpy, into_traced):
+        assert _error(f).startswith("Assigning into an array (du[i] = ...) is not supported")
+
+
 def test_undeclared_name_lists_the_declared_ones():
     msg = _error(lambda t, u, p: p.beta * u, params={"alpha": 1.0}, nets={"U": pn.MLP([2, 2])})
     assert msg == "p.beta is not declared in pn.dynamics (declared params: alpha; nets: U)."
