@@ -96,6 +96,15 @@ def _included(rel: str, page_dir: Path) -> str:
     return LINK.sub(relink, text)
 
 
+def _plain(line: str) -> str:
+    """A docstring line as Markdown: indented lines stay code; elsewhere ``[`` outside code spans is escaped, so
+    a usage such as ``[--iters 200]`` is not read as a cross-reference."""
+    if line.startswith("    "):
+        return line
+    parts = line.split("`")
+    return "`".join(part.replace("[", "\\[") if i % 2 == 0 else part for i, part in enumerate(parts))
+
+
 def _other_examples(shown: set[str]) -> str:
     """A section per ``examples/*.py`` not in ``shown``: the docstring's first line, then the script."""
     import ast
@@ -107,7 +116,8 @@ def _other_examples(shown: set[str]) -> str:
             continue
         doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or path.stem
         title, _, rest = doc.partition("\n")
-        sections.append(f"## {title.rstrip('.')}\n\n{rest.strip()}\n\n```python\n--8<-- \"{rel}\"\n```\n")
+        body = "\n".join(_plain(line) for line in rest.strip("\n").splitlines())
+        sections.append(f"## {title.rstrip('.')}\n\n{body}\n\n```python\n--8<-- \"{rel}\"\n```\n")
     return "\n".join(sections)
 
 
