@@ -26,10 +26,10 @@ _UFUNC_NAMES = sorted({f"np.{u.__name__}" for u in _UFUNCS} | {"np.square", "np.
 _FUNCTION_NAMES = ("np.sum", "np.mean", "np.prod", "np.max", "np.min", "np.amax", "np.amin", "np.stack",
                    "np.concatenate", "np.where", "np.clip", "np.reshape", "np.ravel", "np.transpose",
                    "np.squeeze", "np.expand_dims", "np.broadcast_to", "np.dot", "np.outer", "np.zeros_like",
-                   "np.ones_like")
+                   "np.ones_like", "np.hstack", "np.vstack", "np.linalg.norm (2-norm)")
 SUPPORTED = (*_UFUNC_NAMES, *_FUNCTION_NAMES, "+ - * / ** @, unary -, abs()", "comparisons < <= > >= == !=",
              "& | ~ on booleans",
-             "indexing and slicing with constants (x[0], x[1:3], x[:, None], x[..., 0])",
+             "indexing and slicing with constants (x[0], x[1:3], x[:, None], x[..., 0], x[[2, 0]])",
              "x.T, x.reshape, x.sum/mean/prod/max/min, x.transpose, x.ravel, x.squeeze, x.clip, x.dot",
              "p.<net>(x) for the networks in nets=")
 """What a traced field may use (listed in the error for anything else)."""
@@ -141,6 +141,10 @@ class Tracer(np.lib.mixins.NDArrayOperatorsMixin):
         raise SpecError(_ASSIGNMENT)
 
     def __getitem__(self, index):
+        if isinstance(index, (list, np.ndarray)) and np.asarray(index).dtype.kind in "iu" \
+                and np.asarray(index).ndim == 1 and self.ndim > 0:
+            # x[[i, j, ...]]: NumPy's integer-array indexing along the first axis, as a stack of x[i]
+            return _stack(self._tape, [self[int(i)] for i in np.asarray(index)])
         return self._tape.emit("getitem", (self,), (("index", _normalise_index(index, self.shape)),), what="x[...]")
 
     # ------------------------------------------------------------------ ndarray-style methods
@@ -430,12 +434,31 @@ def _filled_like(value: float) -> Callable:
     return impl
 
 
+def _norm(tape, x, ord=None, axis=None, keepdims=False):
+    if ord not in (None, 2, "fro") or (ord == 2 and axis is None and np.ndim(x) > 1):
+        raise _unsupported(f"np.linalg.norm(..., ord={ord!r})")
+    x = _as_tracer(tape, x, "np.linalg.norm")  # the 2-norm (Frobenius for matrices): sqrt(sum(x**2))
+    return tape.emit("sqrt", (_reduce("sum")(tape, x * x, axis=axis, keepdims=keepdims),), what="np.linalg.norm")
+
+
+def _hstack(tape, tup, **extra):
+    xs = [_as_tracer(tape, x, "np.hstack") for x in _sequence(tape, tup, "np.hstack")]
+    xs = [x.reshape(1) if x.ndim == 0 else x for x in xs]
+    return _concatenate(tape, xs, axis=0 if xs[0].ndim == 1 else 1)
+
+
+def _vstack(tape, tup, **extra):
+    xs = [_as_tracer(tape, x, "np.vstack") for x in _sequence(tape, tup, "np.vstack")]
+    return _concatenate(tape, [x.reshape(1, -1) if x.ndim < 2 else x for x in xs], axis=0)
+
+
 _FUNCTIONS: dict[Callable, Callable] = {
     np.sum: _reduce("sum"), np.mean: _reduce("mean"), np.prod: _reduce("prod"), np.max: _reduce("max"),
     np.min: _reduce("min"), np.amax: _reduce("max"), np.amin: _reduce("min"), np.stack: _stack,
     np.concatenate: _concatenate, np.where: _where, np.clip: _clip, np.reshape: _reshape, np.ravel: _ravel,
     np.transpose: _transpose, np.squeeze: _squeeze, np.expand_dims: _expand_dims, np.broadcast_to: _broadcast_to,
     np.dot: _dot, np.outer: _outer, np.zeros_like: _filled_like(0.0), np.ones_like: _filled_like(1.0),
+    np.linalg.norm: _norm, np.hstack: _hstack, np.vstack: _vstack,
 }
 
 

@@ -57,6 +57,9 @@ CASES = {
     "indexing": lambda t, u, p: (u[np.int64(0)] * u + u[-1] + p.M[1] + p.M[:, 2] + p.M[1:, ::2].sum()
                                  + u[None, :][0] + u[..., 1] + p.M[..., 0] + u[0:3:2].sum()),
     "iterate_and_len": lambda t, u, p: np.stack([x * len(u) for x in u]),
+    "lowered_helpers": lambda t, u, p: (u[[2, 0, 1]] + p.M[np.array([1, 1, 0])][:, 0] + np.linalg.norm(u)
+                                        + np.linalg.norm(p.M * u, axis=1) + np.hstack([u[:2], u[0]])
+                                        + np.vstack([u, p.w]).sum(axis=0) + np.hstack([p.M[:, :1], p.M])[0, :3]),
     "reshape_transpose": lambda t, u, p: (np.reshape(np.outer(u, p.w), (9,))[3:6] + p.M.T[0]
                                           + p.M.transpose()[1] + np.transpose(p.M, (1, 0))[2] + u.reshape(1, 3)[0]
                                           + u.reshape((3, 1)).ravel() + np.ravel(p.M)[:3] + p.M.flatten()[3:6]),
