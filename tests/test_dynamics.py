@@ -235,6 +235,27 @@ def test_net_call_reference_and_backends(backend):
     np.testing.assert_allclose(gu, fd_u, rtol=1e-6, atol=1e-7)
 
 
+@pn.dynamics(state=3, params={"k": 0.5}, nets={"V": pn.MLP([3, 8, 3], activation="softplus", time_input=True),
+                                                 "W": pn.Sequential(pn.Linear(2, 3), pn.Activation("sigmoid"))})
+def forced_with_two_nets(t, u, p):
+    return p.V(u) * np.cos(t) + p.W(u[:2] * p.k) - u
+
+
+def test_time_input_nets_and_two_nets_on_backends(backend):
+    """Networks see the field's t (time_input=True) and are laid out in declaration order after the params."""
+    assert [s.name for s in pn.param_layout(forced_with_two_nets)] == [
+        "k", "V.0.weight", "V.0.bias", "V.2.weight", "V.2.bias", "W.0.weight", "W.0.bias"]
+    assert forced_with_two_nets.uses_time
+    params = pn.init_params(forced_with_two_nets, 0)
+    u = np.stack([U0, 1.5 * U0])
+    r = np.random.default_rng(3).standard_normal(u.shape)
+    du, gp, gu = _backend_field(backend, forced_with_two_nets)(params, 1.3, u, r)
+    np.testing.assert_allclose(du, forced_with_two_nets.evaluate(params, 1.3, u), rtol=1e-12, atol=1e-12)
+    fd_p, fd_u = _fd_grads(forced_with_two_nets, params, 1.3, u, r)
+    np.testing.assert_allclose(gp, fd_p, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gu, fd_u, rtol=1e-6, atol=1e-7)
+
+
 # ---------------------------------------------------------------------- errors at definition time
 def _error(fn, state=2, **kwargs):
     with pytest.raises(pn.SpecError) as info:
