@@ -14,7 +14,7 @@ import dataclasses
 import math
 
 from ._adjoints import AbstractAdjoint, DirectAdjoint, as_adjoint
-from ._control import StepControl
+from ._control import StepControl, check_solver_control
 from ._errors import SpecError
 from ._layers import AbstractLayer
 from ._solvers import AbstractSolver, Dopri5, as_solver
@@ -51,9 +51,8 @@ class ODEBlock(AbstractLayer):
         object.__setattr__(self, "adjoint", as_adjoint(self.adjoint))
         if not isinstance(self.control, StepControl):
             raise SpecError(f"ODEBlock control must be a pn.StepControl(...), got {type(self.control).__name__}.")
-        if not self.solver.adaptive and self.control.dt is None:
-            raise SpecError(f"{self.solver.name}() is a fixed-step solver: give the ODEBlock a step with "
-                            f"control=pn.StepControl(dt=...).")
+        check_solver_control(self.solver, self.control,
+                             give="give the ODEBlock a step with control=pn.StepControl(dt=...)")
 
     def param_specs(self):
         return ()

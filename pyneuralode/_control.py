@@ -17,7 +17,12 @@ class StepControl:
     - ``rtol``, ``atol``: relative and absolute tolerances of adaptive solvers (both > 0).
     - ``dt0``: first step of an adaptive solver; ``None`` picks it with Hairer's rule (Hairer, Nørsett & Wanner,
       *Solving ODEs I*, II.4), computed the same way on every backend.
-    - ``dt``: the step of a fixed-step solver (``Euler``, ``Midpoint``, ``Heun``, ``RK4``); required by them.
+    - ``dt``: the step of a fixed-step solver (``Euler``, ``Midpoint``, ``Heun``, ``RK4``); required by them and
+      refused by adaptive solvers (which take ``dt0``). When ``dt`` does not divide an interval between two save
+      times, that interval is split into ``ceil(|Δt| / dt)`` *equal* steps, each at most ``dt``: every save time
+      is a step end, so no output is interpolated and every backend takes the same steps. (diffrax and
+      torchdiffeq instead step by exactly ``dt`` from the start, shorten the last step and interpolate the save
+      times in between; both conventions agree whenever ``dt`` divides every interval.)
     - ``safety``, ``factormin``, ``factormax``: the integral controller's safety factor and limits on how much one
       step may shrink or grow (diffrax's ``PIDController`` and torchdiffeq's ``safety/dfactor/ifactor``).
     - ``max_steps``: the most steps (accepted + rejected) one solve may take before raising
@@ -55,22 +60,42 @@ class StepControl:
             raise SpecError(f"StepControl max_steps must be a positive integer, got {self.max_steps!r}.")
 
 
+def check_solver_control(solver, control: StepControl, *, give: str = "give it a step with "
+                         "pn.StepControl(dt=...)") -> None:
+    """A fixed-step solver needs ``dt`` and takes no ``dt0``; an adaptive one takes no ``dt`` (never ignored)."""
+    if solver.adaptive and control.dt is not None:
+        raise SpecError(f"{solver.name}() is adaptive: dt is for fixed-step solvers (pn.Euler(), pn.Midpoint(), "
+                        "pn.Heun(), pn.RK4()); use dt0 for the first step of an adaptive one.")
+    if not solver.adaptive and control.dt is None:
+        raise SpecError(f"{solver.name}() is a fixed-step solver: {give}.")
+    if not solver.adaptive and control.dt0 is not None:
+        raise SpecError(f"{solver.name}() is a fixed-step solver: dt0 is the first step of an adaptive solver; "
+                        "a fixed-step one takes only dt.")
+
+
+def fixed_step_counts(ts, dt: float):
+    """Steps per interval between consecutive save times: ``ceil(|Δt| / dt)`` (at least 1), as floats so that an
+    absurdly small ``dt`` counts to a huge number instead of overflowing or allocating."""
+    import numpy as np
+
+    ts = np.asarray(ts, dtype=np.float64)
+    return np.maximum(1.0, np.ceil(np.abs(np.diff(ts)) / dt - 1e-9))
+
+
 def fixed_step_grid(ts, dt: float, max_steps: int | None = None):
     """The step grid of a fixed-step solve, shared by every backend so they take identical steps.
 
     Each interval between consecutive save times is split into ``ceil(|Δt| / dt)`` equal steps, so every save
-    time is a step boundary: no backend interpolates, and the grid is the same everywhere. A grid of more than
-    ``max_steps`` steps raises :class:`pyneuralode.MaxStepsError` before any work is done.
+    time is a step boundary: no backend interpolates, and the grid is the same everywhere. The steps are counted
+    before the grid is built: more than ``max_steps`` raises :class:`pyneuralode.MaxStepsError` without
+    allocating anything.
     """
     import numpy as np
 
     ts = np.asarray(ts, dtype=np.float64)
-    pieces = [ts[:1]]
-    for a, b in zip(ts[:-1], ts[1:]):
-        n = max(1, int(np.ceil(abs(b - a) / dt - 1e-9)))
-        pieces.append(np.linspace(a, b, n + 1)[1:])
-    grid = np.concatenate(pieces)
-    if max_steps is not None and len(grid) - 1 > max_steps:
-        from ._errors import max_steps_error
-        raise max_steps_error(max_steps)
-    return grid
+    counts = fixed_step_counts(ts, dt)
+    if max_steps is not None and counts.sum() > max_steps:
+        from ._errors import fixed_steps_error
+        raise fixed_steps_error(counts.sum(), max_steps)
+    pieces = [ts[:1]] + [np.linspace(a, b, int(n) + 1)[1:] for a, b, n in zip(ts[:-1], ts[1:], counts)]
+    return np.concatenate(pieces)

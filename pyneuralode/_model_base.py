@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 from ._adjoints import as_adjoint
-from ._control import StepControl
+from ._control import StepControl, check_solver_control
 from ._errors import SpecError
 from ._params import init_params, num_params, param_layout
 from ._solvers import as_solver
@@ -32,14 +32,13 @@ def check_runtime(model) -> None:
 
 def check_numerics(model) -> None:
     """Normalise ``model.solver``/``model.adjoint``, check ``model.control``, and check that the backend runs
-    them (a fixed-step solver needs ``StepControl(dt=...)``)."""
+    them (a fixed-step solver needs ``StepControl(dt=...)``, an adaptive one refuses it)."""
     object.__setattr__(model, "solver", as_solver(model.solver))
     object.__setattr__(model, "adjoint", as_adjoint(model.adjoint))
     if not isinstance(model.control, StepControl):
         raise SpecError(f"control must be a pn.StepControl(...), got {type(model.control).__name__}.")
     require_support(model.backend, solver=model.solver, adjoint=model.adjoint)
-    if not model.solver.adaptive and model.control.dt is None:
-        raise SpecError(f"{model.solver.name}() is a fixed-step solver: give it a step with pn.StepControl(dt=...).")
+    check_solver_control(model.solver, model.control)
 
 
 class SpecParameters:

@@ -21,7 +21,8 @@ def check_dtype(dtype) -> str:
 
 
 def as_real_array(value, what: str, dtype: str) -> np.ndarray:
-    """``value`` as a numpy array of ``dtype``; non-real dtypes and non-finite values are SpecErrors."""
+    """``value`` as a numpy array of ``dtype``; non-real dtypes and non-finite values are SpecErrors, checked after
+    the cast too, so a float64 value beyond float32's range is refused rather than turned into ``inf``."""
     try:
         arr = np.asarray(value)
     except Exception as err:  # ragged lists and other oddities
@@ -31,7 +32,12 @@ def as_real_array(value, what: str, dtype: str) -> np.ndarray:
         raise SpecError(f"{what} must be a real floating-point array, got dtype {arr.dtype}.")
     if not np.all(np.isfinite(arr)):
         raise SpecError(f"{what} contains NaN or infinite values.")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):
+        cast = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.all(np.isfinite(cast)):  # finite in the caller's dtype, overflowing the model's
+        raise SpecError(f"{what} has values out of {dtype} range (largest magnitude {np.finfo(dtype).max:.4g}): "
+                        f"rescale them, or use dtype='float64'.")
+    return cast
 
 
 def check_params(params, n_expected: int, dtype: str) -> np.ndarray:

@@ -55,6 +55,44 @@ def test_bad_step_control(kwargs, pattern):
         pn.StepControl(**kwargs)
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda: pn.ODEModel(spiral_field(), control=pn.StepControl(dt=0.5)),
+     "Dopri5() is adaptive: dt is for fixed-step solvers (pn.Euler(), pn.Midpoint(), pn.Heun(), pn.RK4()); use dt0 "
+     "for the first step of an adaptive one."),
+    (lambda: pn.ODEModel(spiral_field(), solver=pn.Euler(), control=pn.StepControl(dt=0.1, dt0=0.1)),
+     "Euler() is a fixed-step solver: dt0 is the first step of an adaptive solver; a fixed-step one takes only dt."),
+    (lambda: pn.ODEBlock(spiral_field(), control=pn.StepControl(dt=0.5)),
+     "Dopri5() is adaptive: dt is for fixed-step solvers (pn.Euler(), pn.Midpoint(), pn.Heun(), pn.RK4()); use dt0 "
+     "for the first step of an adaptive one."),
+    (lambda: pn.ODEBlock(spiral_field(), solver=pn.RK4()),
+     "RK4() is a fixed-step solver: give the ODEBlock a step with control=pn.StepControl(dt=...)."),
+])
+def test_step_options_are_never_ignored(make, message):
+    """dt was silently ignored by adaptive solvers (Dopri5 took the same steps with dt=0.5 and dt=0.01)."""
+    with pytest.raises(pn.SpecError) as info:
+        make()
+    assert str(info.value) == message
+
+
+def test_y0_beyond_float32_is_refused_after_the_cast(backend):
+    """A float64 y0 that overflows float32 was checked before the cast (then MaxStepsError / NonFiniteError)."""
+    m = model(pn.Linear(2, 2), backend=backend, dtype="float32")
+    for bad in (np.array([1e39, 1.0]), np.array([[1.0, -4e38]])):
+        with pytest.raises(pn.SpecError) as info:
+            m.solve(m.init(0), bad, np.array([0.0, 1.0]))
+        assert str(info.value) == ("y0 has values out of float32 range (largest magnitude 3.403e+38): rescale "
+                                   "them, or use dtype='float64'.")
+
+
+def test_tiny_fixed_step_is_counted_before_the_grid_is_built(backend):
+    """dt=1e-13 raised MemoryError/ValueError: the grid was allocated before max_steps was checked."""
+    m = model(pn.Linear(1, 1, bias=False), backend=backend, solver=pn.Euler(), control=pn.StepControl(dt=1e-13))
+    with pytest.raises(pn.MaxStepsError) as info:
+        m.solve(np.array([1.0]), np.array([1.0]), np.array([0.0, 0.5, 1.0]))
+    assert str(info.value) == ("The fixed-step grid needs 1e+13 steps, more than max_steps=4096: increase dt or "
+                               "max_steps in pn.StepControl(dt=..., max_steps=...).")
+
+
 def test_unknown_options_are_errors():
     with pytest.raises(TypeError, match="unexpected keyword argument 'rtoll'"):
         pn.StepControl(rtoll=1e-3)

@@ -247,19 +247,30 @@ def test_loss_cotangent_matches_finite_differences(loss_cls):
 
 
 def test_status_and_warning_mapping():
-    err = _status_error("MaxIters", "forward solve", 17, "")
-    assert isinstance(err, pn.MaxStepsError) and str(err) == str(pn._errors.max_steps_error(17, "forward solve"))
-    assert isinstance(_status_error("Unstable", "forward solve", 1, ""), pn.NonFiniteError)
-    assert isinstance(_status_error("DtNaN", "forward solve", 1, ""), pn.NonFiniteError)
-    assert "Rodas5P" in str(_status_error("DtLessThanMin", "forward solve", 1, ""))
-    assert "Failure" in str(_status_error("Failure", "forward solve", 1, "boom"))
-    assert _status_error("Success", "forward solve", 1, "") is None
-    with pytest.raises(pn.MaxStepsError, match="backward solve reached max_steps=9"):
-        _check_backward_warnings("Interrupted. Larger maxiters is needed.", 9)
-    with pytest.raises(pn.NonFiniteError):
-        _check_backward_warnings("Instability detected. Aborting", 9)
+    """Julia's return codes map onto the classification every backend shares (pyneuralode._stepwatch)."""
+    from pyneuralode import _errors
+
+    m = pn.ODEModel(pn.Linear(2, 2), control=pn.StepControl(max_steps=17), backend="julia")
+    stiff = m.replace(solver=pn.Kvaerno5())
+    back = m.replace(adjoint=pn.BacksolveAdjoint())
+    err = _status_error("MaxIters", "forward solve", m, "")
+    assert isinstance(err, pn.MaxStepsError) and str(err) == str(
+        _errors.max_steps_error(17, "forward solve", solver=pn.Dopri5(), backend="julia"))
+    assert str(err).endswith("or try a stiff solver such as pn.Kvaerno5().")
+    assert "stiff solver" not in str(_status_error("MaxIters", "forward solve", stiff, ""))
+    assert str(_status_error("Stiff", "forward solve", m, "")) == str(
+        _errors.stiff_error(17, solver=pn.Dopri5(), backend="julia"))
+    for status in ("Unstable", "DtNaN", "DtLessThanMin"):  # a blow-up, as on jax and torch
+        err = _status_error(status, "forward solve", m, "")
+        assert isinstance(err, pn.NonFiniteError) and str(err) == str(_errors.non_finite_error())
+    assert "Failure" in str(_status_error("Failure", "forward solve", m, "boom"))
+    assert _status_error("Success", "forward solve", m, "") is None
+    with pytest.raises(pn.MaxStepsError, match=r"^The backward \(adjoint\) solve reached max_steps=17"):
+        _check_backward_warnings("Interrupted. Larger maxiters is needed.", m)
+    with pytest.raises(pn.NonFiniteError, match=r"BacksolveAdjoint re-solves the state backwards"):
+        _check_backward_warnings("Instability detected. Aborting", back)
     with pytest.warns(RuntimeWarning, match="something else"):
-        _check_backward_warnings("something else", 9)
+        _check_backward_warnings("something else", m)
 
 
 def test_layout_convention():

@@ -289,3 +289,14 @@ def test_cnf_and_network_tables_match_julia():
         assert f'kind == "{kind}"' in network_jl, kind
     for kind in ("linear", "squash", "act"):
         assert f'kind == "{kind}"' in layers_jl, kind
+
+
+def test_julia_step_watch_uses_the_python_constants():
+    """solve.jl's StepWatch applies pyneuralode._stepwatch's rule: the constants must not drift apart."""
+    from pyneuralode import _stepwatch
+
+    source = (PKG / "src" / "solve.jl").read_text()
+    patience = re.search(r"^const WATCH_PATIENCE = (\d+)$", source, re.M)
+    growth = re.search(r"^const WATCH_GROWTH = ([0-9.]+)$", source, re.M)
+    assert patience and int(patience.group(1)) == _stepwatch.PATIENCE
+    assert growth and float(growth.group(1)) == _stepwatch.GROWTH

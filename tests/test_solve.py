@@ -115,3 +115,20 @@ def test_fixed_step_nfe_is_stages_times_steps(backend):
         sol = m.solve(params, y0, ts)
         assert sol.stats.steps_accepted == steps
         assert sol.stats.nfe_forward == solver.stages * steps + FIXED_STEP_INITIAL_NFE.get(backend, 0)
+
+
+
+@pytest.mark.parametrize("ts, expected", [
+    # [0, 1] at dt=0.4: three equal steps of 1/3 (diffrax/torchdiffeq would take 0.4, 0.4, 0.2: 1.4**2 * 1.2).
+    (np.array([0.0, 1.0]), [1.0, (4 / 3) ** 3]),
+    # Each save interval on its own: 0.5 -> two steps of 0.25, then 0.8 -> two steps of 0.4.
+    (np.array([0.0, 0.5, 1.3]), [1.0, 1.25**2, 1.25**2 * 1.4**2]),
+    # Reverse time, y' = y: each of the three steps multiplies by 1 - 1/3.
+    (np.array([1.0, 0.0]), [1.0, (2 / 3) ** 3]),
+])
+def test_fixed_step_grid_splits_each_interval_into_equal_steps(backend, ts, expected):
+    """StepControl's documented convention, pinned on every backend: Euler on y' = y with dt = 0.4."""
+    m = model(pn.Linear(1, 1, bias=False), backend=backend, solver=pn.Euler(), control=pn.StepControl(dt=0.4))
+    sol = m.solve(np.array([1.0]), np.array([1.0]), ts)
+    np.testing.assert_allclose(sol.ys[:, 0], expected, rtol=1e-14, atol=0)
+    assert sol.stats.steps_accepted == sum(int(np.ceil(abs(b - a) / 0.4 - 1e-9)) for a, b in zip(ts[:-1], ts[1:]))

@@ -74,7 +74,12 @@ def make_backsolve(model, field, solver, forward_solve):
                                diffrax_solver=solver, control=back_control, saveat=diffrax.SaveAt(t1=True),
                                norm=norm, dt=dt)
         final = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
-        return final, stats["nfe_forward"], stats["failed"], stats["steps_accepted"], stats["steps_rejected"]
+        counts = (stats[k] for k in ("nfe_forward", "failed", "steps_accepted", "steps_rejected"))
+        return (final, *(jnp.asarray(c).astype(jnp.int32) for c in counts))
+
+    def skipped(t_from, t_to, state, params):  # after a failed interval: fail fast, solve nothing more
+        zero = jnp.zeros((), jnp.int32)
+        return state, zero, zero, zero, zero
 
     @jax.custom_vjp
     def backsolve(params, y0, ts, grid, probe):
@@ -92,12 +97,14 @@ def make_backsolve(model, field, solver, forward_solve):
         def body(carry, i):
             a, g, nfe, failed, acc, rej = carry
             state = (ys[i], a, g)
-            (_, a, g), seg_nfe, seg_failed, seg_acc, seg_rej = segment_solve(ts[i], ts[i - 1], state, params)
+            (_, a, g), seg_nfe, seg_failed, seg_acc, seg_rej = jax.lax.cond(
+                failed == 0, segment_solve, skipped, ts[i], ts[i - 1], state, params)
             a = a + ct_ys[i - 1]
-            return (a, g, nfe + seg_nfe, failed | seg_failed, acc + seg_acc, rej + seg_rej), None
+            failed = jnp.where(failed == 0, seg_failed, failed).astype(jnp.int32)  # the first failure's kind
+            return (a, g, nfe + seg_nfe, failed, acc + seg_acc, rej + seg_rej), None
 
         zero = jnp.zeros((), jnp.int32)
-        init = (ct_ys[-1], jnp.zeros_like(params), zero, jnp.zeros((), bool), zero, zero)
+        init = (ct_ys[-1], jnp.zeros_like(params), zero, zero, zero, zero)
         (a, g, nfe, failed, acc, rej), _ = jax.lax.scan(body, init, jnp.arange(n - 1, 0, -1))
         probe_ct = jnp.stack([nfe, failed, acc, rej]).astype(probe.dtype)
         return g, a, jnp.zeros_like(ts), jnp.zeros_like(grid), probe_ct

@@ -20,15 +20,19 @@ they are counted by a host callback instead (slower; implicit solves are rare in
 
 from __future__ import annotations
 
+from typing import Callable
+
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
 from ..._control import StepControl, fixed_step_grid
-from ..._errors import NotSupportedError
+from ..._errors import BLOW_UP, FAILED, MAX_STEPS, OK, STIFF, NotSupportedError
 from ..._solvers import AbstractSolver
+from ..._stepwatch import EPS, GROWTH, PATIENCE
 
 _SOLVERS = {
     "Euler": diffrax.Euler,
@@ -113,6 +117,49 @@ def hairer_initial_step(fn, t0, y0, direction, *, order: int, rtol: float, atol:
     return direction * h, f0
 
 
+class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
+    """``inner`` (a PIDController, whose steps it does not change) plus :mod:`pyneuralode._stepwatch`'s rule.
+
+    Every attempted step is checked; a blow-up or a stiff stall ends the solve with diffrax's ``dt_min_reached``
+    result, and the kind (``BLOW_UP``/``STIFF``) is kept in the controller state, which :func:`integrate` saves.
+    diffrax flips decreasing times to increasing ones before the controller sees them, so the rule's absolute
+    values are unchanged.
+    """
+
+    inner: diffrax.PIDController
+    max_steps: int = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
+    rtol: float
+    atol: float
+    norm: Callable = eqx.field(static=True)
+
+    def wrap(self, direction):
+        return eqx.tree_at(lambda c: c.inner, self, self.inner.wrap(direction))
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        tnext, inner = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        real = jnp.result_type(t1)
+        zero = jnp.zeros((), jnp.int32)
+        return tnext, (inner, jnp.asarray(t1), zero, zero, jnp.zeros((), real), zero)
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
+        inner, t_end, steps, run, ref, kind = controller_state
+        keep, next_t0, next_t1, jump, inner, result = self.inner.adapt_step_size(
+            t0, t1, y0, y1_candidate, args, y_error, error_order, inner)
+        steps = steps + 1
+        h = jnp.abs(t1 - t0)
+        blow_up = ~(h > self.eps * jnp.maximum(jnp.abs(t0), jnp.abs(t_end)))
+        starved = h * (self.max_steps - steps) < jnp.abs(t_end - t0)
+        size = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)).astype(ref.dtype)
+                                  for leaf in jax.tree_util.tree_leaves(y0)]))
+        ref = jnp.where(starved & (run == 0), size, ref)
+        run = jnp.where(starved, run + 1, 0)
+        stiff = (run >= PATIENCE) & jnp.isfinite(size) & (size <= GROWTH * (ref + self.atol))
+        kind = jnp.where(blow_up, BLOW_UP, jnp.where(stiff, STIFF, kind)).astype(jnp.int32)
+        result = diffrax.RESULTS.where(kind != OK, diffrax.RESULTS.dt_min_reached, result)
+        return keep, next_t0, next_t1, jump, (inner, t_end, steps, run, ref, kind), result
+
+
 def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_solver, control: StepControl,
               saveat, grid=None, adjoint=None, norm=optx.rms_norm, dt=None):
     """One ``diffeqsolve`` with pyneuralode's step rules; returns ``(sol, stats)`` with exact NFE.
@@ -124,14 +171,19 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
       constant step ``dt`` when no grid is given.
 
     ``field(t, y, args)`` is diffrax's vector-field signature. ``stats`` holds ``nfe_forward`` (exact for
-    explicit methods), ``steps_accepted``, ``steps_rejected``, and the failure flags ``max_steps``/``failed``.
+    explicit methods), ``steps_accepted``, ``steps_rejected``, the flag ``max_steps`` and ``failed``, the failure
+    kind (``pyneuralode._errors.OK``, ``MAX_STEPS``, ``BLOW_UP``, ``STIFF`` or ``FAILED``; see
+    :mod:`pyneuralode._stepwatch`, whose rule watches every adaptive solve).
     """
     direction = jnp.sign(t1 - t0)
     solver_state, auto = None, False
     if model_solver.adaptive:
-        controller = diffrax.PIDController(
+        pid = diffrax.PIDController(
             rtol=control.rtol, atol=control.atol, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, safety=control.safety,
             factormin=control.factormin, factormax=control.factormax, norm=norm)
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0)).name  # the model's dtype
+        controller = WatchedController(pid, control.max_steps, EPS[dtype], control.rtol, control.atol, norm)
+        saveat = eqx.tree_at(lambda s: s.controller_state, saveat, True)
         if control.dt0 is None:
             auto = True
             dt0, f0 = hairer_initial_step(lambda t, y: field(t, y, args), t0, y0, direction,
@@ -149,12 +201,16 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
         stepsize_controller=controller, max_steps=control.max_steps, solver_state=solver_state,
         adjoint=adjoint if adjoint is not None else diffrax.RecursiveCheckpointAdjoint(), throw=False)
     steps, accepted = sol.stats["num_steps"], sol.stats["num_accepted_steps"]
+    max_steps = sol.result == diffrax.RESULTS.max_steps_reached
+    watched = sol.controller_state[-1] if model_solver.adaptive else OK  # BLOW_UP or STIFF if the watch stopped it
+    kind = jnp.where(sol.result == diffrax.RESULTS.successful, OK,
+                     jnp.where(max_steps, MAX_STEPS, jnp.where(watched != OK, watched, FAILED)))
     stats = {
         "nfe_forward": nfe_from_steps(diffrax_solver, steps, steps - accepted, auto_dt0=auto),
         "steps_accepted": accepted,
         "steps_rejected": steps - accepted,
-        "max_steps": sol.result == diffrax.RESULTS.max_steps_reached,
-        "failed": sol.result != diffrax.RESULTS.successful,
+        "max_steps": max_steps,
+        "failed": kind,
     }
     return sol, stats
 

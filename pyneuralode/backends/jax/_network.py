@@ -18,7 +18,7 @@ import optax
 
 from ..._blocks import ODEBlock, Residual
 from ..._classify import CrossEntropy
-from ..._errors import NotSupportedError, max_steps_error, non_finite_error
+from ..._errors import NotSupportedError, non_finite_error
 from ..._layers import Sequential
 from ..._params import num_params
 from ..._solution import Stats
@@ -132,8 +132,7 @@ class JaxNetworkProgram:
                 out.append(Stats(**forward))
                 continue
             row = probe_grad[block.index]
-            if row[1]:
-                raise max_steps_error(block.program.model.control.max_steps, where="backward (adjoint) solve")
+            block.program.raise_failure(row[1], where="backward (adjoint) solve")
             model = block.program.model
             counted = not (model.solver.stiff and model.adjoint.name != "BacksolveAdjoint")
             out.append(Stats(**forward, nfe_backward=int(round(row[0])) if counted else None,

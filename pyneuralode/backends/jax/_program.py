@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..._errors import NotSupportedError, SolveError, max_steps_error, non_finite_error
+from ..._errors import NotSupportedError, SolveError, non_finite_error, solve_failure
 from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram
 from ._backsolve import make_backsolve
@@ -131,12 +131,16 @@ class JaxProgram(AbstractProgram):
         y0b = y0 if batched else y0[None]
         return batched, jnp.asarray(params), jnp.asarray(y0b), jnp.asarray(ts), jnp.asarray(self.grid(ts))
 
+    def raise_failure(self, kind, where: str = "forward solve") -> None:
+        """Raise the shared error of a failure kind carried out of compiled code (nothing when it is OK)."""
+        backsolve = where != "forward solve" and self.model.adjoint.name == "BacksolveAdjoint"
+        error = solve_failure(int(round(float(kind))), where=where, max_steps=self.model.control.max_steps,
+                              solver=self.model.solver, backend="jax", backsolve=backsolve)
+        if error is not None:
+            raise error
+
     def _forward_stats(self, stats) -> dict:
-        if stats["max_steps"]:
-            raise max_steps_error(self.model.control.max_steps)
-        if stats["failed"]:
-            raise SolveError("The forward solve failed (diffrax reported an unsuccessful result): tighten "
-                             "rtol/atol, check the inputs, or try a stiff solver such as pn.Kvaerno5().")
+        self.raise_failure(stats["failed"])
         return {"nfe_forward": int(stats["nfe_forward"]), "steps_accepted": int(stats["steps_accepted"]),
                 "steps_rejected": int(stats["steps_rejected"])}
 
@@ -232,8 +236,7 @@ class JaxProgram(AbstractProgram):
                 self.host_counter.reset()
             ys, gp, gy, report = jax.device_get(self._vg_jit(params, y, ts, grid, target, type(loss).reduce))
             value, forward, probe_grad = float(report[0]), self._forward_report(report[1:6]), report[6:]
-        if probe_grad[1]:
-            raise max_steps_error(self.model.control.max_steps, where="backward (adjoint) solve")
+        self.raise_failure(probe_grad[1], where="backward (adjoint) solve")
         if not (np.isfinite(value) and np.all(np.isfinite(gp)) and np.all(np.isfinite(gy))):
             raise non_finite_error("loss or its gradient")
         counted_backward = not (self.model.solver.stiff and self.model.adjoint.name != "BacksolveAdjoint")

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..._errors import max_steps_error, non_finite_error
+from ..._errors import non_finite_error
 from ..._solution import Stats
 from ._program import _FORWARD, _pack
 from ._sharding import check_divisible, put_batch, put_replicated, resolve_mesh
@@ -75,11 +75,10 @@ class JaxTrainer(OptaxState):
         self.params_dev, self.opt_state, report = self._step(
             self.params_dev, self.opt_state, self.shard(y0 if batched else y0[None]), ts, grid,
             self.shard(target if batched else target[:, None], axis=1))
-        value, nfe_f, accepted, rejected, max_steps, _, nfe_b, back_failed, back_acc, back_rej = (
+        value, nfe_f, accepted, rejected, _, failed, nfe_b, back_failed, back_acc, back_rej = (
             np.asarray(report).tolist())
-        if max_steps or back_failed:
-            raise max_steps_error(self.program.model.control.max_steps,
-                                  where="forward solve" if max_steps else "backward (adjoint) solve")
+        self.program.raise_failure(failed)
+        self.program.raise_failure(back_failed, where="backward (adjoint) solve")
         if not np.isfinite(value):
             raise non_finite_error("loss")
         return value, Stats(nfe_forward=int(nfe_f), nfe_backward=int(round(nfe_b)), steps_accepted=int(accepted),

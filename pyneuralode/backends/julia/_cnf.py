@@ -67,7 +67,7 @@ class JuliaCNFProgram:
         return x.T, noise.T, eps is not None
 
     def _raise_forward(self, status, text) -> None:
-        error = _status_error(status, "CNF solve", self._max_steps, text)
+        error = _status_error(status, "CNF solve", self.cnf, text)
         if error is not None:
             raise error
         if text:
@@ -93,7 +93,7 @@ class JuliaCNFProgram:
                                      hutchinson=hutchinson, kinetic=float(loss.kinetic),
                                      jacobian=float(loss.jacobian))
         self._raise_forward(str(status), str(text))
-        _check_backward_warnings(str(text_b), self._max_steps)
+        _check_backward_warnings(str(text_b), self.cnf)
         grad_params = np.asarray(_to_numpy(grad_p), dtype=self._dtype)
         grad_x = np.ascontiguousarray(_to_numpy(grad_x).T, dtype=self._dtype)
         value = float(value)

@@ -24,11 +24,15 @@ from ..._adjoints import (
     QuadratureAdjoint,
 )
 from ..._errors import (
+    BLOW_UP,
+    MAX_STEPS,
+    OK,
+    STIFF,
     BackendUnavailable,
     NotSupportedError,
     SolveError,
-    max_steps_error,
     non_finite_error,
+    solve_failure,
 )
 from ..._concat_squash import ConcatSquash
 from ..._control import fixed_step_grid
@@ -145,17 +149,16 @@ def loss_value_and_cotangent(loss, ys: np.ndarray) -> tuple[float, np.ndarray]:
     return value, np.asarray(cot, dtype=ys.dtype)
 
 
-def _status_error(status: str, where: str, max_steps: int, detail: str) -> Exception | None:
-    if status == "Success":
-        return None
-    if status == "MaxIters":
-        return max_steps_error(max_steps, where)
-    if status in ("Unstable", "DtNaN"):
-        return non_finite_error("state")
-    if status == "DtLessThanMin":
-        return SolveError(f"The {where} stopped because the step size fell below the minimum the solver "
-                          "allows: the dynamics are probably stiff or blowing up; try a stiff solver such as "
-                          "pn.Rodas5P() or pn.KenCarp4(), tighten rtol/atol, or use float64.")
+BACKWARD = "backward (adjoint) solve"
+
+
+def _status_error(status: str, where: str, model, detail: str) -> Exception | None:
+    """The shared error of a Julia return code (see :mod:`pyneuralode._stepwatch` for the classification)."""
+    kind = {"Success": OK, "MaxIters": MAX_STEPS, "Stiff": STIFF, "Unstable": BLOW_UP, "DtNaN": BLOW_UP,
+            "DtLessThanMin": BLOW_UP}.get(status)
+    if kind is not None:
+        return solve_failure(kind, where=where, max_steps=model.control.max_steps, solver=model.solver,
+                             backend="julia", backsolve=where == BACKWARD and model.adjoint.name == "BacksolveAdjoint")
     if status == "ConvergenceFailure":
         return SolveError(f"The {where} failed: the implicit solver's nonlinear iterations did not converge; "
                           "tighten rtol/atol, or set PYNEURALODE_JULIA_JAC=finitediff.")
@@ -163,15 +166,15 @@ def _status_error(status: str, where: str, max_steps: int, detail: str) -> Excep
     return SolveError(f"The {where} failed with Julia return code {status}.{extra}")
 
 
-def _check_backward_warnings(text: str, max_steps: int) -> None:
+def _check_backward_warnings(text: str, model) -> None:
     """SciMLSensitivity returns no adjoint retcode (#1012); its logged warnings are all we can see."""
     if not text:
         return
     lower = text.lower()
-    if "maxiters" in lower:
-        raise max_steps_error(max_steps, "backward solve")
-    if "nan" in lower or "instabilit" in lower or "unstable" in lower:
-        raise non_finite_error("adjoint state")
+    status = ("MaxIters" if "maxiters" in lower else
+              "Unstable" if "nan" in lower or "instabilit" in lower or "unstable" in lower else None)
+    if status is not None:
+        raise _status_error(status, BACKWARD, model, text)
     warnings.warn(f"Julia (backward pass): {text}", RuntimeWarning, stacklevel=3)
 
 
@@ -198,6 +201,7 @@ class JuliaProgram(AbstractProgram):
         self._options = julia_options(model)
         self._max_steps = model.control.max_steps
         self._fixed_dt = None if model.solver.adaptive else model.control.dt
+        self._model = model
         self._reversediff = self._options["sensealg"] == "reversediff"
         if self._device == "cuda":
             self._load_cuda()
@@ -259,7 +263,7 @@ class JuliaProgram(AbstractProgram):
         self._set_params(params)
         (ys, nfe, _nf, accepted, rejected, _njacs, status, text) = self._call(
             self._module.forward, self._field, self._opts, y2.T, ts)
-        error = _status_error(status, "forward solve", self._max_steps, text)
+        error = _status_error(status, "forward solve", self._model, text)
         if error is not None:
             raise error
         if text:
@@ -312,7 +316,7 @@ class JuliaProgram(AbstractProgram):
         self._set_params(params)
         (pending, ys_jl, nfe_f, _nf, accepted, rejected, _njacs, status, text) = self._call(
             self._module.vjp_forward, self._field, self._opts, y2.T, ts)
-        error = _status_error(status, "forward solve", self._max_steps, text)
+        error = _status_error(status, "forward solve", self._model, text)
         if error is not None:
             raise error
         if text:
@@ -323,7 +327,7 @@ class JuliaProgram(AbstractProgram):
         value, cot = loss_value_and_cotangent(loss, ys)
         cot3 = cot if batched else cot[:, None, :]
         grad_u, grad_p, nfe_b, text_b = self._call(self._module.vjp_backward, pending, cot3.transpose(2, 1, 0))
-        _check_backward_warnings(text_b, self._max_steps)
+        _check_backward_warnings(text_b, self._model)
         grad_y0 = np.ascontiguousarray(_to_numpy(grad_u).T, dtype=self._dtype)
         grad_params = np.asarray(_to_numpy(grad_p), dtype=self._dtype)
         if not (np.all(np.isfinite(grad_y0)) and np.all(np.isfinite(grad_params))):
@@ -372,7 +376,7 @@ class JuliaProgram(AbstractProgram):
         ts = np.asarray([t_data, t_base], dtype=self._dtype)
         (logpx, _z, _l, nfe, _nf, accepted, rejected, _njacs, status, text) = self._call(
             self._module.cnf_logpx, self._field, self._opts, x2.T, ts)
-        error = _status_error(status, "CNF solve", self._max_steps, text)
+        error = _status_error(status, "CNF solve", self._model, text)
         if error is not None:
             raise error
         return (np.asarray(_to_numpy(logpx), dtype=self._dtype),

@@ -19,11 +19,23 @@ What is counted:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from ..._stepwatch import StepWatch
 
 
 class StepLimitExceeded(Exception):
     """Raised from a solver callback when a solve attempts more than ``max_steps`` steps."""
+
+
+class SolveStopped(Exception):
+    """Raised from a solver callback when :class:`pyneuralode._stepwatch.StepWatch` sees a blow-up or stiffness
+    (``kind`` is ``"blow_up"`` or ``"stiff"``; ``backward`` says which solve)."""
+
+    def __init__(self, kind: str, backward: bool):
+        super().__init__(kind)
+        self.kind, self.backward = kind, backward
 
 
 class CountingField(torch.nn.Module):
@@ -77,16 +89,52 @@ class CountingField(torch.nn.Module):
     def callback_step_adjoint(self, t0, y0, dt):
         self.backward_steps_attempted += 1
 
-    def output_finite(self) -> bool:
-        """Whether the last evaluation returned finite values (``True`` if there was none)."""
-        return self.last_output is None or bool(torch.isfinite(self.last_output).all())
-
 
 class AdaptiveCountingField(CountingField):
     """:class:`CountingField` plus the accepted/rejected-step callbacks of torchdiffeq's adaptive solvers.
 
     Kept apart because torchdiffeq warns when a fixed-grid solver is handed callbacks it never calls.
+
+    After :meth:`watch` it also applies :mod:`pyneuralode._stepwatch`'s rule to every attempted step, forward
+    over the whole solve and backward per save interval (torchdiffeq solves the adjoint interval by interval),
+    and stops the solve with :class:`SolveStopped`.
     """
+
+    def watch(self, ts: np.ndarray, *, atol: float, dtype: str) -> None:
+        """Watch the next solve over save times ``ts`` (until the next :meth:`reset`)."""
+        self._watch_config = dict(max_steps=self.max_steps, atol=atol, dtype=dtype)
+        self._ts = np.asarray(ts, dtype=np.float64)
+        self._forward_watch = StepWatch(t_end=self._ts[-1], **self._watch_config)
+        self._backward_watch = None
+
+    def reset(self, **kwargs) -> None:
+        super().reset(**kwargs)
+        self._forward_watch = self._backward_watch = None
+
+    @staticmethod
+    def _check(watch: StepWatch, t0, y0, dt, *, backward: bool) -> None:
+        parts = y0 if isinstance(y0, (tuple, list)) else (y0,)  # the backward solve's state is a tuple
+        kind = watch.check(float(t0), float(dt),
+                           lambda: max(float(p.detach().abs().max()) for p in parts if p.numel()))
+        if kind is not None:
+            raise SolveStopped(kind, backward)
+
+    def callback_step(self, t0, y0, dt):
+        super().callback_step(t0, y0, dt)
+        if self._forward_watch is not None:
+            self._check(self._forward_watch, t0, y0, dt, backward=False)
+
+    def callback_step_adjoint(self, t0, y0, dt):
+        super().callback_step_adjoint(t0, y0, dt)
+        if self._forward_watch is None:
+            return
+        # The backward solve of the interval holding t ends at the save time just before t (in forward order).
+        direction = 1.0 if self._ts[-1] > self._ts[0] else -1.0
+        index = max(0, int(np.searchsorted(direction * self._ts, direction * float(t0), side="left")) - 1)
+        end = self._ts[index]
+        if self._backward_watch is None or self._backward_watch.t_end != end:
+            self._backward_watch = StepWatch(t_end=end, **self._watch_config)
+        self._check(self._backward_watch, t0, y0, dt, backward=True)
 
     def callback_accept_step(self, t0, y0, dt):
         self.steps_accepted += 1

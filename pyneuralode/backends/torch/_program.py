@@ -12,7 +12,7 @@ import torch
 from torchdiffeq import odeint, odeint_adjoint
 
 from ..._control import fixed_step_grid
-from ..._errors import max_steps_error, non_finite_error
+from ..._errors import non_finite_error
 from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram, refuse_devices
 from ._compile import VectorField, flat_grad, load_flat
@@ -47,9 +47,17 @@ class TorchProgram(AbstractProgram):
 
     def _check_fixed_grid(self, ts: np.ndarray) -> None:
         if not self.model.solver.adaptive:
-            steps = len(fixed_step_grid(ts, self.model.control.dt)) - 1
-            if steps > self.model.control.max_steps:
-                raise max_steps_error(self.model.control.max_steps)
+            fixed_step_grid(ts, self.model.control.dt, self.model.control.max_steps)  # counts before building
+
+    def _start(self, ts: np.ndarray, **reset) -> None:
+        """Zero the counters and, for adaptive solvers, watch the solve over ``ts`` for blow-up and stiffness."""
+        self.counter.reset(**reset)
+        if self.model.solver.adaptive:
+            self.counter.watch(ts, atol=self.model.control.atol, dtype=self.model.dtype)
+
+    def _failures(self, **where):
+        return torchdiffeq_failures(self.counter, max_steps=self.model.control.max_steps, solver=self.model.solver,
+                                    backsolve=self.backsolve, **where)
 
     def _integrate(self, y0: torch.Tensor, ts: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
         model, control = self.model, self.model.control
@@ -77,9 +85,8 @@ class TorchProgram(AbstractProgram):
             return Solution(ts, np.asarray(y0)[None].copy(), Stats())
         self._check_fixed_grid(ts)
         load_flat(self.field, params)
-        self.counter.reset()
-        max_steps = self.model.control.max_steps
-        with torch.no_grad(), torchdiffeq_failures(self.counter, max_steps=max_steps):
+        self._start(ts)
+        with torch.no_grad(), self._failures():
             ys = self._integrate(self._tensor(y0), self._tensor(ts), adjoint=False)
         ys = ys.cpu().numpy()
         if not np.all(np.isfinite(ys)):
@@ -93,13 +100,12 @@ class TorchProgram(AbstractProgram):
         The training loop calls this directly; :meth:`value_and_grad` wraps it for numpy callers.
         """
         counter = self.counter
-        counter.reset(count_vjps=not self.backsolve)
-        max_steps = self.model.control.max_steps
+        self._start(ts, count_vjps=not self.backsolve)
         if len(ts) == 1:
             ys = y0_t[None]
         else:
             self._check_fixed_grid(ts)
-            with torchdiffeq_failures(counter, max_steps=max_steps):
+            with self._failures():
                 ys = self._integrate(y0_t, self._tensor(ts), adjoint=self.backsolve)
             if not bool(torch.isfinite(ys).all()):
                 raise non_finite_error()
@@ -107,7 +113,7 @@ class TorchProgram(AbstractProgram):
         counter.phase = "backward"
         params_t = self.field.flat_parameters()
         inputs = [*params_t, y0_t] if y0_t.requires_grad else params_t
-        with torchdiffeq_failures(counter, max_steps=max_steps, where=BACKWARD):
+        with self._failures(where=BACKWARD):
             grads = list(torch.autograd.grad(value, inputs, allow_unused=True))
         counter.last_output = None
         grad_y0 = grads.pop() if y0_t.requires_grad else None

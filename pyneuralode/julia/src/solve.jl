@@ -273,27 +273,83 @@ function _status(sol, nsaved::Int)
     return length(sol.t) == nsaved ? "Success" : "SaveMismatch"
 end
 
+# ---------------------------------------------------------------------------------------------- step watch
+# pyneuralode's blow-up/stiffness rule, the same on every backend (pyneuralode/_stepwatch.py documents it;
+# tests/test_julia_static.py checks that these constants equal the Python ones).
+const WATCH_PATIENCE = 200
+const WATCH_GROWTH = 10.0
+
+"""
+    StepWatch(t_end, max_steps, atol, eps)
+
+OrdinaryDiffEq's `unstable_check(dt, u, p, t)` (called after every accepted step with the next step size `dt`)
+carrying pyneuralode's rule: `true` (the solve stops with `ReturnCode.Unstable`) on a NaN state (the default
+check), when `|dt| <= eps * max(|t|, |t_end|)` (blow-up), or after `WATCH_PATIENCE` consecutive steps too small
+to reach `t_end` within the steps left while `maximum(abs, u)` stayed within `WATCH_GROWTH` times its value at
+the start of that run plus `atol` (stiff: `stiff` is set). OrdinaryDiffEq calls it after accepted steps only,
+so here the steps counted are the accepted ones (jax and torch count rejected steps too).
+"""
+mutable struct StepWatch
+    t_end::Float64
+    max_steps::Int
+    atol::Float64
+    eps::Float64
+    steps::Int
+    run::Int
+    ref::Float64
+    stiff::Bool
+end
+StepWatch(t_end, max_steps, atol, eps) = StepWatch(t_end, max_steps, atol, eps, 0, 0, 0.0, false)
+
+function (w::StepWatch)(dt, u, p, t)
+    any(isnan, u) && return true
+    w.steps += 1
+    h = abs(Float64(dt))
+    h > w.eps * max(abs(Float64(t)), abs(w.t_end)) || return true
+    if h * (w.max_steps - w.steps) < abs(w.t_end - Float64(t))
+        size = Float64(maximum(abs, u))
+        w.run == 0 && (w.ref = size)
+        w.run += 1
+        if w.run >= WATCH_PATIENCE && isfinite(size) && size <= WATCH_GROWTH * (w.ref + w.atol)
+            w.stiff = true
+            return true
+        end
+    else
+        w.run = 0
+    end
+    return false
+end
+
+# The watch of a plain adaptive forward solve (fixed-step solves have nothing to watch). Gradient solves are
+# not watched: SciMLSensitivity hands the forward keywords on to its adjoint solve, whose end differs.
+_watch(f::AbstractField, opts::SolveOptions, s::AbstractVector) = haskey(opts.kwargs, :abstol) ?
+    StepWatch(Float64(last(s)), opts.max_steps, Float64(opts.kwargs.abstol), Float64(eps(f.eltype))) : nothing
+
 # ---------------------------------------------------------------------------------------------- forward
 """
     forward(f, opts, u0, ts) -> (ys, nfe, nf, naccept, nreject, njacs, retcode, warnings)
 
 Solve from `u0` (`(D, B)`) at `ts[1]`, saving at every `ts` (increasing or decreasing). `ys` is
 `(D, B, length(ts))` on the host (empty when the solve failed: check `retcode`), `nfe` the counted
-vector-field evaluations, `nf, naccept, nreject, njacs` from `sol.stats`, `retcode` a `ReturnCode` name,
-`warnings` the Julia warnings logged during the solve (newline-separated).
+vector-field evaluations, `nf, naccept, nreject, njacs` from `sol.stats`, `retcode` a `ReturnCode` name (or
+`"Stiff"` when the [`StepWatch`](@ref) stopped an adaptive solve as stiff), `warnings` the Julia warnings logged
+during the solve (newline-separated).
 """
 function forward(f::AbstractField, opts::SolveOptions, u0::AbstractMatrix, ts::AbstractVector)
     U0, s, reversed = _inputs(f, u0, ts)
     prob = _problem(f, U0, s, reversed)
     logger = WarnCollector()
     f.nfe[] = 0
+    watch = _watch(f, opts, s)
+    kwargs = watch === nothing ? _solve_kwargs(opts, s) : merge(_solve_kwargs(opts, s), (; unstable_check = watch))
     sol = Logging.with_logger(logger) do
-        solve(prob, opts.alg; saveat = s, _solve_kwargs(opts, s)...)
+        solve(prob, opts.alg; saveat = s, kwargs...)
     end
     nfe = f.nfe[]
     ok = successful_retcode(sol) && length(sol.t) == length(s)
     ys = ok ? _host(_saved(sol, size(U0))) : zeros(f.eltype, 0, 0, 0)
-    return (ys, nfe, _stats(sol)..., _status(sol, length(s)), join(logger.messages, "\n"))
+    status = watch !== nothing && watch.stiff ? "Stiff" : _status(sol, length(s))
+    return (ys, nfe, _stats(sol)..., status, join(logger.messages, "\n"))
 end
 
 """

@@ -1,0 +1,70 @@
+"""How every backend tells a blow-up, a stiff problem and a plain step limit apart while an adaptive solve runs.
+
+One rule, applied to every attempted step (accepted or rejected) of an adaptive solve, on every backend: the
+JAX backend runs it inside diffrax's step-size controller, torch in torchdiffeq's step callbacks (with
+:class:`StepWatch` below), Julia in OrdinaryDiffEq's per-step ``unstable_check`` (``julia/src/solve.jl``).
+For a step of size ``h`` from time ``t`` with state ``y``, in a solve towards ``t_end`` that has attempted ``n``
+steps (this one included) of at most ``max_steps``:
+
+- **blow-up** when ``h <= eps * max(|t|, |t_end|)``, ``eps`` the machine epsilon of the model's dtype: the step
+  size has underflowed to what the arithmetic can resolve. Together with a state that became NaN or infinite it
+  is reported as :class:`pyneuralode.NonFiniteError` (a finite-time singularity, or ``y' = 1000 y`` overflowing):
+  more steps cannot help, so it is never a ``MaxStepsError``.
+- **stiff** when, for ``PATIENCE`` consecutive steps, the step was *starved* — ``h * (max_steps - n) <
+  |t_end - t|``, i.e. at that step size the rest of the interval needs more steps than are left — while the
+  state stayed bounded (``max|y| <= GROWTH * (max|y| at the start of the run + atol)``). An explicit solver on a
+  stiff problem shows exactly this: its steps collapse to the stability limit, orders of magnitude below the
+  interval, and stay there while the solution barely moves (DOPRI5's stiffness test, Hairer & Wanner, *Solving
+  ODEs II*, IV.2, also asks for 15 consecutive positive steps; OrdinaryDiffEq's and MATLAB's explicit solvers stop
+  when the step size collapses). The solve stops there with a :class:`pyneuralode.MaxStepsError` that comes
+  early and names the stiff solvers, instead of spending all ``max_steps`` first. A growing state is not stiff:
+  a blow-up in progress keeps stepping until it underflows.
+
+Raising ``max_steps`` relaxes the stiff test (more steps are left), so a user who really wants the long solve can
+always have it.
+"""
+
+from __future__ import annotations
+
+import math
+
+PATIENCE = 200
+"""Consecutive starved steps with a bounded state before a solve is declared stiff."""
+GROWTH = 10.0
+"""How much ``max|y|`` may grow over a starved run and still count as bounded."""
+
+EPS = {"float32": 2.0**-23, "float64": 2.0**-52}
+"""Machine epsilon of each model dtype (``numpy.finfo(dtype).eps``) for the underflow test."""
+
+
+class StepWatch:
+    """The rule above in plain Python, fed one attempted step at a time (the torch backend's callbacks).
+
+    ``check(t, h, ymax)`` returns ``None`` while all is well, else ``"blow_up"`` or ``"stiff"``; ``ymax()``
+    returns ``max|y|`` and is called only on starved steps.
+    """
+
+    def __init__(self, *, t_end: float, max_steps: int, atol: float, dtype: str):
+        self.t_end = float(t_end)
+        self.max_steps = max_steps
+        self.atol = atol
+        self.eps = EPS[dtype]
+        self.steps = 0
+        self.run = 0
+        self.ref = 0.0
+
+    def check(self, t: float, h: float, ymax) -> str | None:
+        self.steps += 1
+        h = abs(h)
+        if not h > self.eps * max(abs(t), abs(self.t_end)):
+            return "blow_up"
+        if h * (self.max_steps - self.steps) < abs(self.t_end - t):
+            size = ymax()
+            if self.run == 0:
+                self.ref = size
+            self.run += 1
+            if self.run >= PATIENCE and math.isfinite(size) and size <= GROWTH * (self.ref + self.atol):
+                return "stiff"
+        else:
+            self.run = 0
+        return None
