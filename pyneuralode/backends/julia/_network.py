@@ -100,8 +100,8 @@ class JuliaNetworkProgram:
         if status == "Success":
             return
         blocks = self.network.ode_blocks
-        max_steps = blocks[block - 1].control.max_steps if 1 <= block <= len(blocks) else 0
-        error = _status_error(status, f"forward solve of ODE block {block}", max_steps, text)
+        spec = blocks[min(max(block, 1), len(blocks)) - 1]  # the block Julia names (1-based)
+        error = _status_error(status, f"forward solve of ODE block {block}", spec, text)
         if error is not None:
             raise error
 

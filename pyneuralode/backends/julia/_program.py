@@ -153,7 +153,8 @@ BACKWARD = "backward (adjoint) solve"
 
 
 def _status_error(status: str, where: str, model, detail: str) -> Exception | None:
-    """The shared error of a Julia return code (see :mod:`pyneuralode._stepwatch` for the classification)."""
+    """The shared error of a Julia return code (see :mod:`pyneuralode._stepwatch` for the classification);
+    ``model`` is what was solved (an ODEModel, CNF or ODEBlock: its ``control``, ``solver`` and ``adjoint``)."""
     kind = {"Success": OK, "MaxIters": MAX_STEPS, "Stiff": STIFF, "Unstable": BLOW_UP, "DtNaN": BLOW_UP,
             "DtLessThanMin": BLOW_UP}.get(status)
     if kind is not None:
@@ -291,7 +292,7 @@ class JuliaProgram(AbstractProgram):
         counts = _to_numpy(counts).astype(np.int64)
         stats, errors = [], []
         for m, status in enumerate(statuses):
-            error = _status_error(str(status), "forward solve", self._max_steps, "")
+            error = _status_error(str(status), "forward solve", self._model, "")
             if error is None and not np.all(np.isfinite(ys[m])):
                 error = non_finite_error("state")
             if error is not None:
