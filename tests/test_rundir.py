@@ -4,7 +4,8 @@ unit under crashes and full disks, damaged files refused with one clear line.
 
 Faults are injected: a crash (an exception no handler catches, as ``kill -9`` leaves things) between the
 checkpoint and the metrics write, and a full disk (``open`` for writing returns a file whose writes land half
-their bytes and then fail with ENOSPC, as a filling disk does). End-to-end runs are the spiral on torch (no
+their bytes and then fail with ENOSPC, as a filling disk does; or ``fsync`` of a checkpoint fails with ENOSPC, as
+delayed allocation reports it). End-to-end runs are the spiral on torch (no
 compile), 4 iterations, checkpoints every 2.
 """
 
@@ -227,9 +228,18 @@ def test_read_only_out_is_refused_before_training(tmp_path, capsys, no_training)
     assert "(the directory is not writable)" in _one_line_error(capsys)
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names open files through /proc")
 def test_full_disk_mid_run_stops_in_one_line_and_resumes_identically(finished, tmp_path, capsys, monkeypatch):
-    out = tmp_path / "run"
-    full_disk(monkeypatch, "checkpoint", after=1)  # the checkpoint of iteration 2 lands, that of 4 does not
+    out, real_fsync, synced = tmp_path / "run", os.fsync, []
+
+    def fsync(fd):  # a full disk surfaces when the data is flushed: the checkpoint of iteration 2 lands, 4 does not
+        if "checkpoint" in os.path.basename(os.readlink(f"/proc/self/fd/{fd}")):
+            synced.append(fd)
+            if len(synced) > 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     assert main([*SPIRAL, "--out", str(out)]) == 2
     monkeypatch.undo()
     err = _one_line_error(capsys)
