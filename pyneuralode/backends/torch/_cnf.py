@@ -99,6 +99,16 @@ class TorchCNFProgram:
         return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
 
     # ------------------------------------------------------------------ solving
+    def _start(self, **reset) -> None:
+        """Zero the counters and watch adaptive solves for blow-up and stiffness (pyneuralode._stepwatch)."""
+        self.counter.reset(**reset)
+        if self.cnf.solver.adaptive:
+            self.counter.watch(self.ts.detach().cpu().numpy(), atol=self.cnf.control.atol, dtype=self.cnf.dtype)
+
+    def _failures(self, **where):
+        return torchdiffeq_failures(self.counter, max_steps=self.cnf.control.max_steps, solver=self.cnf.solver,
+                                    backsolve=self.backsolve, **where)
+
     def _integrate(self, state0: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
         cnf, control = self.cnf, self.cnf.control
         kwargs = dict(rtol=control.rtol, atol=control.atol, method=self.method,
@@ -134,8 +144,8 @@ class TorchCNFProgram:
         load_flat(self.field, params)
         self.augmented.eps = None if eps is None else self.tensor(eps)
         self.augmented.regularised = False
-        self.counter.reset()
-        with torch.no_grad(), torchdiffeq_failures(self.counter, max_steps=self.cnf.control.max_steps):
+        self._start()
+        with torch.no_grad(), self._failures():
             state = self._integrate(self._state0(self.tensor(x), False), adjoint=False)[-1]
         state = state.cpu().numpy()
         if not np.all(np.isfinite(state)):
@@ -153,8 +163,8 @@ class TorchCNFProgram:
         regularised = kinetic_weight > 0 or jacobian_weight > 0
         self.augmented.eps = eps
         self.augmented.regularised = regularised
-        self.counter.reset(count_vjps=not self.backsolve)
-        with torchdiffeq_failures(self.counter, max_steps=self.cnf.control.max_steps):
+        self._start(count_vjps=not self.backsolve)
+        with self._failures():
             state = self._integrate(self._state0(x, regularised), adjoint=self.backsolve)[-1]
         if not bool(torch.isfinite(state).all()):
             raise non_finite_error()
@@ -173,7 +183,7 @@ class TorchCNFProgram:
                                                   loss.kinetic, loss.jacobian)
         self.counter.phase = "backward"
         params_t = self.field.flat_parameters()
-        with torchdiffeq_failures(self.counter, max_steps=self.cnf.control.max_steps, where=BACKWARD):
+        with self._failures(where=BACKWARD):
             *grads, grad_x = torch.autograd.grad(value, [*params_t, x_t], allow_unused=True)
         self.counter.last_output = None
         grad_params = flat_grad(self.field, grads)

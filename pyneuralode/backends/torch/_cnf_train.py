@@ -11,7 +11,7 @@ from ..._solution import Stats
 from .._base import refuse_devices
 from ._compile import flat_values, load_flat
 from ._optim_state import checked_entry
-from ._failures import BACKWARD, torchdiffeq_failures
+from ._failures import BACKWARD
 
 
 class TorchFlowTrainer:
@@ -34,7 +34,7 @@ class TorchFlowTrainer:
         if not bool(torch.isfinite(value)):
             raise non_finite_error("loss")
         program.counter.phase = "backward"
-        with torchdiffeq_failures(program.counter, max_steps=program.cnf.control.max_steps, where=BACKWARD):
+        with program._failures(where=BACKWARD):
             value.backward()
         program.counter.last_output = None
         self.optimizer.step()

@@ -58,9 +58,13 @@ class ODEBlockModule(torch.nn.Module):
         """One solve; the counters restart here, so they always describe the latest call."""
         block, control = self.block, self.block.control
         self.counter.reset(count_vjps=self.counter.count_vjps)
+        if block.solver.adaptive:  # the blow-up/stiffness watch every backend applies (pyneuralode._stepwatch)
+            self.counter.watch(self.ts.detach().cpu().numpy(), atol=control.atol,
+                               dtype=str(self.ts.dtype).removeprefix("torch."))
         kwargs = dict(rtol=control.rtol, atol=control.atol, method=self.method,
                       options=forward_options(block.solver, control, self.ts))
-        with torchdiffeq_failures(self.counter, max_steps=control.max_steps):
+        with torchdiffeq_failures(self.counter, max_steps=control.max_steps, solver=block.solver,
+                                  backsolve=self.backsolve):
             if not (self.backsolve and torch.is_grad_enabled()):
                 ys = odeint(self.counter, x, self.ts, **kwargs)
             else:
