@@ -14,11 +14,13 @@ steps (this one included) of at most ``max_steps``:
   |t_end - t|``, i.e. at that step size the rest of the interval needs more steps than are left — while the
   state stayed bounded (``max|y| <= GROWTH * (max|y| at the start of the run + atol)``). An explicit solver on a
   stiff problem shows exactly this: its steps collapse to the stability limit, orders of magnitude below the
-  interval, and stay there while the solution barely moves (DOPRI5's stiffness test, Hairer & Wanner, *Solving
-  ODEs II*, IV.2, also asks for 15 consecutive positive steps; OrdinaryDiffEq's and MATLAB's explicit solvers stop
-  when the step size collapses). The solve stops there with a :class:`pyneuralode.MaxStepsError` that comes
-  early and names the stiff solvers, instead of spending all ``max_steps`` first. A growing state is not stiff:
-  a blow-up in progress keeps stepping until it underflows.
+  interval, and stay there while the solution barely moves. (Hairer's DOPRI5 code also waits for consecutive
+  positive tests — 15 of its eigenvalue estimate ``h|λ| > 3.25`` — and OrdinaryDiffEq's auto-switching algorithms
+  for ``maxstiffstep`` of them; this test needs no stage values, so every backend can apply it, at the price of
+  more patience.) The solve stops there with a :class:`pyneuralode.MaxStepsError` that comes early and names the
+  stiff solvers, instead of spending all ``max_steps`` first. A growing state is not stiff: a blow-up in progress
+  keeps stepping until it underflows (the same end as OrdinaryDiffEq's "dt was forced below floating point
+  epsilon").
 
 Raising ``max_steps`` relaxes the stiff test (more steps are left), so a user who really wants the long solve can
 always have it.
