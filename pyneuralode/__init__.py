@@ -75,7 +75,12 @@ from ._solvers import Dopri5 as Dopri5
 from ._solvers import Dopri8 as Dopri8
 from ._solvers import Euler as Euler
 from ._solvers import Heun as Heun
+from ._solvers import ImplicitEuler as ImplicitEuler
+from ._solvers import KenCarp3 as KenCarp3
 from ._solvers import KenCarp4 as KenCarp4
+from ._solvers import KenCarp5 as KenCarp5
+from ._solvers import Kvaerno3 as Kvaerno3
+from ._solvers import Kvaerno4 as Kvaerno4
 from ._solvers import Kvaerno5 as Kvaerno5
 from ._solvers import Midpoint as Midpoint
 from ._solvers import Rodas5P as Rodas5P

@@ -19,10 +19,10 @@ class Stats:
 
     Counts are exact for what each backend executes, so two backends can differ where their libraries do
     different work for the same steps (documented in the README: diffrax re-evaluates the first stage after a
-    rejected step and differentiates rejected steps). Implicit solvers on JAX (``Kvaerno5``) are counted by a
-    host callback: ``nfe_forward`` then counts every field execution (Newton iterations, Jacobian columns and,
-    inside ``value_and_grad`` with a discretise-then-optimise adjoint, re-evaluations made while
-    differentiating), and ``nfe_backward`` is ``None`` (not counted) for those adjoints.
+    rejected step and differentiates rejected steps). Implicit solvers on JAX (``Kvaerno*``, ``KenCarp*``,
+    ``ImplicitEuler``) count the forward solve's evaluations exactly (Newton iterations and Jacobian
+    linearisations, accepted and rejected steps) inside the compiled solve; their ``nfe_backward`` is ``None``
+    (not counted) for discretise-then-optimise adjoints, whose VJPs run inside diffrax's implicit differentiation.
     """
 
     nfe_forward: int = 0

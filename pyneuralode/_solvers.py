@@ -58,22 +58,40 @@ Dopri5 = _solver("Dopri5", order=5, adaptive=True, stages=7, fsal=True,
 Tsit5 = _solver("Tsit5", order=5, adaptive=True, stages=7, fsal=True,
                 doc="Tsitouras 5(4) pair with FSAL (adaptive).")
 Dopri8 = _solver("Dopri8", order=8, adaptive=True, stages=13, doc="Dormand–Prince 8(7) pair (adaptive; Julia DP8).")
+ImplicitEuler = _solver("ImplicitEuler", order=1, adaptive=True, stages=1, stiff=True,
+                        doc="Backward Euler for stiff problems (adaptive, implicit; the error estimate is the "
+                            "trapezoidal-rule difference, as diffrax's ImplicitEuler; Julia ImplicitEuler).")
+Kvaerno3 = _solver("Kvaerno3", order=3, adaptive=True, stages=4, stiff=True,
+                   doc="Kværnø's ESDIRK 3(2) method for stiff problems (adaptive, implicit, L-stable).")
+Kvaerno4 = _solver("Kvaerno4", order=4, adaptive=True, stages=5, stiff=True,
+                   doc="Kværnø's ESDIRK 4(3) method for stiff problems (adaptive, implicit, L-stable).")
 Kvaerno5 = _solver("Kvaerno5", order=5, adaptive=True, stages=7, stiff=True,
                    doc="Kværnø's ESDIRK 5(4) method for stiff problems (adaptive, implicit).")
+KenCarp3 = _solver("KenCarp3", order=3, adaptive=True, stages=4, stiff=True,
+                   doc="Kennedy–Carpenter ESDIRK 3(2) method for stiff problems, its implicit tableau applied to "
+                       "the whole field (adaptive, implicit).")
+KenCarp4 = _solver("KenCarp4", order=4, adaptive=True, stages=6, stiff=True,
+                   doc="Kennedy–Carpenter ESDIRK 4(3) method for stiff problems, its implicit tableau applied to "
+                       "the whole field (adaptive, implicit).")
+KenCarp5 = _solver("KenCarp5", order=5, adaptive=True, stages=8, stiff=True,
+                   doc="Kennedy–Carpenter ESDIRK 5(4) method for stiff problems, its implicit tableau applied to "
+                       "the whole field (adaptive, implicit).")
 Vern7 = _solver("Vern7", order=7, adaptive=True, stages=10, doc="Verner's 7(6) pair (Julia only).")
 Rodas5P = _solver("Rodas5P", order=5, adaptive=True, stages=8, stiff=True,
                   doc="Rosenbrock method Rodas5P for stiff problems (Julia only).")
-KenCarp4 = _solver("KenCarp4", order=4, adaptive=True, stages=6, stiff=True,
-                   doc="Kennedy–Carpenter ESDIRK 4(3) method for stiff problems (Julia only).")
 QNDF = _solver("QNDF", order=5, adaptive=True, stages=1, stiff=True,
                doc="Quasi-constant-step NDF multistep method for stiff problems (Julia only).")
 FBDF = _solver("FBDF", order=5, adaptive=True, stages=1, stiff=True,
                doc="Fixed-leading-coefficient BDF multistep method for stiff problems (Julia only).")
 
+STIFF_SOLVERS: tuple[str, ...] = ("ImplicitEuler", "Kvaerno3", "Kvaerno4", "Kvaerno5", "KenCarp3", "KenCarp4",
+                                  "KenCarp5", "Rodas5P", "QNDF", "FBDF")
+"""Every implicit method pyneuralode knows (which backend runs which: ``pyneuralode.backends`` registry)."""
+
 SOLVERS: dict[str, type[AbstractSolver]] = {
     cls.__name__: cls
-    for cls in (Euler, Midpoint, Heun, RK4, Bosh3, Dopri5, Tsit5, Dopri8, Kvaerno5, Vern7, Rodas5P, KenCarp4,
-                QNDF, FBDF)
+    for cls in (Euler, Midpoint, Heun, RK4, Bosh3, Dopri5, Tsit5, Dopri8, ImplicitEuler, Kvaerno3, Kvaerno4,
+                Kvaerno5, KenCarp3, KenCarp4, KenCarp5, Vern7, Rodas5P, QNDF, FBDF)
 }
 
 

@@ -50,7 +50,9 @@ SOLVER_HOME = {
     "Tsit5": "OrdinaryDiffEqTsit5", "Euler": "OrdinaryDiffEqLowOrderRK", "Heun": "OrdinaryDiffEqLowOrderRK",
     "Midpoint": "OrdinaryDiffEqLowOrderRK", "RK4": "OrdinaryDiffEqLowOrderRK", "BS3": "OrdinaryDiffEqLowOrderRK",
     "DP5": "OrdinaryDiffEqLowOrderRK", "DP8": "OrdinaryDiffEqHighOrderRK", "Vern7": "OrdinaryDiffEqVerner",
-    "Kvaerno5": "OrdinaryDiffEqSDIRK", "KenCarp4": "OrdinaryDiffEqSDIRK", "Rodas5P": "OrdinaryDiffEqRosenbrock",
+    **{n: "OrdinaryDiffEqSDIRK" for n in ("ImplicitEuler", "Kvaerno3", "Kvaerno4", "Kvaerno5", "KenCarp3",
+                                          "KenCarp4", "KenCarp5")},
+    "Rodas5P": "OrdinaryDiffEqRosenbrock",
     "QNDF": "OrdinaryDiffEqBDF", "FBDF": "OrdinaryDiffEqBDF",
 }
 

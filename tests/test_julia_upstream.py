@@ -79,8 +79,10 @@ UPSTREAM: dict[str, Checked] = {
         "1.4 - 2", "tags OrdinaryDiffEqRosenbrock-v1.3.1 (no `_process_AD_choice`: `autodiff` must be a Val), "
         "v1.4.0 (ADTypes accepted) and 2.6.6: `Rodas5P(; autodiff)` exported", {"Rodas5P": _kw("autodiff")}),
     "OrdinaryDiffEqSDIRK": Checked(
-        "1.2 - 2", "1.1.0 (no `_process_AD_choice`), v1.2.0 and 2.9.1: `Kvaerno5`, `KenCarp4` (; autodiff)",
-        {"Kvaerno5": _kw("autodiff"), "KenCarp4": _kw("autodiff")}),
+        "1.2 - 2", "1.1.0 (no `_process_AD_choice`), v1.2.0 and 2.9.1: `ImplicitEuler`, `Kvaerno3`, `Kvaerno4`, "
+        "`Kvaerno5`, `KenCarp3`, `KenCarp4`, `KenCarp5` exported (; autodiff, the SDIRK_docstring keywords)",
+        {n: _kw("autodiff") for n in ("ImplicitEuler", "Kvaerno3", "Kvaerno4", "Kvaerno5", "KenCarp3", "KenCarp4",
+                                      "KenCarp5")}),
     "OrdinaryDiffEqBDF": Checked(
         "1.2 - 2", "1.1.2 (no `_process_AD_choice`), v1.2.0 and 2.4.4: `QNDF`, `FBDF` (; autodiff)",
         {"QNDF": _kw("autodiff"), "FBDF": _kw("autodiff")}),

@@ -14,8 +14,8 @@ of evaluations (diffrax#315), checked against an independent host-callback count
         + steps * (stages - [1 if FSAL])       # accepted and rejected steps alike
         + [rejected steps if FSAL]             # diffrax re-evaluates the first stage after a rejection
 
-Implicit methods (Kvaerno5) evaluate the field a data-dependent number of times inside Newton iterations, so
-they are counted by a host callback instead (slower; implicit solves are rare in training loops).
+Implicit methods (Kvaerno, KenCarp, ImplicitEuler) evaluate the field a data-dependent number of times inside
+Newton iterations; they carry an exact count through the solve instead (``_implicit``), with no host callback.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ..._control import StepControl, fixed_step_grid
 from ..._errors import BLOW_UP, FAILED, MAX_STEPS, OK, STIFF, NotSupportedError
 from ..._solvers import AbstractSolver
 from ..._stepwatch import EPS, GROWTH, PATIENCE
+from ._implicit import KenCarp3, KenCarp4, KenCarp5, counting_parts
 
 _SOLVERS = {
     "Euler": diffrax.Euler,
@@ -43,7 +44,14 @@ _SOLVERS = {
     "Dopri5": diffrax.Dopri5,
     "Tsit5": diffrax.Tsit5,
     "Dopri8": diffrax.Dopri8,
+    "ImplicitEuler": diffrax.ImplicitEuler,
+    "Kvaerno3": diffrax.Kvaerno3,
+    "Kvaerno4": diffrax.Kvaerno4,
     "Kvaerno5": diffrax.Kvaerno5,
+    # KenCarp: the implicit tableau of diffrax's IMEX pairs, on the whole field (see _implicit._ImplicitKenCarp)
+    "KenCarp3": KenCarp3,
+    "KenCarp4": KenCarp4,
+    "KenCarp5": KenCarp5,
 }
 
 
@@ -70,11 +78,6 @@ def make_solver(solver: AbstractSolver):
     if solver.name not in _SOLVERS:
         raise NotSupportedError(f"{solver.name}() is not available on the JAX backend.")
     return _SOLVERS[solver.name]()
-
-
-def counts_by_formula(solver: AbstractSolver) -> bool:
-    """Whether forward NFE follow exactly from step statistics (explicit methods)."""
-    return not solver.stiff
 
 
 def stage_cost(diffrax_solver) -> tuple[int, bool]:
@@ -171,9 +174,9 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
       constant step ``dt`` when no grid is given.
 
     ``field(t, y, args)`` is diffrax's vector-field signature. ``stats`` holds ``nfe_forward`` (exact for
-    explicit methods), ``steps_accepted``, ``steps_rejected``, the flag ``max_steps`` and ``failed``, the failure
-    kind (``pyneuralode._errors.OK``, ``MAX_STEPS``, ``BLOW_UP``, ``STIFF`` or ``FAILED``; see
-    :mod:`pyneuralode._stepwatch`, whose rule watches every adaptive solve).
+    explicit methods, and for implicit ones through ``_implicit``), ``steps_accepted``, ``steps_rejected``, the flag
+    ``max_steps`` and ``failed``, the failure kind (``pyneuralode._errors.OK``, ``MAX_STEPS``, ``BLOW_UP``,
+    ``STIFF`` or ``FAILED``; see :mod:`pyneuralode._stepwatch`, whose rule watches every adaptive solve).
     """
     direction = jnp.sign(t1 - t0)
     solver_state, auto = None, False
@@ -196,17 +199,27 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
         controller, dt0 = diffrax.StepTo(ts=grid), None
     else:
         controller, dt0 = diffrax.ConstantStepSize(), dt
+    term, solver, y_start = diffrax.ODETerm(field), diffrax_solver, y0
+    if model_solver.stiff:  # the exact evaluation count travels with the state (see _implicit)
+        term, solver, controller, y_start = counting_parts(term, diffrax_solver, controller, y0, norm=norm)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field), diffrax_solver, t0, t1, dt0, y0, args=args, saveat=saveat,
+        term, solver, t0, t1, dt0, y_start, args=args, saveat=saveat,
         stepsize_controller=controller, max_steps=control.max_steps, solver_state=solver_state,
         adjoint=adjoint if adjoint is not None else diffrax.RecursiveCheckpointAdjoint(), throw=False)
     steps, accepted = sol.stats["num_steps"], sol.stats["num_accepted_steps"]
     max_steps = sol.result == diffrax.RESULTS.max_steps_reached
-    watched = sol.controller_state[-1] if model_solver.adaptive else OK  # BLOW_UP or STIFF if the watch stopped it
+    controller_state = sol.controller_state
+    if model_solver.stiff:  # (watched controller's state, evaluation count); ys without the count
+        controller_state, counted = controller_state
+        nfe = counted.astype(jnp.int32) + (2 if auto else 0)  # + Hairer's two evaluations
+        sol = eqx.tree_at(lambda s: s.ys, sol, sol.ys[0])
+    else:
+        nfe = nfe_from_steps(diffrax_solver, steps, steps - accepted, auto_dt0=auto)
+    watched = controller_state[-1] if model_solver.adaptive else OK  # BLOW_UP or STIFF if the watch stopped it
     kind = jnp.where(sol.result == diffrax.RESULTS.successful, OK,
                      jnp.where(max_steps, MAX_STEPS, jnp.where(watched != OK, watched, FAILED)))
     stats = {
-        "nfe_forward": nfe_from_steps(diffrax_solver, steps, steps - accepted, auto_dt0=auto),
+        "nfe_forward": nfe,
         "steps_accepted": accepted,
         "steps_rejected": steps - accepted,
         "max_steps": max_steps,

@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..._errors import NotSupportedError, SolveError, non_finite_error, solve_failure
+from ..._errors import SolveError, non_finite_error, solve_failure
 from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram
 from ._backsolve import make_backsolve
-from ._counting import HostCounter, new_probe, vjp_counted
-from ._diffrax import counts_by_formula, fixed_grid, integrate, make_solver
+from ._counting import new_probe, vjp_counted
+from ._diffrax import fixed_grid, integrate, make_solver
 from ._field import compile_field
 
 _FORWARD = ("nfe_forward", "steps_accepted", "steps_rejected", "max_steps", "failed")
@@ -66,8 +66,6 @@ class JaxProgram(AbstractProgram):
         if instrument is not None:
             self.field = instrument(self.field)
         self.solver = make_solver(model.solver)
-        self.host_counter = None if counts_by_formula(model.solver) else HostCounter()
-        self._forward_field = self.host_counter.wrap(self.field) if self.host_counter else self.field
         self._solve_jit = jax.jit(self._solve_packed)
         self._vg_jit = jax.jit(self._value_and_grad_packed, static_argnums=(5,))
         self._ensemble_jit = None
@@ -82,7 +80,7 @@ class JaxProgram(AbstractProgram):
         return sol.ys, stats
 
     def _plain_solve(self, params, y0, ts, grid):
-        return self._diffeqsolve(lambda t, y, p: self._forward_field(p, t, y), params, y0, ts, grid,
+        return self._diffeqsolve(lambda t, y, p: self.field(p, t, y), params, y0, ts, grid,
                                  diffrax.RecursiveCheckpointAdjoint())
 
     def solve_fn(self, params, y0, ts, grid):
@@ -105,7 +103,7 @@ class JaxProgram(AbstractProgram):
         if self.model.adjoint.name == "BacksolveAdjoint":
             return self._backsolve(params, y0, ts, grid, probe)
         if self.model.solver.stiff:  # forward-mode Jacobians cannot pass the counting custom_vjp
-            field = lambda t, y, p: self._forward_field(p[0], t, y)  # noqa: E731
+            field = lambda t, y, p: self.field(p[0], t, y)  # noqa: E731
         else:
             counted = vjp_counted(self.field)
             field = lambda t, y, p: counted(p[0], t, y, p[1])  # noqa: E731
@@ -157,10 +155,7 @@ class JaxProgram(AbstractProgram):
     def _forward_report(self, report) -> dict:
         """Forward statistics from a packed report (raises the shared errors on failure)."""
         stats = dict(zip(_FORWARD, report))
-        forward = self._forward_stats(stats)
-        if self.host_counter is not None:
-            forward["nfe_forward"] = self.host_counter.count
-        return forward
+        return self._forward_stats(stats)
 
     def _batched_inputs(self, y0, ts):
         batched = y0.ndim == len(self.model.field.in_shape or (y0.shape[-1],)) + 1
@@ -170,8 +165,6 @@ class JaxProgram(AbstractProgram):
         if ts.shape[0] == 1:
             return Solution(ts, np.asarray(y0)[None].copy(), Stats())
         batched, y, grid = self._batched_inputs(y0, ts)
-        if self.host_counter:
-            self.host_counter.reset()
         # numpy goes straight into the compiled function: jit's dispatch transfers it faster than jnp.asarray
         ys, report = jax.device_get(self._solve_jit(params, y, ts, grid))
         forward = self._forward_report(report)
@@ -188,11 +181,6 @@ class JaxProgram(AbstractProgram):
         from ..._ensemble import EnsembleSolution, loop_ensemble
         from ._sharding import put_batch, put_replicated, resolve_mesh
         mesh = resolve_mesh(devices)
-        if self.host_counter is not None:  # host-counted solvers cannot attribute evaluations to members
-            if mesh is not None:
-                raise NotSupportedError(f"{self.model.solver.name}() is counted on the host and solves ensemble "
-                                        "members one after another: drop devices=.")
-            return loop_ensemble(self.solve, params, y0, ts)
         members = params.shape[0]
         if ts.shape[0] == 1:
             return loop_ensemble(self.solve, params, y0, ts)
@@ -232,8 +220,6 @@ class JaxProgram(AbstractProgram):
             ys, gp, gy, value = np.asarray(y)[None], np.asarray(gp), np.asarray(gy), float(value)
             forward, probe_grad = {}, np.zeros(4)
         else:
-            if self.host_counter:
-                self.host_counter.reset()
             ys, gp, gy, report = jax.device_get(self._vg_jit(params, y, ts, grid, target, type(loss).reduce))
             value, forward, probe_grad = float(report[0]), self._forward_report(report[1:6]), report[6:]
         self.raise_failure(probe_grad[1], where="backward (adjoint) solve")

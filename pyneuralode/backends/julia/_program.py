@@ -46,8 +46,9 @@ from .._base import AbstractProgram, refuse_devices
 
 SOLVERS: dict[str, str] = {
     "Euler": "euler", "Midpoint": "midpoint", "Heun": "heun", "RK4": "rk4", "Bosh3": "bs3", "Dopri5": "dp5",
-    "Tsit5": "tsit5", "Dopri8": "dp8", "Kvaerno5": "kvaerno5", "Vern7": "vern7", "Rodas5P": "rodas5p",
-    "KenCarp4": "kencarp4", "QNDF": "qndf", "FBDF": "fbdf",
+    "Tsit5": "tsit5", "Dopri8": "dp8", "Vern7": "vern7", "Rodas5P": "rodas5p", "QNDF": "qndf", "FBDF": "fbdf",
+    "ImplicitEuler": "implicit_euler", "Kvaerno3": "kvaerno3", "Kvaerno4": "kvaerno4", "Kvaerno5": "kvaerno5",
+    "KenCarp3": "kencarp3", "KenCarp4": "kencarp4", "KenCarp5": "kencarp5",
 }
 """pyneuralode solver name -> PyNeuralODEJL.make_alg key (Euler..RK4 fixed step, the rest adaptive)."""
 

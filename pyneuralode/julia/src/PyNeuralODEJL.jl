@@ -51,7 +51,7 @@ using OrdinaryDiffEqCore: OrdinaryDiffEqCore, IController
 using OrdinaryDiffEqHighOrderRK: DP8
 using OrdinaryDiffEqLowOrderRK: BS3, DP5, Euler, Heun, Midpoint, RK4
 using OrdinaryDiffEqRosenbrock: Rodas5P
-using OrdinaryDiffEqSDIRK: KenCarp4, Kvaerno5
+using OrdinaryDiffEqSDIRK: ImplicitEuler, KenCarp3, KenCarp4, KenCarp5, Kvaerno3, Kvaerno4, Kvaerno5
 using OrdinaryDiffEqTsit5: Tsit5
 using OrdinaryDiffEqVerner: Vern7
 

@@ -1,0 +1,153 @@
+"""Stiff solvers on Robertson's kinetics: exact NFE without host callbacks, SciPy's Radau as the reference,
+gradients w.r.t. log k against central differences, parameter recovery, and the explicit-solver failure.
+
+One compiled model per solver is shared by the tests (module-scoped), on one coarse save grid.
+"""
+
+from __future__ import annotations
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import pyneuralode as pn
+from pyneuralode.backends._registry import REGISTRY
+from pyneuralode.backends.jax._counting import HostCounter
+from pyneuralode.backends.jax._diffrax import hairer_initial_step, make_solver
+from pyneuralode.backends.jax._program import JaxProgram
+from pyneuralode.problems import robertson as rob
+
+pytest.importorskip("scipy")
+
+JAX_STIFF = sorted(n for n in pn._solvers.STIFF_SOLVERS if n in REGISTRY["jax"].solvers)
+TS = rob.robertson_times(11)                       # 0 and 11 log-spaced saves on [1e-5, 1e5]
+SHORT = rob.robertson_times(11, t1=1e-2)           # same shape, a short span for the host-counted tests
+Y0 = rob.initial_state()
+TRUE = rob.log_rates()
+CONTROL = {"ImplicitEuler": pn.StepControl(rtol=1e-5, atol=1e-8, max_steps=100_000)}
+DEFAULT = pn.StepControl(rtol=1e-7, atol=1e-10, max_steps=20_000)
+
+
+def _model(name, **kwargs):
+    return pn.ODEModel(rob.robertson_dynamics(), solver=getattr(pn, name)(), control=CONTROL.get(name, DEFAULT),
+                       backend="jax", dtype="float64", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {}
+
+
+def _shared(models, name):
+    if name not in models:
+        models[name] = _model(name)
+    return models[name]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return rob.reference_solution(TS)
+
+
+def test_robertson_dynamics_is_the_chemistry():
+    """The traced field called on numpy (its reference implementation) against the rate equations."""
+    y = np.array([0.7, 2e-5, 0.3])
+    k1, k2, k3 = rob.RATES
+    expected = np.array([-k1 * y[0] + k3 * y[1] * y[2], k1 * y[0] - k2 * y[1] ** 2 - k3 * y[1] * y[2],
+                         k2 * y[1] ** 2]) / rob.SCALE
+    field = rob.robertson_dynamics()
+    out = field.evaluate(TRUE, 0.0, y / rob.SCALE)
+    np.testing.assert_allclose(out, expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("name", JAX_STIFF)
+def test_implicit_nfe_is_exact(name):
+    """The in-graph count equals an independent host-callback counter (accepted and rejected steps alike)."""
+    counter = HostCounter()
+    program = JaxProgram(_model(name), instrument=counter.wrap)
+    sol = program.solve(TRUE, Y0, SHORT)
+    assert sol.stats.steps_accepted > 0
+    assert sol.stats.nfe_forward == counter.count
+
+
+@pytest.mark.parametrize("name", ["Kvaerno5", "ImplicitEuler"])
+def test_counting_changes_no_step_and_no_value(name):
+    """The counted solve takes diffrax's own steps and returns its values bit for bit (same initial step)."""
+    model = _model(name)
+    program = model.program
+    control = model.control
+    field = program.field
+    y0 = jnp.asarray(Y0[None])
+    ts = jnp.asarray(SHORT)
+
+    @jax.jit
+    def raw(params):
+        fn = lambda t, y, p: field(p, t, y)  # noqa: E731
+        dt0, _ = hairer_initial_step(lambda t, y: fn(t, y, params), ts[0], y0, 1.0, order=model.solver.order,
+                                     rtol=control.rtol, atol=control.atol, norm=_rms)
+        controller = diffrax.PIDController(rtol=control.rtol, atol=control.atol, pcoeff=0.0, icoeff=1.0,
+                                           dcoeff=0.0, safety=control.safety, factormin=control.factormin,
+                                           factormax=control.factormax, norm=_rms)
+        sol = diffrax.diffeqsolve(diffrax.ODETerm(fn), make_solver(model.solver), ts[0], ts[-1], dt0, y0,
+                                  args=params, saveat=diffrax.SaveAt(ts=ts), stepsize_controller=controller,
+                                  max_steps=control.max_steps, throw=False)
+        return sol.ys, sol.stats["num_steps"]
+
+    ys_raw, steps_raw = raw(jnp.asarray(TRUE))
+    sol = model.solve(TRUE, Y0, SHORT)
+    assert sol.stats.steps == int(steps_raw)
+    np.testing.assert_array_equal(sol.ys, np.asarray(ys_raw)[:, 0])
+
+
+def _rms(x):
+    import optimistix as optx
+    return optx.rms_norm(x)
+
+
+@pytest.mark.parametrize("name", JAX_STIFF)
+def test_forward_matches_radau(models, reference, name):
+    """Every JAX stiff solver against SciPy's Radau (rtol=1e-12, atol=1e-14) over [1e-5, 1e5], within its
+    tolerance: the largest error, in units of the local tolerance ``atol + rtol |y|``, is O(1)."""
+    model = _shared(models, name)
+    sol = model.solve(TRUE, Y0, TS)
+    scale = model.control.atol + model.control.rtol * np.abs(reference)
+    worst = np.max(np.abs(sol.ys - reference) / scale)
+    bound = 300 if name == "ImplicitEuler" else 30  # first order: the global error grows as the steps add up
+    assert worst < bound, f"{name}: error {worst:.1f} local tolerances"
+
+
+def _loss(ys, target):
+    return float(np.mean((ys - target) ** 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", JAX_STIFF)
+def test_gradient_wrt_log_rates_matches_central_differences(models, reference, name):
+    """d loss / d log k through the implicit solve (DirectAdjoint: exact gradient of the discrete solve) against
+    central differences of the solve itself."""
+    model = _shared(models, name)
+    target = reference * 1.01
+    res = model.value_and_grad(TRUE, Y0, TS, loss=pn.MSE(target))
+    assert res.value == pytest.approx(_loss(res.ys, target), rel=1e-12)
+    h = 1e-4
+    fd = np.array([(_loss(model.solve(TRUE + h * e, Y0, TS).ys, target)
+                    - _loss(model.solve(TRUE - h * e, Y0, TS).ys, target)) / (2 * h) for e in np.eye(3)])
+    tol = 2e-2 if name == "ImplicitEuler" else 1e-3
+    np.testing.assert_allclose(res.grad_params, fd, rtol=tol, atol=tol * np.max(np.abs(fd)))
+
+
+def test_explicit_solver_fails_fast_naming_stiff_solvers():
+    model = pn.ODEModel(rob.robertson_dynamics(), solver=pn.Dopri5(),
+                        control=pn.StepControl(rtol=1e-6, atol=1e-9, max_steps=2000), backend="jax",
+                        dtype="float64")
+    with pytest.raises(pn.MaxStepsError, match=r"max_steps=2000.*Kvaerno5"):
+        model.solve(TRUE, Y0, TS)
+
+
+@pytest.mark.parametrize("name", ["ImplicitEuler", "Kvaerno3", "KenCarp5"])
+def test_torch_refuses_stiff_solvers_naming_jax_and_julia(name):
+    with pytest.raises(pn.NotSupportedError, match=rf"{name}\(\) is not available on backend 'torch': use "
+                                                   r"backend='jax' or 'julia'"):
+        pn.ODEModel(rob.robertson_dynamics(), solver=getattr(pn, name)(), backend="torch")
