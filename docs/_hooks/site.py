@@ -20,9 +20,13 @@ import importlib
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 from mkdocs.structure.files import File
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from griffe_roles import _resolve  # noqa: E402  (the site's griffe extension, beside this file)
 
 log = logging.getLogger("mkdocs.hooks.pyneuralode")
 
@@ -70,15 +74,6 @@ def on_page_markdown(markdown, page, config, files):
         return f"{match.group(1)}{new}{match.group(3)}"
 
     return LINK.sub(rewrite, markdown)
-
-
-def _resolve(path: str):
-    """The object at the dotted ``path`` (None when there is none)."""
-    module_name, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), name, None)
-    except ImportError:
-        return None
 
 
 def _included(rel: str, page_dir: Path) -> str:
