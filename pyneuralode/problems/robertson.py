@@ -100,10 +100,10 @@ class RobertsonConfig:
 
     backend: str = "jax"
     solver: str = "Kvaerno5"
-    iters: int = 150
-    lr: float = 0.05
+    iters: int = 200
+    lr: float = 0.02
     rtol: float = 1e-6
-    atol: float = 1e-9
+    atol: float = 1e-7
     points: int = 30
     data_noise: float = 0.01
     perturb: float = 0.5

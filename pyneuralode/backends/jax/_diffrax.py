@@ -135,6 +135,9 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
     rtol: float
     atol: float
     norm: Callable = eqx.field(static=True)
+    stall_is_stiffness: bool = eqx.field(static=True, default=True)
+    """False for implicit solvers: their small steps are the problem's own time scales (Robertson's early
+    transient), not an explicit method's stability limit, and a stiff solver is already in use."""
 
     def wrap(self, direction):
         return eqx.tree_at(lambda c: c.inner, self, self.inner.wrap(direction))
@@ -158,6 +161,7 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
         ref = jnp.where(starved & (run == 0), size, ref)
         run = jnp.where(starved, run + 1, 0)
         stiff = (run >= PATIENCE) & jnp.isfinite(size) & (size <= GROWTH * (ref + self.atol))
+        stiff = stiff & self.stall_is_stiffness
         kind = jnp.where(blow_up, BLOW_UP, jnp.where(stiff, STIFF, kind)).astype(jnp.int32)
         result = diffrax.RESULTS.where(kind != OK, diffrax.RESULTS.dt_min_reached, result)
         return keep, next_t0, next_t1, jump, (inner, t_end, steps, run, ref, kind), result
@@ -185,7 +189,8 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
             rtol=control.rtol, atol=control.atol, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, safety=control.safety,
             factormin=control.factormin, factormax=control.factormax, norm=norm)
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0)).name  # the model's dtype
-        controller = WatchedController(pid, control.max_steps, EPS[dtype], control.rtol, control.atol, norm)
+        controller = WatchedController(pid, control.max_steps, EPS[dtype], control.rtol, control.atol, norm,
+                                       stall_is_stiffness=not model_solver.stiff)
         saveat = eqx.tree_at(lambda s: s.controller_state, saveat, True)
         if control.dt0 is None:
             auto = True
