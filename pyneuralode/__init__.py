@@ -44,6 +44,7 @@ from ._conv_layers import Flatten as Flatten
 from ._conv_layers import GlobalAvgPool2d as GlobalAvgPool2d
 from ._conv_layers import GroupNorm as GroupNorm
 from ._conv_layers import ReLU as ReLU
+from ._augment import Augment as Augment
 from ._blocks import ODEBlock as ODEBlock
 from ._blocks import Residual as Residual
 from ._classify import CrossEntropy as CrossEntropy

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 
 from ._adjoints import AbstractAdjoint, DirectAdjoint
+from ._augment import augmented_loss, check_augment, pad_features
 from ._control import StepControl
 from ._ensemble import EnsembleSolution, ensemble_inputs
-from ._errors import SpecError
+from ._errors import NotSupportedError, SpecError
 from ._layers import AbstractLayer
 from ._losses import AbstractLoss
 from ._model_base import SpecParameters, check_numerics, check_runtime
 from ._solution import Solution, ValueAndGrad
 from ._solvers import AbstractSolver, Dopri5
-from ._validate import check_params, check_state, check_times
+from ._validate import as_real_array, check_params, check_state, check_times
 from .backends._registry import get_backend
 
 
@@ -34,6 +36,10 @@ class ODEModel(SpecParameters):
     - ``dtype``: ``"float64"`` (default, for comparisons) or ``"float32"`` (fast training). On JAX, float64 turns
       on ``jax_enable_x64`` when the model is compiled.
     - ``device``: ``None`` (the backend's default), ``"cpu"`` or ``"cuda"``.
+    - ``augment``: ``d > 0`` makes this an augmented neural ODE (Dupont et al. 2019): ``field`` acts on ``n + d``
+      features, each solve starts from ``[y0, 0]``, and solutions, losses and ``grad_y0`` see the first ``n``
+      features only (see :class:`pyneuralode.Augment` for the layer form). ``native()`` and ``solve_ensemble``
+      work on the augmented state (``y0`` of ``n`` features is padded for you).
     """
 
     field: AbstractLayer
@@ -43,11 +49,13 @@ class ODEModel(SpecParameters):
     backend: str = "jax"
     dtype: str = "float64"
     device: str | None = None
+    augment: int = 0
 
     def __post_init__(self):
         if not isinstance(self.field, AbstractLayer):
             raise SpecError(f"field must be a pyneuralode layer such as pn.MLP([...]), got "
                             f"{type(self.field).__name__}.")
+        object.__setattr__(self, "augment", check_augment(self.augment, self.field))
         check_runtime(self)
         check_numerics(self)
         object.__setattr__(self, "_program", None)
@@ -64,9 +72,15 @@ class ODEModel(SpecParameters):
             object.__setattr__(self, "_program", get_backend(self.backend).compile(self))
         return self._program
 
+    @property
+    def state_shape(self) -> tuple[int, ...] | None:
+        """The shape of one ``y0`` sample: the field's input shape, less the ``augment`` features."""
+        shape = self.field.in_shape
+        return shape if not self.augment else (shape[0] - self.augment,)
+
     def _inputs(self, params, y0, ts):
         params = check_params(params, self.num_params, self.dtype)
-        y0 = check_state(y0, self.field.in_shape, self.dtype)
+        y0 = check_state(y0, self.state_shape, self.dtype)
         ts = check_times(ts, self.dtype)
         return params, y0, ts
 
@@ -74,17 +88,61 @@ class ODEModel(SpecParameters):
         """Integrate from ``y0`` at ``ts[0]`` and return the states at every time in ``ts``.
 
         ``y0`` is one sample or a batch (leading axis); ``ts`` is strictly increasing or decreasing.
+
+        **Per-sample times**: ``ts`` of shape ``(batch, T)`` gives each sample of a batched ``y0`` its own save
+        times (all starting at the same ``ts[:, 0]``, the time of ``y0``, and running the same way). The batch is
+        solved once at the union of the times and each sample's states are read at its own: ``ys`` has shape
+        ``(T, batch, *state)`` with ``ys[:, b]`` at ``ts[b]``. Cost: one adaptive solve whose step sizes the
+        whole batch shares (the controller's error norm spans the batch, so every sample takes the steps the
+        hardest one needs); the save times cost only interpolation, not steps. The alternative — ``jax.vmap`` of
+        ``native()`` — gives each sample its own steps, but a vectorised while loop runs until its slowest lane
+        finishes.
         """
+        if np.ndim(ts) == 2:
+            return self._solve_per_sample(params, y0, ts)
         params, y0, ts = self._inputs(params, y0, ts)
-        return self.program.solve(params, y0, ts)
+        if not self.augment:
+            return self.program.solve(params, y0, ts)
+        sol = self.program.solve(params, pad_features(y0, self.augment), ts)
+        return dataclasses.replace(sol, ys=np.ascontiguousarray(sol.ys[..., :y0.shape[-1]]))
+
+    def _solve_per_sample(self, params, y0, ts) -> Solution:
+        ts = as_real_array(ts, "ts", self.dtype)
+        y0 = check_state(y0, self.state_shape, self.dtype)
+        if y0.ndim == len(self.state_shape or y0.shape[-1:]) or y0.shape[0] != ts.shape[0] or ts.shape[1] < 1:
+            raise SpecError(f"Per-sample times ts of shape {ts.shape} need a batched y0 with {ts.shape[0]} samples "
+                            f"(one row of times per sample), got y0 of shape {y0.shape}.")
+        for row in ts:
+            check_times(row, self.dtype)
+        if np.any(ts[:, 0] != ts[0, 0]):
+            raise SpecError("Per-sample times must all start at the time of y0 (ts[:, 0] equal): solve samples with "
+                            "other start times separately.")
+        forward = ts.shape[1] < 2 or ts[0, 1] > ts[0, 0]
+        if ts.shape[1] > 1 and np.any((ts[:, 1] > ts[:, 0]) != forward):
+            raise SpecError("Per-sample times must all run the same way (all increasing or all decreasing).")
+        union = np.unique(ts) if forward else np.unique(ts)[::-1].copy()
+        index = np.searchsorted(union, ts) if forward else union.size - 1 - np.searchsorted(union[::-1], ts)
+        sol = self.solve(params, y0, union)
+        return Solution(ts, np.ascontiguousarray(sol.ys[index.T, np.arange(ts.shape[0])]), sol.stats)
 
     def value_and_grad(self, params, y0, ts, *, loss: AbstractLoss) -> ValueAndGrad:
         """The loss of the solution and its gradients with respect to ``params`` and ``y0``."""
+        if np.ndim(ts) == 2:
+            raise NotSupportedError("value_and_grad with per-sample times (ts of shape (batch, T)) is not available "
+                                    "yet: it needs masked losses. Train irregularly-sampled series with "
+                                    "pn.LatentODE (a masked likelihood on the union of times), or group the "
+                                    "samples that share times; model.solve accepts per-sample times.")
         params, y0, ts = self._inputs(params, y0, ts)
         if not isinstance(loss, AbstractLoss):
             raise SpecError(f"loss must be a pyneuralode loss such as pn.L1(target), got {type(loss).__name__}.")
         loss.check_shape((ts.shape[0], *y0.shape))
-        return self.program.value_and_grad(params, y0, ts, loss)
+        if not self.augment:
+            return self.program.value_and_grad(params, y0, ts, loss)
+        n = y0.shape[-1]
+        res = self.program.value_and_grad(params, pad_features(y0, self.augment), ts,
+                                          augmented_loss(loss, self.augment))
+        return dataclasses.replace(res, grad_y0=np.ascontiguousarray(res.grad_y0[..., :n]),
+                                   ys=None if res.ys is None else np.ascontiguousarray(res.ys[..., :n]))
 
     def solve_ensemble(self, params, y0, ts, *, devices=None) -> EnsembleSolution:
         """Solve many members at once: parameter sweeps, uncertainty quantification, many initial conditions.
@@ -96,8 +154,10 @@ class ODEModel(SpecParameters):
         list of ``jax.Device`` or a ``jax.sharding.Mesh``) shards the member axis over several devices. torch and
         Julia solve the members one after another.
         """
-        params, y0 = ensemble_inputs(params, y0, num_params=self.num_params, state_shape=self.field.in_shape,
+        params, y0 = ensemble_inputs(params, y0, num_params=self.num_params, state_shape=self.state_shape,
                                      dtype=self.dtype)
+        if self.augment:
+            y0 = pad_features(y0, self.augment)
         ts = check_times(ts, self.dtype)
         return self.program.solve_ensemble(params, y0, ts, devices=devices)
 

@@ -1,5 +1,8 @@
-"""Data sets of the paper's experiments, numpy only: MNIST (from the package index) and 2-D toy densities."""
+"""Data sets of the paper's experiments, numpy only: MNIST (from the package index), 2-D toy densities, and the
+augmented-ODE toy problems."""
 
+from ._anode import anode_a1 as anode_a1
+from ._anode import anode_a2 as anode_a2
 from ._augment import random_crop as random_crop
 from ._batching import batches as batches
 from ._batching import check_images_labels as check_images_labels

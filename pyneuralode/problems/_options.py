@@ -45,7 +45,7 @@ RULES: dict[str, _Rule] = {
     "plot_samples": _COUNT, "train_limit": _COUNT, "test_limit": _COUNT, "test_batch": _COUNT,
     "torch_threads": _COUNT, "seed": _SEED, "lr": _POSITIVE, "atol": _POSITIVE, "rtol": _RTOL, "tol": _RTOL,
     "kinetic": _WEIGHT, "jacobian": _WEIGHT, "devices": _COUNT, "points": _COUNT, "data_noise": _WEIGHT,
-    "perturb": _WEIGHT,
+    "perturb": _WEIGHT, "augment_dims": _COUNT,
 }
 """Option name (the config field; the flag is ``--`` plus the name with ``-`` for ``_``) → its bound."""
 

@@ -11,6 +11,7 @@ import dataclasses
 
 import numpy as np
 
+from .._augment import augmented_loss_type, pad_features
 from .._errors import SpecError
 from .._losses import AbstractLoss, L1
 from .._optim import AbstractOptimizer
@@ -47,6 +48,8 @@ class Trainer(NativeTrainerState):
         if not (isinstance(loss, type) and issubclass(loss, AbstractLoss)):
             raise SpecError(f"loss must be a loss type such as pn.L1 or pn.MSE, got {loss!r}.")
         self.model, self.optimizer, self.loss = model, optimizer, loss
+        if model.augment:  # the loss sees the data features of the augmented state only (pn.ODEModel(augment=d))
+            loss = augmented_loss_type(loss, model.state_shape[0])
         self._impl = model.program.make_trainer(optimizer, loss, devices=devices)
         self.steps_done = 0
 
@@ -58,11 +61,13 @@ class Trainer(NativeTrainerState):
     def step(self, y0, ts, target) -> StepInfo:
         """One optimisation step on the batch ``(y0, ts)`` against ``target`` (shape ``(len(ts), *y0.shape)``)."""
         dtype = self.model.dtype
-        y0 = check_state(y0, self.model.field.in_shape, dtype)
+        y0 = check_state(y0, self.model.state_shape, dtype)
         ts = check_times(ts, dtype)
         target = np.asarray(target, dtype=dtype)
         if target.shape != (len(ts), *y0.shape):
             raise SpecError(f"target has shape {target.shape} but the solution has shape {(len(ts), *y0.shape)}.")
+        if self.model.augment:
+            y0, target = pad_features(y0, self.model.augment), pad_features(target, self.model.augment)
         loss, stats = self._impl.step(y0, ts, target)
         self.steps_done += 1
         return StepInfo(loss, stats)

@@ -12,6 +12,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from ..._augment import Augment
 from ..._errors import NotSupportedError
 from ..._layers import AbstractLayer, Activation, Linear, Sequential, walk
 from ..._params import param_layout
@@ -45,7 +46,14 @@ def _activation(layer: Activation) -> LayerFn:
     return lambda tensors, t, y: fn(y)
 
 
-_COMPILERS: dict[type, Callable[[AbstractLayer], LayerFn]] = {Linear: _linear, Activation: _activation}
+def _augment(layer: Augment) -> LayerFn:
+    def apply(tensors, t, y):  # zeros appended on the first sample axis (features, or channels of NCHW)
+        return jnp.concatenate([y, jnp.zeros((y.shape[0], layer.dims, *y.shape[2:]), y.dtype)], axis=1)
+    return apply
+
+
+_COMPILERS: dict[type, Callable[[AbstractLayer], LayerFn]] = {Linear: _linear, Activation: _activation,
+                                                             Augment: _augment}
 
 
 def register_layer(layer_type: type, compiler: Callable[[AbstractLayer], LayerFn]) -> None:

@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from ..._augment import Augment
 from ..._blocks import ODEBlock, Residual
 from ..._classify import CrossEntropy
 from ..._conv_layers import Conv2d, Flatten, GlobalAvgPool2d, GroupNorm
@@ -27,7 +28,7 @@ from ._program import _check_backward_warnings, _status_error, _to_numpy, julia_
 
 NETWORK_LAYERS: dict[type, str] = {
     Sequential: "seq", Residual: "res", ODEBlock: "ode", Conv2d: "conv", GroupNorm: "gn", Activation: "act",
-    GlobalAvgPool2d: "pool", Flatten: "flatten", Linear: "linear",
+    GlobalAvgPool2d: "pool", Flatten: "flatten", Linear: "linear", Augment: "augment",
 }
 """Spec layer type -> the item kind PyNeuralODEJL's ``build_network`` parses (ConcatConv2d is a Conv2d)."""
 
@@ -56,6 +57,8 @@ def _items(layer, out: list[str]) -> None:
         out.append(f"gn,{layer.num_groups},{layer.num_channels},{layer.eps!r}")
     elif kind == "act":
         out.append(f"act,{layer.name}")
+    elif kind == "augment":
+        out.append(f"augment,{layer.dims}")
     elif kind == "linear":
         out.append(f"linear,{layer.in_features},{layer.out_features},{int(layer.bias)},{int(layer.time_input)}")
     else:

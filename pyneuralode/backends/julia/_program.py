@@ -137,7 +137,12 @@ def julia_options(model) -> dict:
 
 
 def loss_value_and_cotangent(loss, ys: np.ndarray) -> tuple[float, np.ndarray]:
-    """The loss of ``ys`` and its derivative with respect to ``ys`` (numpy; L1 and MSE)."""
+    """The loss of ``ys`` and its derivative with respect to ``ys`` (numpy; L1 and MSE, also on the data features
+    of an augmented state, :func:`pyneuralode._augment.augmented_loss`)."""
+    n = getattr(loss, "features", None)
+    if n is not None:  # zero cotangent on the augmented features
+        value, cot = loss_value_and_cotangent(loss.base(loss.target[..., :n]), ys[..., :n])
+        return value, np.concatenate([cot, np.zeros((*ys.shape[:-1], ys.shape[-1] - n), ys.dtype)], axis=-1)
     diff = ys - loss.target
     value = float(loss.reduce(np, diff))
     if type(loss) is L1:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..._augment import Augment
 from ..._errors import NotSupportedError
 from ..._layers import AbstractLayer, Activation, Linear, Sequential
 from ..._params import param_layout
@@ -81,7 +82,19 @@ class SequentialModule(torch.nn.Module):
         return x
 
 
+class AugmentModule(torch.nn.Module):
+    """``dims`` zeros appended on the first sample axis (features, or channels of NCHW); ``t`` ignored."""
+
+    def __init__(self, dims: int):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, t, x):
+        return torch.cat([x, x.new_zeros((x.shape[0], self.dims, *x.shape[2:]))], dim=1)
+
+
 _MODULE_BUILDERS: dict[type, object] = {
+    Augment: lambda layer, dtype, device: AugmentModule(layer.dims),
     Linear: lambda layer, dtype, device: LinearModule(layer, dtype=dtype, device=device),
     Activation: lambda layer, dtype, device: ActivationModule(layer.name),
 }

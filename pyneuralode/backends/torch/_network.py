@@ -56,29 +56,33 @@ class ODEBlockModule(torch.nn.Module):
 
     def forward(self, x):
         """One solve; the counters restart here, so they always describe the latest call."""
+        return self.solve(x, self.ts)[-1]
+
+    def solve(self, x, ts):
+        """The states at every time of ``ts`` (a tensor), with the block's solver, control and adjoint."""
         block, control = self.block, self.block.control
         self.counter.reset(count_vjps=self.counter.count_vjps)
         if block.solver.adaptive:  # the blow-up/stiffness watch every backend applies (pyneuralode._stepwatch)
-            self.counter.watch(self.ts.detach().cpu().numpy(), atol=control.atol,
-                               dtype=str(self.ts.dtype).removeprefix("torch."))
+            self.counter.watch(ts.detach().cpu().numpy(), atol=control.atol,
+                               dtype=str(ts.dtype).removeprefix("torch."))
         kwargs = dict(rtol=control.rtol, atol=control.atol, method=self.method,
-                      options=forward_options(block.solver, control, self.ts))
+                      options=forward_options(block.solver, control, ts))
         with torchdiffeq_failures(self.counter, max_steps=control.max_steps, solver=block.solver,
                                   backsolve=self.backsolve):
             if not (self.backsolve and torch.is_grad_enabled()):
-                ys = odeint(self.counter, x, self.ts, **kwargs)
+                ys = odeint(self.counter, x, ts, **kwargs)
             else:
                 adj = block.adjoint
                 ys = odeint_adjoint(
-                    self.counter, x, self.ts, **kwargs,
+                    self.counter, x, ts, **kwargs,
                     adjoint_rtol=adj.rtol if adj.rtol is not None else control.rtol,
                     adjoint_atol=adj.atol if adj.atol is not None else control.atol,
                     adjoint_method=self.method,
-                    adjoint_options=adjoint_options(block.solver, control, self.ts, seminorm=adj.seminorm),
+                    adjoint_options=adjoint_options(block.solver, control, ts, seminorm=adj.seminorm),
                     adjoint_params=tuple(self.field.flat_parameters()))
-        if not bool(torch.isfinite(ys[-1]).all()):
+        if not bool(torch.isfinite(ys).all()):
             raise non_finite_error()
-        return ys[-1]
+        return ys
 
     def forward_stats(self) -> dict:
         c = self.counter

@@ -12,6 +12,8 @@
 # - GroupNorm: consecutive channels form a group, as `torch.nn.GroupNorm`; biased variance, `eps` inside the
 #   square root; weight then bias `(C,)`.
 # - Flatten: `reshape(x, :, B)` of a `(W, H, C, B)` array is PyTorch's row-major flatten of `(C, H, W)`.
+# - Augment: zeros appended on the first sample axis of PyTorch's layout (features of `(F, B)`, channels of
+#   `(W, H, C, B)`), i.e. dimension `ndims(x) - 1` here (ANODE, Dupont et al. 2019).
 # - Linear: canonical `(out, in)` row-major -> `permutedims(reshape(seg, in, out))` for Lux's `Dense`.
 # - ODEBlock: y(t1) of dy/dt = field(t, y), y(0) = x, solved with the block's own `SolveOptions` (solver, step
 #   control, `sensealg`), its field's parameters a plain `Vector` slice; exact NFE per block.
@@ -48,6 +50,10 @@ end
 
 struct PoolNode <: NetNode end
 struct FlattenNode <: NetNode end
+
+struct AugmentNode <: NetNode
+    dims::Int
+end
 
 struct SeqNode{C <: Tuple} <: NetNode
     children::C
@@ -92,7 +98,7 @@ end
 # ---------------------------------------------------------------------------------------------- parsing
 # The description is the spec in prefix order, items separated by ';' (pyneuralode/backends/julia/_network.py):
 #   seq,N  (then N children) | res (then 1 child) | ode,T1,NPARAMS (then the field)
-#   conv,IN,OUT,KH,KW,SH,SW,PH,PW,BIAS,TIME | gn,GROUPS,C,EPS | act,NAME | pool | flatten
+#   conv,IN,OUT,KH,KW,SH,SW,PH,PW,BIAS,TIME | gn,GROUPS,C,EPS | act,NAME | pool | flatten | augment,DIMS
 #   linear,IN,OUT,BIAS,TIME
 mutable struct _Parser
     items::Vector{SubString{String}}
@@ -158,6 +164,10 @@ function _parse_node!(ps::_Parser)
         return PoolNode()
     elseif kind == "flatten"
         return FlattenNode()
+    elseif kind == "augment"
+        dims = only(_ints(parts, 1, item))
+        dims >= 1 || throw(ArgumentError("Augment needs at least one dimension, got $(repr(item))"))
+        return AugmentNode(dims)
     elseif kind == "linear"
         nin, nout, bias, time = _ints(parts, 4, item)
         fan = nin + time
@@ -240,6 +250,14 @@ end
 _apply(n::ActNode, x, p, t) = n.σ.(x)
 _apply(::PoolNode, x::AbstractArray{<:Any, 4}, p, t) = sum(x; dims = (1, 2)) ./ (size(x, 1) * size(x, 2))
 _apply(::FlattenNode, x, p, t) = reshape(x, :, size(x, ndims(x)))
+_apply(n::AugmentNode, x, p, t) = cat(x, _augment_zeros(x, n.dims); dims = ndims(x) - 1)
+
+"""`dims` zero slices of `x` along dimension `ndims(x) - 1` (the feature or channel axis)."""
+function _augment_zeros(x::AbstractArray, dims::Int)
+    shape = ntuple(i -> i == ndims(x) - 1 ? dims : size(x, i), ndims(x))
+    return fill!(similar(x, shape), zero(eltype(x)))
+end
+ChainRulesCore.@non_differentiable _augment_zeros(::Any, ::Any)
 _apply(n::ResNode, x, p, t) = x .+ _apply(n.inner, x, p, t)
 _apply(n::SeqNode, x, p, t) = _apply_chain(n.children, x, p, t)
 _apply(::NullNode, x, p, t) = error("internal error: an ODE block without a field")

@@ -1,0 +1,96 @@
+"""Augmented neural ODEs vs neural ODEs (Dupont, Doucet & Teh 2019): ``pyneuralode anode --problem a1|a2``.
+
+Both models train side by side, step for step, on the same batches:
+
+- ``a1``: the map ``-1 -> 1``, ``1 -> -1`` on the line (``pn.datasets.anode_a1``). NODE is
+  ``pn.ODEModel(MLP([1, h, h, 1]))``; ANODE is ``pn.ODEModel(MLP([1 + d, w, w, 1 + d]), augment=d)``, whose
+  output is the data feature of the augmented state. Loss: MSE at ``t = 1`` (the Trainer's loss over ``ts = [0, 1]``
+  is half of it, the ``t = 0`` residual being zero by construction).
+- ``a2``: the 2-D annulus classification (``pn.datasets.anode_a2``) with ``pn.Network``: NODE is
+  ``ODEBlock(MLP([2, h, h, 2])) -> Linear(2, 2)``, ANODE ``Augment(d) -> ODEBlock(MLP([2 + d, w, w, 2 + d])) ->
+  Linear(2 + d, 2)``; cross-entropy.
+
+The fields are Dupont et al.'s three-layer MLPs (ReLU by default). With ``match_params`` (default) NODE's hidden
+width ``h`` is chosen so that its parameter count is the nearest to ANODE's, as the paper compares them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .._errors import SpecError
+from ._options import check_options, option_type
+
+PROBLEMS = ("a1", "a2")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AnodeConfig:
+    """Settings of a NODE-vs-ANODE run (the CLI's options)."""
+
+    problem: str = "a2"
+    backend: str = "jax"
+    iters: int = 300
+    augment_dims: int = 1
+    width: int = 32
+    match_params: bool = True
+    activation: str = "relu"
+    lr: float | None = None
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    batch_size: int = 128
+    points: int = 1500
+    eval_every: int = 50
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.problem not in PROBLEMS:
+            raise SpecError(f"problem must be one of {', '.join(PROBLEMS)}, got {self.problem!r}.")
+        check_options(self)
+        if self.lr is None:  # two points learn fast; the annulus needs small steps
+            object.__setattr__(self, "lr", 1e-2 if self.problem == "a1" else 1e-3)
+
+
+def add_parser(subparsers) -> None:
+    """``pyneuralode anode``."""
+    d = AnodeConfig()
+    p = subparsers.add_parser("anode", help="train a neural ODE and an augmented one side by side on Dupont et al.'s "
+                                            "A1 (1-D crossing) or A2 (annulus): loss, NFE, PNG")
+    p.add_argument("--problem", default=d.problem, choices=PROBLEMS)
+    p.add_argument("--backend", default=d.backend, choices=["jax", "torch"])
+    p.add_argument("--iters", type=option_type("iters"), default=d.iters)
+    p.add_argument("--augment-dims", type=option_type("augment_dims"), default=d.augment_dims,
+                   help="augmented dimensions d")
+    p.add_argument("--width", type=option_type("width"), default=d.width, help="ANODE hidden width")
+    p.add_argument("--no-match-params", dest="match_params", action="store_false",
+                   help="give NODE the same hidden width instead of the same parameter count")
+    p.add_argument("--activation", default=d.activation, choices=["relu", "tanh", "softplus"])
+    p.add_argument("--lr", type=option_type("lr"), default=d.lr, help="Adam learning rate (default 1e-2 for a1, 1e-3 for a2)")
+    p.add_argument("--rtol", type=option_type("rtol"), default=d.rtol)
+    p.add_argument("--atol", type=option_type("atol"), default=d.atol)
+    p.add_argument("--batch-size", type=option_type("batch_size"), default=d.batch_size, help="a2 only")
+    p.add_argument("--points", type=option_type("points"), default=d.points, help="a2 training points")
+    p.add_argument("--eval-every", type=option_type("eval_every"), default=d.eval_every)
+    p.add_argument("--seed", type=option_type("seed"), default=d.seed)
+    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
+    p.add_argument("--out", default=None, help="output directory (default runs/anode-<problem>-<backend>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """``pyneuralode anode``: train both, print the side-by-side summary, write metrics, checkpoint and the PNG."""
+    from pathlib import Path
+
+    from ._anode_run import format_summary, train_anode
+
+    names = {f.name for f in dataclasses.fields(AnodeConfig)}
+    cfg = AnodeConfig(**{k: v for k, v in vars(args).items() if k in names})
+    out = Path(args.out or f"runs/anode-{cfg.problem}-{cfg.backend}")
+    summary = train_anode(cfg, out, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
+    print(format_summary(summary))
+    print(f"\nwrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'checkpoint.npz'}, {out / 'anode.png'}")
+    return 0
