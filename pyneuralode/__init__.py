@@ -32,6 +32,11 @@ from ._flow_results import Density as Density
 from ._flow_results import FlowValueAndGrad as FlowValueAndGrad
 from ._flow_trainer import FlowStepInfo as FlowStepInfo
 from ._flow_trainer import FlowTrainer as FlowTrainer
+from ._latent import LatentODE as LatentODE
+from ._latent import LatentValueAndGrad as LatentValueAndGrad
+from ._latent import Posterior as Posterior
+from ._latent import RNNCell as RNNCell
+from ._latent import union_times as union_times
 from ._layers import ACTIVATIONS as ACTIVATIONS
 from ._layers import AbstractLayer as AbstractLayer
 from ._layers import Activation as Activation

@@ -1,9 +1,11 @@
-"""Data sets of the paper's experiments, numpy only: MNIST (from the package index), 2-D toy densities, and the
-augmented-ODE toy problems."""
+"""Data sets of the paper's experiments, numpy only: MNIST (from the package index), 2-D toy densities, the
+augmented-ODE toy problems and the latent-ODE spirals."""
 
 from ._anode import anode_a1 as anode_a1
 from ._anode import anode_a2 as anode_a2
 from ._augment import random_crop as random_crop
+from ._spirals import latent_spirals as latent_spirals
+from ._spirals import subsample as subsample
 from ._batching import batches as batches
 from ._batching import check_images_labels as check_images_labels
 from ._mnist import MNIST_SHA256 as MNIST_SHA256

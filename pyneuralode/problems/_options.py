@@ -45,7 +45,9 @@ RULES: dict[str, _Rule] = {
     "plot_samples": _COUNT, "train_limit": _COUNT, "test_limit": _COUNT, "test_batch": _COUNT,
     "torch_threads": _COUNT, "seed": _SEED, "lr": _POSITIVE, "atol": _POSITIVE, "rtol": _RTOL, "tol": _RTOL,
     "kinetic": _WEIGHT, "jacobian": _WEIGHT, "devices": _COUNT, "points": _COUNT, "data_noise": _WEIGHT,
-    "perturb": _WEIGHT, "augment_dims": _COUNT,
+    "perturb": _WEIGHT, "augment_dims": _COUNT, "latent_size": _COUNT, "rnn_width": _COUNT, "train_size": _COUNT,
+    "spirals": _Rule(True, lambda v: v >= 2, "an integer ≥ 2"),
+    "obs": _Rule(True, lambda v: 2 <= v <= 100, "an integer in [2, 100]"),
 }
 """Option name (the config field; the flag is ``--`` plus the name with ``-`` for ``_``) → its bound."""
 
