@@ -220,6 +220,8 @@ class LatentODE(SpecParameters):
 
     @property
     def parts(self) -> LatentParts:
+        """The four networks (encoder, posterior head, ODE field, decoder) as one spec, in canonical parameter
+        order."""
         return LatentParts(self.encoder, self.head, self.field, self.decoder)
 
     @property
