@@ -28,14 +28,17 @@ class EnsembleSolution:
 
     - ``ts``: the save times, shared by every member.
     - ``ys``: ``(M, len(ts), *state)``; rows of a failed member are NaN.
-    - ``stats``: one :class:`pyneuralode.Stats` per member (exact NFE and steps of that member's solve).
+    - ``nfe_forward``, ``steps_accepted``, ``steps_rejected``: ``(M,)`` integer arrays, each member's exact counts
+      (0 for a failed member); ``stats`` gives them as one :class:`pyneuralode.Stats` per member.
     - ``ok``: ``(M,)`` booleans, false where the member's solve failed.
     - ``errors``: per member, ``None`` or the message of the pyneuralode error its solve raised.
     """
 
     ts: np.ndarray
     ys: np.ndarray
-    stats: tuple[Stats, ...]
+    nfe_forward: np.ndarray
+    steps_accepted: np.ndarray
+    steps_rejected: np.ndarray
     ok: np.ndarray
     errors: tuple[str | None, ...]
 
@@ -43,6 +46,21 @@ class EnsembleSolution:
     def size(self) -> int:
         """The number of members ``M``."""
         return int(self.ys.shape[0])
+
+    @property
+    def stats(self) -> tuple[Stats, ...]:
+        """One :class:`pyneuralode.Stats` per member: exactly what ``model.solve`` of that member reports."""
+        return tuple(Stats(nfe_forward=int(n), steps_accepted=int(a), steps_rejected=int(r))
+                     for n, a, r in zip(self.nfe_forward, self.steps_accepted, self.steps_rejected))
+
+    @classmethod
+    def from_counts(cls, ts, ys, counts, errors) -> EnsembleSolution:
+        """Assemble from ``counts`` ``(M, 3)`` (NFE, accepted, rejected) and per-member ``errors``; the rows and
+        counts of failed members are set to NaN and 0."""
+        ok = np.array([e is None for e in errors], dtype=bool)
+        counts = np.where(ok[:, None], np.asarray(counts, dtype=np.int64), 0)
+        ys[~ok] = np.nan
+        return cls(ts, ys, counts[:, 0], counts[:, 1], counts[:, 2], ok, tuple(errors))
 
     def raise_if_failed(self) -> EnsembleSolution:
         """Return ``self`` if every member succeeded, else raise the first failure (a SolveError)."""
@@ -96,18 +114,17 @@ def loop_ensemble(solve_one, params: np.ndarray, y0: np.ndarray, ts: np.ndarray)
     member's pyneuralode error (the backends that cannot vectorise members exactly use this)."""
     from ._errors import PyNeuralODEError, SpecError as _SpecError
     ys = np.full((params.shape[0], ts.shape[0], *y0.shape[1:]), np.nan, dtype=y0.dtype)
-    stats, errors = [], []
+    counts = np.zeros((params.shape[0], 3), dtype=np.int64)
+    errors = []
     for m in range(params.shape[0]):
         try:
             sol = solve_one(params[m], y0[m], ts)
         except _SpecError:
             raise  # a bad option is the caller's, not the member's: it would fail every member the same way
         except PyNeuralODEError as err:
-            stats.append(Stats())
             errors.append(str(err))
             continue
         ys[m] = sol.ys
-        stats.append(sol.stats)
+        counts[m] = sol.stats.nfe_forward, sol.stats.steps_accepted, sol.stats.steps_rejected
         errors.append(None)
-    ok = np.array([e is None for e in errors])
-    return EnsembleSolution(ts, ys, tuple(stats), ok, tuple(errors))
+    return EnsembleSolution.from_counts(ts, ys, counts, errors)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..._errors import SolveError, non_finite_error, solve_failure
+from ..._errors import OK, SolveError, non_finite_error, solve_failure
 from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram
 from ._backsolve import make_backsolve
@@ -193,22 +193,18 @@ class JaxProgram(AbstractProgram):
                                                   in_axes=(0, 0, None, None)))
         args = (put_batch(mesh, params), put_batch(mesh, y0), *put_replicated(mesh, (ts, self.grid(ts))))
         ys, reports = jax.device_get(self._ensemble_jit(*args))
-        ys, reports = np.array(ys[:members, :, 0]), reports[:members]
-        stats, errors = [], []
-        for m in range(members):
+        ys, reports = np.array(ys[:members, :, 0]), np.asarray(reports[:members])
+        # Checked for all members at once; only a failed member's message is built one by one.
+        kinds = np.rint(reports[:, _FORWARD.index("failed")])
+        errors: list[str | None] = [None] * members
+        for m in np.flatnonzero((kinds != OK) | ~np.isfinite(ys.reshape(members, -1)).all(axis=1)):
             try:
-                forward = self._forward_stats(dict(zip(_FORWARD, reports[m])))
-                if not np.all(np.isfinite(ys[m])):
-                    raise non_finite_error()
+                self.raise_failure(kinds[m])
+                raise non_finite_error()
             except SolveError as err:
-                stats.append(Stats())
-                errors.append(str(err))
-                ys[m] = np.nan
-                continue
-            stats.append(Stats(**forward))
-            errors.append(None)
-        ok = np.array([e is None for e in errors])
-        return EnsembleSolution(ts, ys, tuple(stats), ok, tuple(errors))
+                errors[m] = str(err)
+        counts = np.rint(reports[:, [_FORWARD.index(k) for k in _FORWARD[:3]]])
+        return EnsembleSolution.from_counts(ts, ys, counts, errors)
 
     def value_and_grad(self, params, y0, ts, loss):
         batched, y, grid = self._batched_inputs(y0, ts)

@@ -296,20 +296,13 @@ class JuliaProgram(AbstractProgram):
         ys, counts, statuses = self._call(self._module.ensemble_forward, self._field, self._opts, params.T, y0.T, ts)
         ys = np.ascontiguousarray(_to_numpy(ys).transpose(2, 1, 0), dtype=self._dtype)  # (M, T, D)
         counts = _to_numpy(counts).astype(np.int64)
-        stats, errors = [], []
+        errors = []
         for m, status in enumerate(statuses):
             error = _status_error(str(status), "forward solve", self._model, "")
             if error is None and not np.all(np.isfinite(ys[m])):
                 error = non_finite_error("state")
-            if error is not None:
-                ys[m] = np.nan
-                stats.append(Stats())
-                errors.append(str(error))
-                continue
-            stats.append(Stats(nfe_forward=int(counts[0, m]), steps_accepted=int(counts[1, m]),
-                               steps_rejected=int(counts[2, m])))
-            errors.append(None)
-        return EnsembleSolution(ts, ys, tuple(stats), np.array([e is None for e in errors]), tuple(errors))
+            errors.append(None if error is None else str(error))
+        return EnsembleSolution.from_counts(ts, ys, counts.T, errors)
 
     def value_and_grad(self, params, y0, ts, loss) -> ValueAndGrad:
         if y0.ndim > 2:
