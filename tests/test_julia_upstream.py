@@ -137,6 +137,9 @@ UPSTREAM: dict[str, Checked] = {
 SOLVE_KEYWORDS = {
     **{k: "OrdinaryDiffEqCore 1.0-4.15" for k in ("saveat", "tstops", "dt", "adaptive", "abstol", "reltol",
                                                     "controller", "maxiters")},
+    # `unstable_check = ODE_DEFAULT_UNSTABLE_CHECK` in `__init`, with the (dt, u, p, t) signature, in every
+    # OrdinaryDiffEq/OrdinaryDiffEqCore release read (and in OrdinaryDiffEq's solve.jl long before the split)
+    "unstable_check": "OrdinaryDiffEqCore 1.0-4.15",
     # the Core 1.0-3.3 branch of _controller_kwargs only: `solve` keywords there, gone from `_ode_init` in 4.x
     **{k: "OrdinaryDiffEqCore 1.0-3.33" for k in ("gamma", "qmin", "qmax", "qsteady_min", "qsteady_max")},
 }

@@ -23,6 +23,10 @@
 
 const FIXED_STEP = ("euler", "midpoint", "heun", "rk4")
 const OWN_CONTROLLER = ("qndf", "fbdf")   # multistep methods with an integrated order/step controller
+# Implicit (stiff) methods: small steps are what they are for, so the step watch's stiff-stall rule is off for them
+# (its blow-up check stays), as on JAX (pyneuralode/_stepwatch.py).
+const STIFF = ("implicit_euler", "kvaerno3", "kvaerno4", "kvaerno5", "kencarp3", "kencarp4", "kencarp5", "rodas5p",
+    "qndf", "fbdf")
 
 """
     make_alg(name; jac = "forwarddiff")
@@ -129,6 +133,7 @@ struct SolveOptions{A, S, K <: NamedTuple}
     max_steps::Int
     eltype::DataType
     dt::Union{Nothing, Float64}     # the step of a fixed-step solver (see `_solve_kwargs`), else nothing
+    stiff::Bool                     # an implicit method (see `STIFF`): no stiff-stall stop in the step watch
 end
 
 """
@@ -151,13 +156,13 @@ function solve_options(; solver::AbstractString = "tsit5", rtol::Real = 1e-6, at
     if solver in FIXED_STEP
         dt === nothing && throw(ArgumentError("$solver is a fixed-step method: give it a step dt"))
         kwargs = (; adaptive = false, maxiters = Int(max_steps))
-        return SolveOptions(alg, sa, kwargs, Int(max_steps), T, Float64(dt))
+        return SolveOptions(alg, sa, kwargs, Int(max_steps), T, Float64(dt), solver in STIFF)
     end
     kwargs = (; reltol = T(rtol), abstol = T(atol), maxiters = Int(max_steps))
     dt0 === nothing || (kwargs = merge(kwargs, (; dt = T(dt0))))
     solver in OWN_CONTROLLER ||
         (kwargs = merge(kwargs, _controller_kwargs(alg, safety, factormin, factormax)))
-    return SolveOptions(alg, sa, kwargs, Int(max_steps), T, nothing)
+    return SolveOptions(alg, sa, kwargs, Int(max_steps), T, nothing, solver in STIFF)
 end
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -299,19 +304,21 @@ mutable struct StepWatch
     max_steps::Int
     atol::Float64
     eps::Float64
+    stall_is_stiffness::Bool
     steps::Int
     run::Int
     ref::Float64
     stiff::Bool
 end
-StepWatch(t_end, max_steps, atol, eps) = StepWatch(t_end, max_steps, atol, eps, 0, 0, 0.0, false)
+StepWatch(t_end, max_steps, atol, eps, stall_is_stiffness = true) =
+    StepWatch(t_end, max_steps, atol, eps, stall_is_stiffness, 0, 0, 0.0, false)
 
 function (w::StepWatch)(dt, u, p, t)
     any(isnan, u) && return true
     w.steps += 1
     h = abs(Float64(dt))
     h > w.eps * max(abs(Float64(t)), abs(w.t_end)) || return true
-    if h * (w.max_steps - w.steps) < abs(w.t_end - Float64(t))
+    if w.stall_is_stiffness && h * (w.max_steps - w.steps) < abs(w.t_end - Float64(t))
         size = Float64(maximum(abs, u))
         w.run == 0 && (w.ref = size)
         w.run += 1
@@ -328,7 +335,8 @@ end
 # The watch of a plain adaptive forward solve (fixed-step solves have nothing to watch). Gradient solves are
 # not watched: SciMLSensitivity hands the forward keywords on to its adjoint solve, whose end differs.
 _watch(f::AbstractField, opts::SolveOptions, s::AbstractVector) = haskey(opts.kwargs, :abstol) ?
-    StepWatch(Float64(last(s)), opts.max_steps, Float64(opts.kwargs.abstol), Float64(eps(f.eltype))) : nothing
+    StepWatch(Float64(last(s)), opts.max_steps, Float64(opts.kwargs.abstol), Float64(eps(f.eltype)), !opts.stiff) :
+    nothing
 
 # ---------------------------------------------------------------------------------------------- forward
 """
