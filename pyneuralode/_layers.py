@@ -20,8 +20,9 @@ import numpy as np
 
 from ._errors import SpecError
 
-ACTIVATIONS: tuple[str, ...] = ("tanh", "relu", "softplus", "sigmoid", "elu", "silu", "cube", "identity")
-"""Pointwise functions every backend implements identically (``cube`` is ``y**3``, the paper's spiral)."""
+ACTIVATIONS: tuple[str, ...] = ("tanh", "relu", "softplus", "sigmoid", "elu", "silu", "cube", "rbf", "identity")
+"""Pointwise functions every backend implements identically (``cube`` is ``y**3``, the paper's spiral; ``rbf`` is
+``exp(-y**2)``, the radial basis of the SciML universal-differential-equation tutorials)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,7 @@ ACTIVATIONS: dict[str, Callable] = {
     "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
     "silu": lambda x: x / (1.0 + np.exp(-x)),
     "cube": lambda x: x * x * x,
+    "rbf": lambda x: np.exp(-(x * x)),
     "identity": lambda x: x,
 }
 

@@ -25,6 +25,7 @@ _ACTIVATIONS: dict[str, Callable] = {
     "elu": jax.nn.elu,
     "silu": jax.nn.silu,
     "cube": lambda x: x * x * x,
+    "rbf": lambda x: jnp.exp(-(x * x)),
     "identity": lambda x: x,
 }
 

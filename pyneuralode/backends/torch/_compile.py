@@ -31,6 +31,7 @@ _ACTIVATION_FNS = {
     "elu": F.elu,
     "silu": F.silu,
     "cube": lambda x: x * x * x,
+    "rbf": lambda x: torch.exp(-(x * x)),
     "identity": lambda x: x,
 }
 

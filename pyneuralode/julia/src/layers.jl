@@ -99,11 +99,12 @@ _softplus(x::Real) = log1p(exp(-abs(x))) + _relu(x)          # == log(1 + exp(x)
 _elu(x::Real) = ifelse(x > zero(x), x, expm1(min(x, zero(x))))  # torch.nn.ELU(alpha=1)
 _silu(x::Real) = x * _sigmoid(x)
 _cube(x::Real) = x * x * x                                      # the paper's spiral field f(y) = MLP(y^3)
+_rbf(x::Real) = exp(-(x * x))                                   # the UDE tutorials' radial basis exp(-x^2)
 
 """Activation names (pyneuralode's `ACTIVATIONS`) and the scalar functions they broadcast."""
 const ACTIVATIONS = Dict{String, Function}(
     "tanh" => tanh, "relu" => _relu, "softplus" => _softplus, "sigmoid" => _sigmoid,
-    "elu" => _elu, "silu" => _silu, "cube" => _cube, "identity" => identity,
+    "elu" => _elu, "silu" => _silu, "cube" => _cube, "rbf" => _rbf, "identity" => identity,
 )
 
 # Derivatives, for the forward-mode directional derivatives of a CNF's trace (cnf.jl). Written so that
@@ -120,12 +121,13 @@ function _dsilu(x::Real)
     return s + x * s * (one(x) - s)
 end
 _dcube(x::Real) = 3 * x * x
+_drbf(x::Real) = -2 * x * exp(-(x * x))
 _didentity(x::Real) = one(x)
 
 """The derivative of each activation in [`ACTIVATIONS`](@ref), by the same names (softplus' = sigmoid)."""
 const ACTIVATION_DERIVATIVES = Dict{String, Function}(
     "tanh" => _dtanh, "relu" => _drelu, "softplus" => _sigmoid, "sigmoid" => _dsigmoid,
-    "elu" => _delu, "silu" => _dsilu, "cube" => _dcube, "identity" => _didentity,
+    "elu" => _delu, "silu" => _dsilu, "cube" => _dcube, "rbf" => _drbf, "identity" => _didentity,
 )
 
 """
