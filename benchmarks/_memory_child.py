@@ -53,8 +53,8 @@ def measure(backend, adjoint, mult, max_steps, *, rss=True):
         import jax.numpy as jnp
         prog = model.program
         _, p, y, t, grid = prog._arrays(params, y0, ts)
-        tgt = jnp.asarray(target)
-        compiled = prog._vg_jit.lower(p, y, t, grid, tgt, type(loss).reduce).compile()
+        tgt = {k: jnp.asarray(v) for k, v in loss.data().items()}
+        compiled = prog._vg_jit.lower(p, y, t, grid, tgt, loss.kernel()).compile()
         ma = compiled.memory_analysis()
         out.update(temp_bytes=int(ma.temp_size_in_bytes), argument_bytes=int(ma.argument_size_in_bytes),
                    output_bytes=int(ma.output_size_in_bytes))

@@ -17,7 +17,6 @@ Two faces of one idea:
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 
@@ -69,21 +68,13 @@ def pad_features(y: np.ndarray, dims: int) -> np.ndarray:
     return np.concatenate([y, np.zeros((*y.shape[:-1], dims), dtype=y.dtype)], axis=-1)
 
 
-@functools.cache
-def augmented_loss_type(base: type, features: int) -> type:
-    """The loss type that applies ``base`` to the first ``features`` features of the states only.
-
-    Cached, so a compiled backend (which keys on the loss type) compiles it once per ``(base, features)``."""
-    def reduce(xp, diff):
-        return base.reduce(xp, diff[..., :features])
-
-    return type(f"Augmented{base.__name__}", (base,), {
-        "reduce": staticmethod(reduce), "base": base, "features": features, "__module__": __name__,
-        "__doc__": f"{base.__name__} on the first {features} features of an augmented state."})
-
-
 def augmented_loss(loss, dims: int):
-    """``loss`` (on ``n`` features) as the equivalent loss on the ``n + dims``-feature augmented states: its target
-    zero-padded, and its reduction reading the first ``n`` features only."""
-    features = loss.target.shape[-1]
-    return augmented_loss_type(type(loss), features)(pad_features(np.asarray(loss.target), dims))
+    """``loss`` (on ``n`` features) as the equivalent loss on the ``n + dims``-feature augmented states: the same
+    loss type with its target zero-padded and weight 0 on the augmented features, so its (weighted) mean runs over
+    the data features only and the augmented ones get no gradient."""
+    from ._losses import L1, MSE
+    if not isinstance(loss, (L1, MSE)):
+        raise SpecError(f"An augmented model (augment={dims}) trains with pn.L1 or pn.MSE; {type(loss).__name__} "
+                        "would see the augmented features.")
+    weights = np.ones(loss.target.shape) if loss.weights is None else loss.weights
+    return type(loss)(pad_features(np.asarray(loss.target), dims), weights=pad_features(weights, dims))

@@ -39,8 +39,10 @@ class FlowTrainer(NativeTrainerState):
     def __init__(self, cnf, *, optimizer: AbstractOptimizer, loss: NLL | None = None, devices=None):
         import importlib
 
-        if not isinstance(optimizer, AbstractOptimizer):
-            raise SpecError(f"optimizer must be pn.Adam(...), pn.RMSprop(...) or pn.SGD(...), got {optimizer!r}.")
+        if not isinstance(optimizer, AbstractOptimizer) or optimizer.needs_value_fn:
+            raise SpecError(f"optimizer must be pn.Adam(...), pn.RMSprop(...) or pn.SGD(...), got {optimizer!r} "
+                            "(a line-search optimiser such as pn.LBFGS needs a deterministic full-batch loss; "
+                            "it is available in pn.Trainer).")
         loss = NLL() if loss is None else loss
         if not isinstance(loss, NLL):
             raise SpecError(f"loss must be pn.NLL(...), got {loss!r}.")

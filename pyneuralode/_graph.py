@@ -21,6 +21,10 @@ parameter, its *stored* value — parameters declared ``positive`` are stored as
 ``value``: a number or array written in the user's code). ``call`` (attr ``net``) applies the named network spec
 to one sample ``x`` at the field's time ``t`` (inputs: ``(x,)``); backends compile it with their ordinary layer
 compiler, so a network call is one node of the graph.
+
+Losses (:func:`pyneuralode.loss`) are graphs of the same ops over whole arrays (no per-sample vectorisation):
+their inputs are ``constant`` leaves named after the function's arguments, supplied by the caller, and each
+backend evaluates them with the op table it registered (:func:`register_namespace`) for its array namespace.
 """
 
 from __future__ import annotations
@@ -151,6 +155,27 @@ def namespace_ops(xp) -> dict[str, Callable]:
 
 NUMPY_OPS: dict[str, Callable] = namespace_ops(np)
 """``op -> fn(node, *input_values)``: the executable NumPy definition of every non-leaf op."""
+
+
+_NAMESPACES: dict[int, tuple[dict[str, Callable], Callable]] = {}
+
+
+def register_namespace(xp, ops: dict[str, Callable], literal: Callable) -> None:
+    """Make the array namespace ``xp`` (a backend's ``jax.numpy``, ``torch``) able to run graphs: ``ops`` is its op
+    table, ``literal(array, like)`` turns a NumPy literal into an array of ``like``'s dtype and device."""
+    _NAMESPACES[id(xp)] = (ops, literal)
+
+
+def namespace_ops_for(xp) -> tuple[dict[str, Callable], Callable]:
+    """``(ops, literal)`` registered for the array namespace ``xp`` (see :func:`register_namespace`)."""
+    try:
+        return _NAMESPACES[id(xp)]
+    except KeyError:
+        raise KeyError(f"no graph ops registered for the array namespace {getattr(xp, '__name__', xp)!r}") from None
+
+
+register_namespace(np, NUMPY_OPS, lambda array, like: np.asarray(
+    array, dtype=np.asarray(like).dtype if array.dtype.kind == "f" else bool))
 
 
 def evaluate(graph: Graph, leaves: Callable[[Node, list], Any], ops: dict[str, Callable] = NUMPY_OPS):

@@ -531,6 +531,32 @@ def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple
     return _prune(Graph(tuple(tape.nodes), out._index))
 
 
+def trace_arrays(fn: Callable, inputs: dict[str, tuple[tuple[int, ...], str]], *, what: str) -> Graph:
+    """Trace ``fn(*inputs)`` on whole arrays (a loss): each input is a ``constant`` leaf named after its argument,
+    ``inputs`` maps the names, in ``fn``'s order, to ``(shape, dtype)`` with dtype ``"float"`` or ``"bool"``. The
+    result must be a real scalar. Errors are those of :func:`trace`, worded for ``what`` (e.g. ``"pn.loss"``)."""
+    tape = _Tape()
+    args = [tape.add(Node("constant", (), (("name", name),), tuple(shape), dtype))
+            for name, (shape, dtype) in inputs.items()]
+    name = getattr(fn, "__name__", "the function")
+    try:
+        try:
+            result = fn(*args)
+        except SpecError:
+            raise
+        except Exception as err:  # noqa: BLE001 - report any failure of the user's code when it is traced
+            raise SpecError(f"Tracing {name}({', '.join(inputs)}) failed: {type(err).__name__}: {err}") from err
+        if isinstance(result, (list, tuple)):
+            raise SpecError(f"{name} returned a Python {type(result).__name__}: return one scalar.")
+        out = _as_tracer(tape, result, f"the value returned by {name}")
+    except SpecError as err:
+        raise SpecError(str(err).replace("a pn.dynamics function", f"a {what} function")) from None
+    if out.shape != () or out.dtype == np.bool_:
+        raise SpecError(f"{name} must return a real scalar (the loss), got a {'boolean ' * (out.dtype == np.bool_)}"
+                        f"value of shape {out.shape}: reduce it, e.g. with np.mean.")
+    return Graph(tuple(tape.nodes), out._index)
+
+
 def _net_caller(tape: _Tape, name: str, net) -> Callable:
     def call(x):
         x = _as_tracer(tape, x, f"p.{name}")

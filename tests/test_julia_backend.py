@@ -233,11 +233,13 @@ def test_trainer_is_the_host_loop_on_one_device():
         JuliaProgram.make_trainer(program, pn.Adam(), pn.L1, devices=2)
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "masked"])
 @pytest.mark.parametrize("loss_cls", [pn.L1, pn.MSE])
-def test_loss_cotangent_matches_finite_differences(loss_cls):
+def test_loss_cotangent_matches_finite_differences(loss_cls, weighted):
     rng = np.random.default_rng(0)
     ys, target = rng.normal(size=(4, 3, 2)), rng.normal(size=(4, 3, 2))
-    loss = loss_cls(target)
+    loss = loss_cls(target, mask=rng.random(ys.shape) < 0.5, weights=np.array([1.0, 2.5])) if weighted \
+        else loss_cls(target)
     value, cot = loss_value_and_cotangent(loss, ys)
     assert value == pytest.approx(loss(ys))
     v = rng.normal(size=ys.shape)

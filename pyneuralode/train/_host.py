@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._errors import NotSupportedError
+from .._losses import AbstractLoss
 from .._optim import SGD, Adam, AbstractOptimizer, RMSprop
 
 
@@ -20,21 +22,24 @@ def host_update(optimizer: AbstractOptimizer, params: np.ndarray, grad: np.ndarr
     - Adam: ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g²``, ``p -= lr m̂ / (sqrt(v̂) + eps)`` with the bias
       corrections ``m̂ = m / (1 - b1^(step+1))``, ``v̂ = v / (1 - b2^(step+1))``;
     - RMSprop: ``v = alpha v + (1 - alpha) g²``, ``p -= lr g / (sqrt(v) + eps)``;
-    - SGD: ``buf = momentum buf + g`` (``buf = g`` on the first step), ``p -= lr(step) buf`` with the scheduled
-      rate.
+    - SGD: ``buf = momentum buf + g`` (``buf = g`` on the first step), ``p -= lr buf``;
+
+    with ``lr`` the schedule's rate at ``step`` when ``optimizer.lr`` is a schedule.
     """
+    schedule = optimizer.schedule
+    lr = schedule(step) if schedule is not None else getattr(optimizer, "lr", None)
     if isinstance(optimizer, Adam):
         m = optimizer.b1 * state.get("m", 0.0) + (1 - optimizer.b1) * grad
         v = optimizer.b2 * state.get("v", 0.0) + (1 - optimizer.b2) * grad * grad
         m_hat = m / (1 - optimizer.b1 ** (step + 1))
         v_hat = v / (1 - optimizer.b2 ** (step + 1))
-        return params - optimizer.lr * m_hat / (np.sqrt(v_hat) + optimizer.eps), {"m": m, "v": v}
+        return params - lr * m_hat / (np.sqrt(v_hat) + optimizer.eps), {"m": m, "v": v}
     if isinstance(optimizer, RMSprop):
         v = optimizer.alpha * state.get("v", 0.0) + (1 - optimizer.alpha) * grad * grad
-        return params - optimizer.lr * grad / (np.sqrt(v) + optimizer.eps), {"v": v}
+        return params - lr * grad / (np.sqrt(v) + optimizer.eps), {"v": v}
     if isinstance(optimizer, SGD):
         buf = grad if "buf" not in state else optimizer.momentum * state["buf"] + grad
-        return params - optimizer.learning_rate(step) * buf, {"buf": buf}
+        return params - lr * buf, {"buf": buf}
     raise TypeError(f"no host update rule for {type(optimizer).__name__}")
 
 
@@ -42,6 +47,10 @@ class HostTrainer:
     """Runs :class:`pyneuralode.train.Trainer` steps for a program that offers ``value_and_grad`` only."""
 
     def __init__(self, program, optimizer: AbstractOptimizer, loss_type):
+        if optimizer.needs_value_fn:
+            raise NotSupportedError(f"{type(optimizer).__name__} needs the loss as a function of the parameters "
+                                    "inside the backend, which this backend does not offer: train with it on "
+                                    "backend='jax' or 'torch'.")
         self.program, self.optimizer, self.loss_type = program, optimizer, loss_type
         self._params: np.ndarray | None = None
         self._state: dict[str, np.ndarray] = {}
@@ -50,8 +59,11 @@ class HostTrainer:
     def init(self, params: np.ndarray) -> None:
         self._params, self._state, self._steps = np.array(params), {}, 0
 
-    def step(self, y0, ts, target):
-        result = self.program.value_and_grad(self._params, y0, ts, self.loss_type(target))
+    def step(self, y0, ts, loss):
+        """One update; ``loss`` is the step's bound loss (``pn.Trainer`` passes one) or a target for
+        ``loss_type``."""
+        loss = loss if isinstance(loss, AbstractLoss) else self.loss_type(loss)
+        result = self.program.value_and_grad(self._params, y0, ts, loss)
         params, state = host_update(self.optimizer, self._params, result.grad_params, self._state, self._steps)
         self._params, self._state, self._steps = params.astype(self._params.dtype), state, self._steps + 1
         return result.value, result.stats

@@ -11,8 +11,9 @@ import dataclasses
 
 import numpy as np
 
-from .._augment import augmented_loss_type, pad_features
+from .._augment import augmented_loss, pad_features
 from .._errors import SpecError
+from .._custom_loss import LossFunction
 from .._losses import AbstractLoss, L1
 from .._optim import AbstractOptimizer
 from .._solution import Stats
@@ -22,10 +23,20 @@ from ._resume import NativeTrainerState
 
 @dataclasses.dataclass(frozen=True)
 class StepInfo:
-    """What one training step reports: the loss before the update and the step's evaluation counts."""
+    """What one training step reports: the loss before the update, the statistics of the solve and gradient at
+    the parameters before the update, and how many loss-and-gradient evaluations the step made (1, or more for a
+    line-search optimiser such as ``pn.LBFGS``)."""
 
     loss: float
     stats: Stats
+    evaluations: int = 1
+
+
+def _check_loss_family(loss) -> None:
+    """Raise unless ``loss`` makes losses from a step's arrays and has a static ``evaluate`` kernel."""
+    if not (isinstance(loss, type) and issubclass(loss, AbstractLoss)) and not isinstance(loss, LossFunction):
+        raise SpecError("loss must be a loss type such as pn.L1 or pn.MSE, or a function made with pn.loss, got "
+                        f"{loss!r}.")
 
 
 class Trainer(NativeTrainerState):
@@ -34,22 +45,26 @@ class Trainer(NativeTrainerState):
     **Arguments:**
 
     - ``model``: an :class:`pyneuralode.ODEModel`.
-    - ``optimizer``: ``pn.Adam(lr=...)``, ``pn.RMSprop(...)`` or ``pn.SGD(...)``.
-    - ``loss``: a loss *type*, ``pn.L1`` (default) or ``pn.MSE``; each step passes its target.
+    - ``optimizer``: ``pn.Adam(lr=...)``, ``pn.RMSprop(...)``, ``pn.SGD(...)`` (``lr`` a number or a schedule such
+      as ``pn.ExponentialDecay(...)``), or ``pn.LBFGS()`` for full-batch quasi-Newton steps.
+    - ``loss``: a loss *type*, ``pn.L1`` (default) or ``pn.MSE``, or a function made with :func:`pyneuralode.loss`;
+      each step passes its target (and, for the built-ins, optional ``mask=``/``weights=``; for your own loss, the
+      extra arrays its function takes).
     - ``devices``: JAX only — data-parallel training over several devices: a number of devices, a list of
       ``jax.Device`` or a one-axis ``jax.sharding.Mesh``. Each batch is split over them (the batch size must be a
       multiple of the device count), parameters and optimiser state are replicated, and the step is one compiled
       SPMD program. It takes the same solver steps as one device; results differ by reduction order only.
+
+    Start from ``Adam`` and finish with ``LBFGS`` (the universal-differential-equation recipe) by making a second
+    trainer initialised from ``first.params``.
     """
 
-    def __init__(self, model, *, optimizer: AbstractOptimizer, loss: type[AbstractLoss] = L1, devices=None):
+    def __init__(self, model, *, optimizer: AbstractOptimizer, loss=L1, devices=None):
         if not isinstance(optimizer, AbstractOptimizer):
-            raise SpecError(f"optimizer must be pn.Adam(...), pn.RMSprop(...) or pn.SGD(...), got {optimizer!r}.")
-        if not (isinstance(loss, type) and issubclass(loss, AbstractLoss)):
-            raise SpecError(f"loss must be a loss type such as pn.L1 or pn.MSE, got {loss!r}.")
+            raise SpecError("optimizer must be pn.Adam(...), pn.RMSprop(...), pn.SGD(...) or pn.LBFGS(...), got "
+                            f"{optimizer!r}.")
+        _check_loss_family(loss)
         self.model, self.optimizer, self.loss = model, optimizer, loss
-        if model.augment:  # the loss sees the data features of the augmented state only (pn.ODEModel(augment=d))
-            loss = augmented_loss_type(loss, model.state_shape[0])
         self._impl = model.program.make_trainer(optimizer, loss, devices=devices)
         self.steps_done = 0
 
@@ -58,16 +73,18 @@ class Trainer(NativeTrainerState):
         self._impl.init(check_params(params, self.model.num_params, self.model.dtype))
         self.steps_done = 0
 
-    def step(self, y0, ts, target) -> StepInfo:
-        """One optimisation step on the batch ``(y0, ts)`` against ``target`` (shape ``(len(ts), *y0.shape)``)."""
+    def step(self, y0, ts, target, **data) -> StepInfo:
+        """One optimisation step on the batch ``(y0, ts)`` against ``target`` (shape ``(len(ts), *y0.shape)``).
+
+        ``data``: the loss's further arrays — ``mask=``/``weights=`` for ``pn.L1``/``pn.MSE``, or the named
+        arguments of your own :func:`pyneuralode.loss` function."""
         dtype = self.model.dtype
         y0 = check_state(y0, self.model.state_shape, dtype)
         ts = check_times(ts, dtype)
-        target = np.asarray(target, dtype=dtype)
-        if target.shape != (len(ts), *y0.shape):
-            raise SpecError(f"target has shape {target.shape} but the solution has shape {(len(ts), *y0.shape)}.")
-        if self.model.augment:
-            y0, target = pad_features(y0, self.model.augment), pad_features(target, self.model.augment)
-        loss, stats = self._impl.step(y0, ts, target)
+        loss = self.loss(target, **data)
+        loss.check_shape((len(ts), *y0.shape))
+        if self.model.augment:  # the loss sees the data features of the augmented state only
+            y0, loss = pad_features(y0, self.model.augment), augmented_loss(loss, self.model.augment)
+        loss_value, stats, *evaluations = self._impl.step(y0, ts, loss)  # line-search trainers count evaluations
         self.steps_done += 1
-        return StepInfo(loss, stats)
+        return StepInfo(loss_value, stats, *evaluations)

@@ -13,12 +13,15 @@ import jax
 import jax.numpy as jnp
 
 from ..._dynamics import Dynamics
-from ..._graph import evaluate, namespace_ops
+from ..._graph import evaluate, namespace_ops, register_namespace
 from ..._params import param_layout
 from ._field import compile_tensors, register_layer
 
 JAX_OPS = namespace_ops(jnp)
 """``op -> fn(node, *values)`` for every non-leaf graph op."""
+
+register_namespace(jnp, JAX_OPS, lambda array, like: jnp.asarray(
+    array, dtype=like.dtype if array.dtype.kind == "f" else bool))  # losses (pn.loss) run on these ops too
 
 
 def compile_dynamics(layer: Dynamics):

@@ -18,7 +18,7 @@ import optax
 
 from ..._blocks import ODEBlock, Residual
 from ..._classify import CrossEntropy
-from ..._errors import NotSupportedError, non_finite_error
+from ..._errors import NotSupportedError, SpecError, non_finite_error
 from ..._layers import Sequential
 from ..._params import num_params
 from ..._solution import Stats
@@ -185,6 +185,9 @@ class JaxNetworkTrainer(OptaxState):
     (replicated over ``devices``, with each batch split over them, when given)."""
 
     def __init__(self, program: JaxNetworkProgram, optimizer, loss, *, devices=None):
+        if optimizer.needs_value_fn:
+            raise SpecError("A network trains on mini-batches: use pn.Adam, pn.RMSprop or pn.SGD (a line-search "
+                            "optimiser such as pn.LBFGS needs a deterministic full-batch loss; see pn.Trainer).")
         self.program, self.loss = program, loss
         self.tx = optimizer.to_optax()
         self.mesh = resolve_mesh(devices)

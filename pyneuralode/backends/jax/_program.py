@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..._errors import OK, SolveError, non_finite_error, solve_failure
+from ..._losses import cast_arrays
 from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram
 from ._backsolve import make_backsolve
@@ -40,6 +41,12 @@ def default_checkpoints(max_steps: int, y0) -> int:
     state_bytes = 2 * sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(y0))  # y + an FSAL stage
     capped = max(MIN_CHECKPOINTS, CHECKPOINT_BUDGET_BYTES // max(state_bytes, 1))
     return int(min(diffrax_default, capped, max_steps))
+
+
+def unbatch_like(ys, data):
+    """``ys`` (always batched inside) in the shape of the loss's target: without the batch axis when the caller's
+    ``y0`` had none."""
+    return ys if ys.ndim == data["target"].ndim else ys[:, 0]
 
 
 def _pack(values) -> jax.Array:
@@ -109,11 +116,14 @@ class JaxProgram(AbstractProgram):
             field = lambda t, y, p: counted(p[0], t, y, p[1])  # noqa: E731
         return self._diffeqsolve(field, (params, probe), y0, ts, grid, self._diffrax_adjoint(y0))
 
-    def value_and_grad_fn(self, params, y0, ts, grid, target, loss_reduce):
-        """``(value, (grad_params, grad_y0, probe_grad), (ys, stats))`` — pure and jit-able."""
+    def value_and_grad_fn(self, params, y0, ts, grid, data, loss_kernel):
+        """``(value, (grad_params, grad_y0, probe_grad), (ys, stats))`` — pure and jit-able.
+
+        ``loss_kernel(jnp, ys, data)`` is the loss (see :mod:`pyneuralode._losses`); ``data`` holds its arrays
+        in the caller's shapes, so an unbatched call's loss sees ``ys`` without the internal batch axis."""
         def loss_fn(params, y0, probe):
             ys, stats = self.predict_fn(params, y0, ts, grid, probe)
-            return loss_reduce(jnp, ys - target), (ys, stats)
+            return loss_kernel(jnp, unbatch_like(ys, data), data), (ys, stats)
 
         probe = new_probe(self.dtype)
         (value, aux), grads = jax.value_and_grad(loss_fn, argnums=(0, 1, 2), has_aux=True)(params, y0, probe)
@@ -148,8 +158,8 @@ class JaxProgram(AbstractProgram):
         ys, stats = self.solve_fn(params, y0, ts, grid)
         return ys, _pack([stats[k] for k in _FORWARD])
 
-    def _value_and_grad_packed(self, params, y0, ts, grid, target, loss_reduce):
-        value, (gp, gy, probe), (ys, stats) = self.value_and_grad_fn(params, y0, ts, grid, target, loss_reduce)
+    def _value_and_grad_packed(self, params, y0, ts, grid, data, loss_kernel):
+        value, (gp, gy, probe), (ys, stats) = self.value_and_grad_fn(params, y0, ts, grid, data, loss_kernel)
         return ys, gp, gy, _pack([value, *(stats[k] for k in _FORWARD), *probe])
 
     def _forward_report(self, report) -> dict:
@@ -208,15 +218,15 @@ class JaxProgram(AbstractProgram):
 
     def value_and_grad(self, params, y0, ts, loss):
         batched, y, grid = self._batched_inputs(y0, ts)
-        target = loss.target.astype(self.dtype)
-        target = target if batched else target[:, None]
+        data = cast_arrays(loss.data(), self.dtype)
+        kernel = loss.kernel()
         if ts.shape[0] == 1:
-            value, (gp, gy) = jax.value_and_grad(lambda p_, y_: loss.reduce(jnp, y_[None] - target),
+            value, (gp, gy) = jax.value_and_grad(lambda p_, y_: kernel(jnp, unbatch_like(y_[None], data), data),
                                                  argnums=(0, 1))(jnp.asarray(params), jnp.asarray(y))
             ys, gp, gy, value = np.asarray(y)[None], np.asarray(gp), np.asarray(gy), float(value)
             forward, probe_grad = {}, np.zeros(4)
         else:
-            ys, gp, gy, report = jax.device_get(self._vg_jit(params, y, ts, grid, target, type(loss).reduce))
+            ys, gp, gy, report = jax.device_get(self._vg_jit(params, y, ts, grid, data, kernel))
             value, forward, probe_grad = float(report[0]), self._forward_report(report[1:6]), report[6:]
         self.raise_failure(probe_grad[1], where="backward (adjoint) solve")
         if not (np.isfinite(value) and np.all(np.isfinite(gp)) and np.all(np.isfinite(gy))):

@@ -8,8 +8,10 @@ import numpy as np
 import optax
 
 from ..._errors import non_finite_error
+from ..._losses import cast_arrays
 from ..._solution import Stats
-from ._program import _FORWARD, _pack
+from ._counting import new_probe
+from ._program import _FORWARD, _pack, unbatch_like
 from ._sharding import check_divisible, put_batch, put_replicated, resolve_mesh
 
 
@@ -24,7 +26,10 @@ class OptaxState:
 
     def _start(self, params) -> None:
         self.params_dev = put_replicated(self.mesh, jnp.asarray(params))
-        self.opt_state = put_replicated(self.mesh, self.tx.init(self.params_dev))
+        # Strongly typed: optax initialises some leaves (L-BFGS's line-search info) as weak-typed scalars that its
+        # update returns strongly typed, and a changed type would compile the step a second time.
+        state = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=x.dtype), self.tx.init(self.params_dev))
+        self.opt_state = put_replicated(self.mesh, state)
 
     def shard(self, array, axis: int = 0, what: str = "batch"):
         """``array`` split over the mesh along its batch ``axis`` (unchanged without a mesh)."""
@@ -46,36 +51,39 @@ class OptaxState:
 
 
 class JaxTrainer(OptaxState):
-    """Runs :class:`pyneuralode.train.Trainer` steps for a :class:`JaxProgram`."""
+    """Runs :class:`pyneuralode.train.Trainer` steps for a :class:`JaxProgram`.
+
+    ``loss_type`` is the loss family (a loss type such as ``pn.MSE``, or a :func:`pyneuralode.loss` function);
+    its ``evaluate`` is compiled into the step and each step's arrays (``loss.data()``) are its inputs. A
+    line-search optimiser (``pn.LBFGS``) also gets the loss as a function of the parameters on the same batch;
+    each of its trials is one more solve and gradient inside the same compiled step."""
 
     def __init__(self, program, optimizer, loss_type, *, devices=None):
         self.program = program
         self.tx = optimizer.to_optax()
         self.mesh = resolve_mesh(devices)
-        reduce = loss_type.reduce
-
-        def step(params, opt_state, y0, ts, grid, target):
-            value, (g_params, _, probe), (_, stats) = program.value_and_grad_fn(params, y0, ts, grid, target,
-                                                                                 reduce)
-            updates, opt_state = self.tx.update(g_params, opt_state, params)
-            # Everything the host reads, packed into one array: one device-to-host transfer per step.
-            return optax.apply_updates(params, updates), opt_state, _pack([value, *(stats[k] for k in _FORWARD),
-                                                                           *probe])
-
-        self._step = jax.jit(step, donate_argnums=(0, 1))
+        # The compiled step depends only on the program, the optimiser spec and the loss family: trainers that share
+        # them (a resumed run, Adam-then-L-BFGS restarts, tests) share one compilation.
+        cache = program.__dict__.setdefault("_compiled_train_steps", {})
+        key = (optimizer, loss_type, self.mesh)
+        if key not in cache:
+            cache[key] = _compile_step(program, optimizer, self.tx, loss_type.evaluate)
+        self._step = cache[key]
         self.params_dev = self.opt_state = None
 
     def init(self, params: np.ndarray) -> None:
         self._start(params)
 
-    def step(self, y0, ts, target):
+    def step(self, y0, ts, loss):
         # numpy goes straight into the compiled step: jit's dispatch transfers it faster than jnp.asarray.
         batched = y0.ndim == len(self.program.model.field.in_shape or (y0.shape[-1],)) + 1
         grid = self.program.grid(ts)
+        data = cast_arrays(loss.data(), self.program.dtype)
+        if batched:  # arrays shaped like the solution are split over the devices along their batch axis
+            data = {k: self.shard(v, axis=1) if v.shape == data["target"].shape else v for k, v in data.items()}
         self.params_dev, self.opt_state, report = self._step(
-            self.params_dev, self.opt_state, self.shard(y0 if batched else y0[None]), ts, grid,
-            self.shard(target if batched else target[:, None], axis=1))
-        value, nfe_f, accepted, rejected, _, failed, nfe_b, back_failed, back_acc, back_rej = (
+            self.params_dev, self.opt_state, self.shard(y0 if batched else y0[None]), ts, grid, data)
+        value, nfe_f, accepted, rejected, _, failed, nfe_b, back_failed, back_acc, back_rej, trials = (
             np.asarray(report).tolist())
         self.program.raise_failure(failed)
         self.program.raise_failure(back_failed, where="backward (adjoint) solve")
@@ -83,5 +91,28 @@ class JaxTrainer(OptaxState):
             raise non_finite_error("loss")
         return value, Stats(nfe_forward=int(nfe_f), nfe_backward=int(round(nfe_b)), steps_accepted=int(accepted),
                             steps_rejected=int(rejected), backward_steps_accepted=int(round(back_acc)),
-                            backward_steps_rejected=int(round(back_rej)))
+                            backward_steps_rejected=int(round(back_rej))), 1 + int(trials)
 
+
+def _compile_step(program, optimizer, tx, kernel):
+    """The jit-compiled training step ``(params, opt_state, y0, ts, grid, data) -> (params, opt_state, report)``."""
+    line_search = optimizer.needs_value_fn
+
+    def step(params, opt_state, y0, ts, grid, data):
+        value, (g_params, _, probe), (_, stats) = program.value_and_grad_fn(params, y0, ts, grid, data, kernel)
+        extra, trials = {}, 0
+        if line_search:
+            def value_fn(p):
+                ys, _ = program.predict_fn(p, y0, ts, grid, new_probe(program.dtype))
+                return kernel(jnp, unbatch_like(ys, data), data)
+            extra = {"value": value, "grad": g_params, "value_fn": value_fn}
+        updates, opt_state = tx.update(g_params, opt_state, params, **extra)
+        if line_search:
+            trials = optax.tree_utils.tree_get(opt_state, "num_linesearch_steps")
+        # Everything the host reads, packed into one array: one device-to-host transfer per step.
+        return optax.apply_updates(params, updates), opt_state, _pack([value, *(stats[k] for k in _FORWARD),
+                                                                       *probe, trials])
+
+    # optax's L-BFGS state holds one array in two leaves (the line search's value/gradient), which XLA may not
+    # donate twice: its state is not donated.
+    return jax.jit(step, donate_argnums=(0,) if line_search else (0, 1))

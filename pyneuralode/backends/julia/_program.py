@@ -137,18 +137,14 @@ def julia_options(model) -> dict:
 
 
 def loss_value_and_cotangent(loss, ys: np.ndarray) -> tuple[float, np.ndarray]:
-    """The loss of ``ys`` and its derivative with respect to ``ys`` (numpy; L1 and MSE, also on the data features
-    of an augmented state, :func:`pyneuralode._augment.augmented_loss`)."""
-    n = getattr(loss, "features", None)
-    if n is not None:  # zero cotangent on the augmented features
-        value, cot = loss_value_and_cotangent(loss.base(loss.target[..., :n]), ys[..., :n])
-        return value, np.concatenate([cot, np.zeros((*ys.shape[:-1], ys.shape[-1] - n), ys.dtype)], axis=-1)
+    """The loss of ``ys`` and its derivative with respect to ``ys`` (numpy; L1 and MSE, with their weights)."""
     diff = ys - loss.target
-    value = float(loss.reduce(np, diff))
+    value = loss(ys)
+    weights = np.ones(diff.shape) if loss.weights is None else loss.weights
     if type(loss) is L1:
-        cot = np.sign(diff) / diff.size
+        cot = weights * np.sign(diff) / np.sum(weights)
     elif type(loss) is MSE:
-        cot = 2.0 * diff / diff.size
+        cot = 2.0 * weights * diff / np.sum(weights)
     else:
         raise NotSupportedError(f"{type(loss).__name__} is not available on backend 'julia' yet: it "
                                 "differentiates pn.L1 and pn.MSE.")

@@ -10,8 +10,8 @@ from ..._flow_trainer import FlowStepInfo
 from ..._solution import Stats
 from .._base import refuse_devices
 from ._compile import flat_values, load_flat
-from ._optim_state import checked_entry
 from ._failures import BACKWARD
+from ._optim import TorchOptimizer
 
 
 class TorchFlowTrainer:
@@ -24,11 +24,11 @@ class TorchFlowTrainer:
 
     def init(self, params: np.ndarray) -> None:
         load_flat(self.program.field, params)
-        self.optimizer = self.optimizer_spec.to_torch(self.program.field.flat_parameters())
+        self.optimizer = TorchOptimizer(self.optimizer_spec, self.program.field.flat_parameters())
 
     def step(self, x, eps) -> FlowStepInfo:
         program = self.program
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.optimizer.zero_grad(set_to_none=True)
         value, nll, kin, jac = program.loss(program.tensor(x), None if eps is None else program.tensor(eps),
                                             self.loss.kinetic, self.loss.jacobian)
         if not bool(torch.isfinite(value)):
@@ -45,20 +45,7 @@ class TorchFlowTrainer:
         return flat_values(self.program.field)
 
     def optimizer_arrays(self) -> dict[str, np.ndarray]:
-        out = {}
-        for index, state in self.optimizer.state_dict()["state"].items():
-            for name, value in state.items():
-                out[f"opt_{index}_{name}"] = torch.as_tensor(value).detach().cpu().numpy()
-        return out
+        return self.optimizer.state_arrays()
 
     def load_optimizer_arrays(self, arrays) -> None:
-        state_dict = self.optimizer.state_dict()
-        params = self.program.field.flat_parameters()
-        state: dict = {}
-        for key, value in arrays.items():
-            _, index, name = key.split("_", 2)
-            value = checked_entry(key, value, params, int(index))
-            device = self.program.device if value.ndim else "cpu"
-            state.setdefault(int(index), {})[name] = torch.as_tensor(value, device=device)
-        state_dict["state"] = state
-        self.optimizer.load_state_dict(state_dict)
+        self.optimizer.load_state_arrays(arrays)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..._dynamics import Dynamics
-from ..._graph import BINARY, REDUCTIONS, UNARY, index_of
+from ..._graph import BINARY, REDUCTIONS, UNARY, index_of, register_namespace
 from ._compile import register_layer
 
 _UNARY = {"negative": torch.negative, "exp": torch.exp, "log": torch.log, "log1p": torch.log1p,
@@ -160,6 +160,13 @@ TORCH_OPS: dict[str, Builder] = {
     "broadcast_to": _broadcast_to,
 }
 """``op -> build(node, batched, ranks) -> fn(*values)`` for every non-leaf graph op, with NumPy's semantics."""
+
+# Losses (pn.loss) run the same builders on whole arrays: no batch axis, so NumPy's semantics as they are.
+register_namespace(torch, {op: (lambda build: lambda node, *xs: build(node, [False] * len(xs),
+                                                                       [x.dim() for x in xs])(*xs))(build)
+                           for op, build in TORCH_OPS.items()},
+                   lambda array, like: torch.as_tensor(np.array(array), device=like.device,
+                                                       dtype=like.dtype if array.dtype.kind == "f" else torch.bool))
 
 
 class DynamicsModule(torch.nn.Module):

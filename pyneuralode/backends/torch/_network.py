@@ -18,7 +18,7 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from ..._blocks import ODEBlock, Residual
 from ..._classify import CrossEntropy
-from ..._errors import NotSupportedError, non_finite_error
+from ..._errors import NotSupportedError, SpecError, non_finite_error
 from ..._layers import Sequential
 from ..._params import param_layout
 from ..._solution import Stats
@@ -27,7 +27,7 @@ from ._compile import VectorField, flat_grad, load_flat
 from ._failures import BACKWARD, torchdiffeq_failures
 from ._methods import adjoint_options, forward_options, method_name
 from ._nfe import AdaptiveCountingField, CountingField
-from ._optim_state import checked_entry
+from ._optim import TorchOptimizer
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _LOSSES = {CrossEntropy: F.cross_entropy}
@@ -235,30 +235,31 @@ class TorchNetworkProgram:
 
 class TorchNetworkTrainer:
     """A native training loop for a network: autograd gradients (through each block's adjoint) and a
-    ``torch.optim`` update; the weights live in the module between steps."""
+    ``torch.optim`` update (with the optimiser's schedule); the weights live in the module between steps."""
 
     def __init__(self, program: TorchNetworkProgram, optimizer, loss):
+        if optimizer.needs_value_fn:
+            raise SpecError("A network trains on mini-batches: use pn.Adam, pn.RMSprop or pn.SGD (a line-search "
+                            "optimiser such as pn.LBFGS needs a deterministic full-batch loss; see pn.Trainer).")
         self.program, self.loss, self.optimizer = program, loss, optimizer
-        self.opt = optimizer.to_torch(program.module.flat_parameters())
-        self.steps = 0
+        self.opt = TorchOptimizer(optimizer, program.module.flat_parameters())
+
+    @property
+    def steps(self) -> int:
+        return self.opt.steps
 
     def init(self, params) -> None:
         load_flat(self.program.module, params)
-        self.opt = self.optimizer.to_torch(self.program.module.flat_parameters())
-        self.steps = 0
+        self.opt = TorchOptimizer(self.optimizer, self.program.module.flat_parameters())
 
     def step(self, x, labels):
         """One update on the batch; returns ``(loss, logits, [block stats])`` (numpy)."""
         program = self.program
-        if hasattr(self.optimizer, "learning_rate"):  # scheduled SGD: torch.optim has no built-in schedule here
-            for group in self.opt.param_groups:
-                group["lr"] = self.optimizer.learning_rate(self.steps)
         value, grads, logits, stats = program.loss_and_grads(program._tensor(x), program._tensor(labels, torch.int64),
                                                              self.loss)
         for param, grad in zip(program.module.flat_parameters(), grads):
             param.grad = grad
         self.opt.step()
-        self.steps += 1
         value = float(value.detach())
         if not np.isfinite(value):
             raise non_finite_error("loss")
@@ -269,22 +270,10 @@ class TorchNetworkTrainer:
         return flat_values(self.program.module)
 
     def state_arrays(self) -> dict:
-        """Parameters, optimiser state and step count as named numpy arrays (for checkpoints)."""
-        arrays = {"params": self.get_params(), "steps": np.array(self.steps)}
-        for i, param in enumerate(self.program.module.flat_parameters()):
-            for key, value in self.opt.state.get(param, {}).items():
-                arrays[f"opt_{i}_{key}"] = torch.as_tensor(value).detach().cpu().numpy()
-        return arrays
+        """Parameters and optimiser state (with the step count) as named numpy arrays (for checkpoints)."""
+        return {"params": self.get_params(), **self.opt.state_arrays()}
 
     def load_state_arrays(self, arrays) -> None:
         """Restore what :meth:`state_arrays` returned."""
         self.init(arrays["params"])
-        self.steps = int(arrays["steps"])
-        params = self.program.module.flat_parameters()
-        for i, param in enumerate(params):
-            prefix = f"opt_{i}_"
-            for name in arrays:
-                if name.startswith(prefix):
-                    value = torch.as_tensor(checked_entry(name, arrays[name], params, i), device=param.device)
-                    self.opt.state[param][name[len(prefix):]] = value.to(param.dtype) if value.is_floating_point() \
-                        and value.dim() else value
+        self.opt.load_state_arrays(arrays)

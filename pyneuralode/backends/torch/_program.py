@@ -13,6 +13,7 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from ..._control import fixed_step_grid
 from ..._errors import non_finite_error
+from ..._losses import cast_arrays
 from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram, refuse_devices
 from ._compile import VectorField, flat_grad, load_flat
@@ -29,6 +30,7 @@ class TorchProgram(AbstractProgram):
     def __init__(self, model, device: torch.device):
         self.model = model
         self.dtype = _DTYPES[model.dtype]
+        self.dtype_np = np.dtype(model.dtype)
         self.device = device
         self.field = VectorField(model.field, dtype=self.dtype, device=device)
         counter_cls = AdaptiveCountingField if model.solver.adaptive else CountingField
@@ -44,6 +46,11 @@ class TorchProgram(AbstractProgram):
     # ------------------------------------------------------------------ helpers
     def _tensor(self, array) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
+
+    def loss_tensors(self, loss) -> dict[str, torch.Tensor]:
+        """The loss's arrays as tensors on the device: real ones in the model's dtype, masks kept boolean."""
+        arrays = cast_arrays(loss.data(), self.dtype_np)
+        return {k: torch.as_tensor(v, device=self.device) for k, v in arrays.items()}
 
     def _check_fixed_grid(self, ts: np.ndarray) -> None:
         if not self.model.solver.adaptive:
@@ -93,7 +100,7 @@ class TorchProgram(AbstractProgram):
             raise non_finite_error()
         return Solution(ts, ys, Stats(**self._forward_stats()))
 
-    def value_and_grads(self, y0_t: torch.Tensor, ts: np.ndarray, target: torch.Tensor, reduce):
+    def value_and_grads(self, y0_t: torch.Tensor, ts: np.ndarray, data: dict, loss_kernel):
         """Loss and gradients with the module's current weights, all as tensors (no numpy round trip).
 
         Returns ``(value, param_grads, grad_y0, ys, stats)``; ``param_grads`` follow ``flat_parameters()``.
@@ -109,7 +116,7 @@ class TorchProgram(AbstractProgram):
                 ys = self._integrate(y0_t, self._tensor(ts), adjoint=self.backsolve)
             if not bool(torch.isfinite(ys).all()):
                 raise non_finite_error()
-        value = reduce(torch, ys - target)
+        value = loss_kernel(torch, ys, data)
         counter.phase = "backward"
         params_t = self.field.flat_parameters()
         inputs = [*params_t, y0_t] if y0_t.requires_grad else params_t
@@ -128,8 +135,8 @@ class TorchProgram(AbstractProgram):
     def value_and_grad(self, params, y0, ts, loss) -> ValueAndGrad:
         load_flat(self.field, params)
         y0_t = self._tensor(y0).requires_grad_(True)
-        value, grads, grad_y0, ys, stats = self.value_and_grads(y0_t, ts, self._tensor(loss.target),
-                                                                type(loss).reduce)
+        data = self.loss_tensors(loss)
+        value, grads, grad_y0, ys, stats = self.value_and_grads(y0_t, ts, data, loss.kernel())
         grad_params = flat_grad(self.field, grads)
         grad_y0 = np.zeros_like(np.asarray(y0)) if grad_y0 is None else grad_y0.detach().cpu().numpy()
         value_f = float(value.detach())
