@@ -16,7 +16,7 @@ $(PY):
 
 $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e ".[jax,torch,julia,plot,dev,docs]"
+	$(PY) -m pip install --quiet -e ".[jax,torch,julia,plot,dev,docs,sindy]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=_cmd_info)
     _add_spiral(sub)
     _add_compare(sub)
-    for problem in ("mnist", "cnf", "stiff", "anode", "latent"):
+    for problem in ("mnist", "cnf", "stiff", "anode", "latent", "ude"):
         _add_optional(sub, problem)
     bench = sub.add_parser("bench", help="run the benchmark suite from a source checkout (options as "
                                          "python -m benchmarks: --quick, --only, --device)")

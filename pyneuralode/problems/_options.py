@@ -48,6 +48,10 @@ RULES: dict[str, _Rule] = {
     "perturb": _WEIGHT, "augment_dims": _COUNT, "latent_size": _COUNT, "rnn_width": _COUNT, "train_size": _COUNT,
     "spirals": _Rule(True, lambda v: v >= 2, "an integer ≥ 2"),
     "obs": _Rule(True, lambda v: 2 <= v <= 100, "an integer in [2, 100]"),
+    "adam_iters": _Rule(True, lambda v: v >= 0, "an integer ≥ 0"),
+    "lbfgs_iters": _Rule(True, lambda v: v >= 0, "an integer ≥ 0"), "noise_level": _WEIGHT,
+    "lr_decay": _Rule(False, lambda v: 0 < v <= 1, "a factor in (0, 1] (1: a constant rate)"),
+    "curriculum": _Rule(False, lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
 }
 """Option name (the config field; the flag is ``--`` plus the name with ``-`` for ``_``) → its bound."""
 
