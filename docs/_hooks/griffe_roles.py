@@ -37,7 +37,8 @@ def _reference(match: re.Match) -> str:
     if target.startswith(LINKABLE) and not any(p.startswith("_") for p in parts):
         # A name that the top level re-exports (pyneuralode.train.Trainer) is documented there (pyneuralode.Trainer).
         top = importlib.import_module("pyneuralode")
-        if len(parts) > 2 and getattr(top, parts[-1], None) is _resolve(target):
+        exported = getattr(top, parts[-1], None)
+        if len(parts) > 2 and exported is not None and exported is _resolve(target):
             target = f"pyneuralode.{parts[-1]}"
         return f"[`{shown}`][{target}]"
     return f"`{shown}`"
