@@ -28,6 +28,7 @@ from ._errors import PyNeuralODEError as PyNeuralODEError
 from ._errors import RunDirectoryError as RunDirectoryError
 from ._errors import SolveError as SolveError
 from ._errors import SpecError as SpecError
+from ._errors import UnknownOptionError as UnknownOptionError
 from ._flow_results import Density as Density
 from ._flow_results import FlowValueAndGrad as FlowValueAndGrad
 from ._flow_trainer import FlowStepInfo as FlowStepInfo

@@ -12,16 +12,17 @@
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 import math
+import numbers
 
 from ._errors import SpecError
+from ._options import CheckedOptions
 
 VJP_CHOICES = ("zygote", "reversediff", "enzyme")
 
 
-class AbstractAdjoint(abc.ABC):
+class AbstractAdjoint(metaclass=CheckedOptions):
     """How gradients of a solve are computed. Subclasses are final frozen dataclasses."""
 
     @property
@@ -33,7 +34,7 @@ class AbstractAdjoint(abc.ABC):
 def _check_optional_tol(value, name):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise SpecError(f"{name} must be a finite number > 0 (or None to reuse the forward tolerance), got {value!r}.")
     return float(value)
 
@@ -78,9 +79,11 @@ class CheckpointAdjoint(AbstractAdjoint):
 
     def __post_init__(self):
         if self.checkpoints is not None and (isinstance(self.checkpoints, bool)
-                                             or not isinstance(self.checkpoints, int) or self.checkpoints < 1):
+                                             or not isinstance(self.checkpoints, numbers.Integral) or self.checkpoints < 1):
             raise SpecError(f"CheckpointAdjoint checkpoints must be a positive integer or None, "
                             f"got {self.checkpoints!r}.")
+        if self.checkpoints is not None:
+            object.__setattr__(self, "checkpoints", int(self.checkpoints))  # numpy integers too
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 from ._adjoints import AbstractAdjoint, DirectAdjoint, as_adjoint
 from ._control import StepControl, check_solver_control
 from ._errors import SpecError
-from ._layers import AbstractLayer
+from ._layers import AbstractLayer, check_state_preserving
 from ._solvers import AbstractSolver, Dopri5, as_solver
 
 
@@ -42,7 +43,7 @@ class ODEBlock(AbstractLayer):
         if not isinstance(self.field, AbstractLayer):
             raise SpecError(f"ODEBlock field must be a pyneuralode layer, got {type(self.field).__name__}.")
         object.__setattr__(self, "field", self.field.expand())
-        if isinstance(self.t1, bool) or not isinstance(self.t1, (int, float)) or not math.isfinite(self.t1) \
+        if isinstance(self.t1, bool) or not isinstance(self.t1, numbers.Real) or not math.isfinite(self.t1) \
                 or self.t1 == 0:
             raise SpecError(f"ODEBlock t1 must be a finite non-zero number (the solve runs from 0 to t1), "
                             f"got {self.t1!r}.")
@@ -65,10 +66,7 @@ class ODEBlock(AbstractLayer):
         return self.field.in_shape
 
     def out_shape(self, in_shape):
-        out = self.field.out_shape(in_shape)
-        if tuple(out) != tuple(in_shape):
-            raise SpecError(f"ODEBlock field maps shape {tuple(in_shape)} to {tuple(out)}: an ODE's vector field "
-                            "must return the shape of its state.")
+        check_state_preserving(self.field, in_shape, "ODEBlock field")
         return tuple(in_shape)
 
     def as_model(self, *, backend: str, dtype: str, device=None):

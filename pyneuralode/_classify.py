@@ -13,10 +13,11 @@ import dataclasses
 import numpy as np
 
 from ._errors import SpecError
+from ._options import CheckedOptions
 from ._validate import as_real_array
 
 
-class AbstractClassificationLoss:
+class AbstractClassificationLoss(metaclass=CheckedOptions):
     """A scalar loss of ``(logits, labels)``; backends map the loss *type* to their implementation."""
 
     def __call__(self, logits, labels) -> float:  # pragma: no cover - abstract

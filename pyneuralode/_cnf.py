@@ -40,6 +40,7 @@ from ._solution import Solution
 from ._solvers import AbstractSolver, Dopri5
 from ._validate import as_real_array, check_params
 from .backends._registry import get_backend
+from ._options import checked_options
 
 TRACES = ("exact", "hutchinson")
 """How ``tr(∂f/∂z)`` is computed: exactly, or by Hutchinson's estimator with one noise draw per solve."""
@@ -182,12 +183,14 @@ class CNF(SpecParameters):
         return eps
 
     # ---------------------------------------------------------------- densities
+    @checked_options
     def density(self, params, x, *, noise=None) -> Density:
         """``log p(x)`` for a batch ``x`` of shape ``(N, D)``, with the base points and the solve's counts."""
         params = check_params(params, self.num_params, self.dtype)
         x = self._x(x)
         return self.program.density(params, x, self._noise(noise, x))
 
+    @checked_options
     def log_prob(self, params, x, *, noise=None) -> np.ndarray:
         """``log p(x)``, shape ``(N,)``, for data ``x`` of shape ``(N, D)`` (see :meth:`density`)."""
         return self.density(params, x, noise=noise).log_prob
@@ -197,6 +200,7 @@ class CNF(SpecParameters):
         z = np.asarray(z, dtype=np.float64)
         return -0.5 * np.sum(z * z, axis=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
 
+    @checked_options
     def value_and_grad(self, params, x, *, loss: NLL | None = None, noise=None) -> FlowValueAndGrad:
         """The loss (default ``pn.NLL()``) of the batch ``x`` and its gradients w.r.t. ``params`` and ``x``."""
         loss = NLL() if loss is None else loss

@@ -6,7 +6,8 @@ outputs, of ``grad_params`` and of ``grad_y0`` (``max |a - b| / max |b|``). :fun
 same for a :class:`pyneuralode.Network` (outputs = logits; no ``grad_y0``, shown as ``n/a``).
 
 Each backend also reports its **round-off floor**: how much its own ``grad_params`` move when the weights are
-multiplied by ``1 + 1e-15·N(0, 1)``. Smooth problems give ~1e-14; adaptive solves of non-smooth dynamics (ReLU
+multiplied by ``1 + 1e-15·N(0, 1)`` (float64; float32 weights by the same few units in their last place,
+``1 + 5.4e-8·N(0, 1)``). Smooth problems give ~1e-14; adaptive solves of non-smooth dynamics (ReLU
 fields) can give 1e-5 and more, because which steps the controller rejects depends on the last bits. Two backends
 cannot agree better than that floor, so the report shows both side by side (beyond the peers: no other library
 tells a gradient disagreement caused by the problem's conditioning from one caused by a bug).
@@ -22,6 +23,7 @@ import time
 import numpy as np
 
 from ._errors import BackendUnavailable, NotSupportedError
+from ._options import checked_options
 
 
 def relative_difference(a, b) -> float:
@@ -100,7 +102,8 @@ class Comparison:
             lines += _table(head, rows)
             if any(p.round_off_floor > 1e-9 for p in self.pairs):
                 lines.append("round-off floor: how far one backend's own gradient moves when the weights are "
-                             "nudged by 1e-15 relative; no two implementations can agree better than it.")
+                             "nudged by a few units in their last place (1e-15 relative in float64); no two "
+                             "implementations can agree better than it.")
         for name, reason in self.skipped.items():
             lines.append(f"skipped {name}: {reason}")
         return "\n".join(lines)
@@ -126,14 +129,22 @@ def _time_call(fn, repeats: int) -> float:
 
 
 ROUND_OFF_NUDGE = 1e-15
-"""Relative size of the weight perturbation that measures a backend's round-off floor."""
+"""Relative size, in float64, of the weight perturbation that measures a backend's round-off floor (about 4.5
+units in the last place); other dtypes get the same number of units in their last place (float32: 5.4e-8)."""
+
+
+def round_off_nudge(dtype) -> float:
+    """The relative nudge for parameters of ``dtype``: :data:`ROUND_OFF_NUDGE` scaled by its machine epsilon, so
+    it moves float32 weights too (a 1e-15 nudge vanishes when rounded to float32)."""
+    return ROUND_OFF_NUDGE * float(np.finfo(dtype).eps / np.finfo(np.float64).eps)
 
 
 def nudged(params, seed: int = 0) -> np.ndarray:
-    """``params · (1 + 1e-15·N(0, 1))``: the same weights up to round-off (seeded)."""
+    """``params · (1 + ν·N(0, 1))``, ``ν`` = :func:`round_off_nudge` of their dtype: the same weights up to
+    round-off (seeded)."""
     params = np.asarray(params)
     noise = np.random.default_rng(seed).standard_normal(params.shape)
-    return (params * (1 + ROUND_OFF_NUDGE * noise)).astype(params.dtype)
+    return (params.astype(np.float64) * (1 + round_off_nudge(params.dtype) * noise)).astype(params.dtype)
 
 
 def run_backends(subject, backends, repeats: int, call, arrays, params):
@@ -158,6 +169,7 @@ def run_backends(subject, backends, repeats: int, call, arrays, params):
     return results, skipped
 
 
+@checked_options
 def compare(model, *, backends=("jax", "torch"), params, y0, ts, loss, repeats: int = 5,
             title: str | None = None) -> Comparison:
     """Run ``model`` (its settings, each backend in turn) on the same ``params``, ``y0``, ``ts`` and ``loss``.
@@ -185,6 +197,7 @@ def pair_differences(results) -> tuple[PairDifference, ...]:
                  for a, b in itertools.combinations(results, 2))
 
 
+@checked_options
 def compare_networks(network, *, backends=("jax", "torch"), params, x, labels, loss=None, repeats: int = 3,
                      title: str | None = None) -> Comparison:
     """:func:`compare` for a :class:`pyneuralode.Network`: ``network.replace(backend=...)`` on each backend with the

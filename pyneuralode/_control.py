@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 from ._errors import SpecError
+from ._options import CheckedOptions
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class StepControl:
+class StepControl(metaclass=CheckedOptions):
     """How the solver chooses its steps.
 
     **Arguments (keyword-only):**
@@ -41,13 +43,13 @@ class StepControl:
     def __post_init__(self):
         for name in ("rtol", "atol", "safety", "factormin", "factormax"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
                 raise SpecError(f"StepControl {name} must be a finite number > 0, got {value!r}.")
             object.__setattr__(self, name, float(value))
         for name in ("dt0", "dt"):
             value = getattr(self, name)
             if value is not None:
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
                         or value <= 0:
                     raise SpecError(f"StepControl {name} must be a finite number > 0 (or None), got {value!r}.")
                 object.__setattr__(self, name, float(value))
@@ -56,8 +58,9 @@ class StepControl:
         if not self.factormin < 1 < self.factormax:
             raise SpecError("StepControl needs factormin < 1 < factormax, got "
                             f"factormin={self.factormin}, factormax={self.factormax}.")
-        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps < 1:
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, numbers.Integral) or self.max_steps < 1:
             raise SpecError(f"StepControl max_steps must be a positive integer, got {self.max_steps!r}.")
+        object.__setattr__(self, "max_steps", int(self.max_steps))  # numpy integers too
 
 
 def check_solver_control(solver, control: StepControl, *, give: str = "give it a step with "

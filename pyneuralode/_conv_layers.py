@@ -14,6 +14,7 @@ as the paper's ``ConcatLinear`` does; the two peers differ and we follow each.)
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import numpy as np
 
@@ -114,7 +115,7 @@ class GroupNorm(AbstractLayer):
         if self.num_channels % self.num_groups:
             raise SpecError(f"GroupNorm num_channels={self.num_channels} is not divisible by "
                             f"num_groups={self.num_groups}: pick a divisor such as min(32, channels).")
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not self.eps > 0:
+        if isinstance(self.eps, bool) or not isinstance(self.eps, numbers.Real) or not self.eps > 0:
             raise SpecError(f"GroupNorm eps must be a number > 0, got {self.eps!r}.")
         object.__setattr__(self, "eps", float(self.eps))
 

@@ -157,3 +157,16 @@ def solve_failure(kind: int, *, where: str = "forward solve", max_steps: int, so
     advice = _advice(backsolve and backsolve_hint(backend), "tighten rtol/atol", "check the inputs",
                      stiff_hint(solver, backend))
     return SolveError(f"The {where} failed: {advice}.")
+
+
+class UnknownOptionError(SpecError, TypeError):
+    """A keyword option that the function or constructor does not have (a misspelt name, for example).
+
+    A :class:`SpecError` like every invalid option, and a ``TypeError`` like Python's own unknown-keyword
+    failure, so ``except pn.SpecError`` and ``except TypeError`` both catch it."""
+
+
+def trainer_not_initialised() -> SpecError:
+    """The one wording of a training step (or state read) before ``init``, shared by every trainer."""
+    return SpecError("This trainer has no parameters yet: call trainer.init(params) first, e.g. "
+                     "trainer.init(model.init(seed=0)).")

@@ -16,6 +16,7 @@ from ._optim import AbstractOptimizer
 from ._solution import Stats
 from .train._resume import NativeTrainerState
 from ._validate import check_params
+from ._options import checked_options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +62,14 @@ class FlowTrainer(NativeTrainerState):
         """Start from the canonical flat ``params`` with a fresh optimiser state."""
         self._impl.init(check_params(params, self.cnf.num_params, self.cnf.dtype))
         self.steps_done = 0
+        self._started()
 
+    @checked_options
     def step(self, x, *, noise=None) -> FlowStepInfo:
-        """One optimisation step on the batch ``x`` (``(N, D)``); ``noise`` is Hutchinson's ``ε`` (optional)."""
+        """One optimisation step on the batch ``x`` (``(N, D)``); ``noise`` is Hutchinson's ``ε`` (optional).
+
+        A step that raises leaves the parameters and the optimiser state exactly as they were."""
+        self._require_started()
         x = self.cnf._x(x)
         eps = self.cnf._noise(noise, x)
         info = self._impl.step(x, eps)

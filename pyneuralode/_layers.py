@@ -19,6 +19,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from ._errors import SpecError
+from ._options import CheckedOptions
 
 ACTIVATIONS: tuple[str, ...] = ("tanh", "relu", "softplus", "sigmoid", "elu", "silu", "cube", "rbf", "identity")
 """Pointwise functions every backend implements identically (``cube`` is ``y**3``, the paper's spiral; ``rbf`` is
@@ -45,7 +46,7 @@ class ParamSpec:
         return int(np.prod(self.shape, dtype=np.int64))
 
 
-class AbstractLayer(abc.ABC):
+class AbstractLayer(metaclass=CheckedOptions):
     """A node of a network spec. Subclasses are frozen dataclasses and either abstract or final."""
 
     uses_time: ClassVar[bool] = False
@@ -285,6 +286,26 @@ def walk(layer: AbstractLayer) -> list[AbstractLayer]:
     for child in layer.sublayers():
         out.extend(walk(child))
     return out
+
+
+def field_layer_not_supported(layer: AbstractLayer, backend: str, supported) -> SpecError:
+    """The one wording, on every backend, of a layer that backend's vector-field compiler does not have;
+    ``supported`` are the primitive layer types it compiles (``Sequential`` and ``Residual`` always)."""
+    from ._errors import NotSupportedError
+
+    names = sorted({t.__name__ for t in supported} | {"Sequential", "Residual"})
+    return NotSupportedError(f"{type(layer).__name__} layers are not available inside a vector field on backend "
+                             f"{backend!r}: a field is built from {', '.join(names)} (and composites of them such "
+                             "as pn.MLP).")
+
+
+def check_state_preserving(field: AbstractLayer, in_shape, what: str) -> None:
+    """Raise a SpecError unless ``field`` maps samples of ``in_shape`` to the same shape (an ODE's vector field
+    returns the shape of its state)."""
+    out = tuple(field.out_shape(tuple(in_shape)))
+    if out != tuple(in_shape):
+        raise SpecError(f"{what} maps shape {tuple(in_shape)} to {out}: an ODE's vector field must return the shape "
+                        f"of its state (for an MLP, make the last width equal the first, e.g. pn.MLP([2, 8, 2])).")
 
 
 def initialiser(spec: ParamSpec) -> Callable[[np.random.Generator], np.ndarray]:

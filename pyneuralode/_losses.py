@@ -19,6 +19,7 @@ import abc
 import numpy as np
 
 from ._errors import SpecError
+from ._options import CheckedOptions
 
 
 def observation_weights(target: np.ndarray, mask, weights, owner: str) -> np.ndarray | None:
@@ -41,6 +42,10 @@ def observation_weights(target: np.ndarray, mask, weights, owner: str) -> np.nda
     if not np.any(combined > 0):
         raise SpecError(f"{owner} mask/weights select no observation: at least one weight must be > 0.")
     return combined
+
+
+class AbstractLoss(metaclass=CheckedOptions):
+    """A scalar function of the saved states. Backends implement ``reduce`` with their own array library."""
 
 
 def _broadcast(array, shape, owner, name):

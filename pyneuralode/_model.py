@@ -11,13 +11,14 @@ from ._augment import augmented_loss, check_augment, pad_features
 from ._control import StepControl
 from ._ensemble import EnsembleSolution, ensemble_inputs
 from ._errors import NotSupportedError, SpecError
-from ._layers import AbstractLayer
+from ._layers import AbstractLayer, check_state_preserving
 from ._losses import AbstractLoss
 from ._model_base import SpecParameters, check_numerics, check_runtime
 from ._solution import Solution, ValueAndGrad
 from ._solvers import AbstractSolver, Dopri5
 from ._validate import as_real_array, check_params, check_state, check_times
 from .backends._registry import get_backend
+from ._options import checked_options
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -33,8 +34,10 @@ class ODEModel(SpecParameters):
     - ``adjoint``: how gradients are computed; default ``pn.DirectAdjoint()`` (exact gradients of the discrete
       solve, available on every backend). ``pn.BacksolveAdjoint()`` is the paper's O(1)-memory method.
     - ``backend``: ``"jax"``, ``"torch"`` or ``"julia"``.
-    - ``dtype``: ``"float64"`` (default, for comparisons) or ``"float32"`` (fast training). On JAX, float64 turns
-      on ``jax_enable_x64`` when the model is compiled.
+    - ``dtype``: ``"float64"`` (default, for comparisons) or ``"float32"`` (fast training). On JAX, a float64
+      model runs everything it does inside JAX's ``jax.enable_x64(True)`` context and leaves the process-wide
+      ``jax_enable_x64`` flag alone, so your other JAX code keeps its float32 default; only its ``native()``
+      object, which runs in your own JAX code, needs x64 on there (it says so if not).
     - ``device``: ``None`` (the backend's default), ``"cpu"`` or ``"cuda"``.
     - ``augment``: ``d > 0`` makes this an augmented neural ODE (Dupont et al. 2019): ``field`` acts on ``n + d``
       features, each solve starts from ``[y0, 0]``, and solutions, losses and ``grad_y0`` see the first ``n``
@@ -56,6 +59,8 @@ class ODEModel(SpecParameters):
             raise SpecError(f"field must be a pyneuralode layer such as pn.MLP([...]), got "
                             f"{type(self.field).__name__}.")
         object.__setattr__(self, "augment", check_augment(self.augment, self.field))
+        if self.field.in_shape is not None:
+            check_state_preserving(self.field, self.field.in_shape, "The ODEModel field")
         check_runtime(self)
         check_numerics(self)
         object.__setattr__(self, "_program", None)
@@ -125,6 +130,7 @@ class ODEModel(SpecParameters):
         sol = self.solve(params, y0, union)
         return Solution(ts, np.ascontiguousarray(sol.ys[index.T, np.arange(ts.shape[0])]), sol.stats)
 
+    @checked_options
     def value_and_grad(self, params, y0, ts, *, loss: AbstractLoss) -> ValueAndGrad:
         """The loss of the solution and its gradients with respect to ``params`` and ``y0``."""
         if np.ndim(ts) == 2:
@@ -161,6 +167,20 @@ class ODEModel(SpecParameters):
         ts = check_times(ts, self.dtype)
         return self.program.solve_ensemble(params, y0, ts, devices=devices)
 
-    def native(self):
-        """The backend's own object, for embedding in user code (see the backend's docs for its signature)."""
-        return self.program.native()
+    @checked_options
+    def native(self, params=None):
+        """The backend's own object, for embedding this model in your own code, holding its own copy of the
+        canonical flat ``params`` (default ``self.init(0)``, the weights every backend starts from):
+
+        - JAX: an equinox module ``ode(y0, ts) -> ys`` (batched ``y0``); ``ode.params`` is the flat vector
+          (``ode.with_params(flat)`` replaces it), ``ode.solve(y0, ts)`` also returns the forward counts and
+          the gradient of ``ode.probe`` carries the backward ones (see ``NativeODE``). A float64 model needs
+          x64 on in your JAX code (``jax.config.update("jax_enable_x64", True)``).
+        - torch: a ``torch.nn.Module`` ``ode(y0, ts) -> ys`` solved with this model's solver, tolerances and
+          adjoint; ``ode.vector_field`` is ``f(t, y)``, ``ode.load_params(flat)``/``ode.params()`` move the flat
+          vector in and out, and ``ode.stats`` has the counts of the latest call (forward, and backward once
+          you have backpropagated) with the meaning of :class:`pyneuralode.Stats`.
+        - Julia: the ``NeuralField`` ``f(u, p, t)`` with ``params`` loaded (``f.p``).
+        """
+        params = self.init(0) if params is None else check_params(params, self.num_params, self.dtype)
+        return self.program.native(params)

@@ -14,6 +14,7 @@ import numpy as np
 from ._adjoints import as_adjoint
 from ._control import StepControl, check_solver_control
 from ._errors import SpecError
+from ._options import CheckedOptions
 from ._params import init_params, num_params, param_layout
 from ._solvers import as_solver
 from ._validate import check_dtype
@@ -41,7 +42,7 @@ def check_numerics(model) -> None:
     check_solver_control(model.solver, model.control)
 
 
-class SpecParameters:
+class SpecParameters(metaclass=CheckedOptions):
     """Mixin: the canonical flat parameters of the spec named by ``_param_spec``, and ``replace``."""
 
     @property

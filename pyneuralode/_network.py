@@ -22,6 +22,7 @@ from ._model_base import SpecParameters, check_runtime
 from ._solution import Stats
 from ._validate import check_params
 from .backends._registry import get_backend
+from ._options import checked_options
 
 NETWORK_BACKENDS = ("jax", "torch", "julia")
 """Backends that compile a :class:`Network` (``compile_network``). Julia's compile is checked statically here and
@@ -64,8 +65,8 @@ class Network(SpecParameters):
     - ``input_shape``: the shape of one input sample, e.g. ``(1, 28, 28)``; needed when the first layer does not
       fix it (convolutions accept any height and width).
     - ``backend``: ``"jax"``, ``"torch"`` or ``"julia"`` (CPU only; no native trainer there yet).
-    - ``dtype``: ``"float32"`` (default, for training) or ``"float64"`` (for comparisons; on JAX it turns on
-      ``jax_enable_x64`` when compiled).
+    - ``dtype``: ``"float32"`` (default, for training) or ``"float64"`` (for comparisons; on JAX it runs inside a
+      scoped ``jax.enable_x64(True)`` context, as :class:`pyneuralode.ODEModel` does).
     - ``device``: ``None`` (the backend's default), ``"cpu"`` or ``"cuda"``.
     """
 
@@ -127,6 +128,7 @@ class Network(SpecParameters):
         x = check_images(x, self.input_shape, self.dtype)
         return params, x
 
+    @checked_options
     def apply(self, params, x, *, return_stats: bool = False):
         """The outputs (logits) for the batch ``x`` of shape ``(batch, *input_shape)``.
 
@@ -136,6 +138,7 @@ class Network(SpecParameters):
         outputs, block_stats = self.program.apply(params, x)
         return (outputs, sum_stats(block_stats)) if return_stats else outputs
 
+    @checked_options
     def value_and_grad(self, params, x, labels, *, loss=None) -> NetworkValueAndGrad:
         """The loss of ``apply(params, x)`` against integer ``labels`` and its gradient w.r.t. ``params``.
 
@@ -147,6 +150,13 @@ class Network(SpecParameters):
         value, grad, outputs, block_stats = self.program.value_and_grad(params, x, labels, loss)
         return NetworkValueAndGrad(value, grad, sum_stats(block_stats), tuple(block_stats), outputs)
 
-    def native(self):
-        """The backend's own object (JAX: an equinox module ``net(x)``; torch: an ``nn.Module``)."""
-        return self.program.native()
+    @checked_options
+    def native(self, params=None):
+        """The backend's own object holding its own copy of the canonical flat ``params`` (default
+        ``self.init(0)``): JAX, an equinox module ``net(x) -> logits`` (``net.params``, ``net.with_params(flat)``,
+        ``net.apply_with_stats(x)`` for the blocks' forward counts, ``net.probes``' gradient for the backward
+        ones); torch, an ``nn.Module`` ``net(x) -> logits`` (``net.load_params(flat)``, ``net.params()``,
+        ``net.stats`` / ``net.block_stats()`` after a call and its backward pass); Julia, the ``JuliaNetwork``
+        ``net(x, flat)`` (which takes the parameters per call)."""
+        params = self.init(0) if params is None else check_params(params, self.num_params, self.dtype)
+        return self.program.native(params)

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 from ._errors import SpecError
+from ._options import CheckedOptions
 
 
 def _weight(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise SpecError(f"NLL {name} must be a finite number >= 0 (0 turns the term off), got {value!r}.")
     return float(value)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NLL:
+class NLL(metaclass=CheckedOptions):
     """Mean negative log-likelihood ``-mean_i log p(x_i)`` of a batch, plus optional regularisers.
 
     **Arguments (keyword-only):**

@@ -13,10 +13,11 @@ import abc
 import dataclasses
 
 from ._errors import SpecError
+from ._options import CheckedOptions
 from ._schedules import AbstractSchedule, PiecewiseConstant, check_lr
 
 
-class AbstractOptimizer(abc.ABC):
+class AbstractOptimizer(metaclass=CheckedOptions):
     """A gradient-based update rule. Subclasses are final frozen dataclasses with keyword-only options."""
 
     #: Whether a step needs the loss as a function of the parameters (a line search), not only one gradient.

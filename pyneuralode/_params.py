@@ -1,4 +1,4 @@
-"""The canonical flat parameter vector (DESIGN.md contract 1) and its deterministic numpy initialisation.
+"""The canonical flat parameter vector (the same vector drives every backend) and its deterministic numpy initialisation.
 
 Layout: walk the spec depth-first (:func:`pyneuralode._layers.walk`); for each layer its tensors in the order of
 ``param_specs()``; each tensor flattened row-major in PyTorch's shape convention. Every backend slices this one
@@ -14,6 +14,7 @@ import numpy as np
 
 from ._errors import SpecError
 from ._layers import AbstractLayer, ParamSpec, initialiser
+from ._options import checked_options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,14 +68,15 @@ def num_params(spec: AbstractLayer) -> int:
     return layout[-1].stop if layout else 0
 
 
+@checked_options
 def init_params(spec: AbstractLayer, seed: int = 0, dtype="float64") -> np.ndarray:
     """Draw the canonical flat parameters of ``spec`` from ``numpy.random.default_rng(seed)``.
 
     Weights and biases follow PyTorch's default rule U(-1/sqrt(fan_in), 1/sqrt(fan_in)); normalisation scales
     start at 1 and shifts at 0. The draw is in float64 and cast, so float32 and float64 runs share weights.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise SpecError(f"seed must be an integer, got {seed!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SpecError(f"seed must be an integer >= 0 (numpy's generators take no negative seeds), got {seed!r}.")
     rng = np.random.default_rng(int(seed))
     parts = [initialiser(slot.spec)(rng).reshape(-1) for slot in param_layout(spec)]
     flat = np.concatenate(parts) if parts else np.zeros(0)

@@ -9,7 +9,7 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Stats:
-    """Counts of one call, identical in meaning on every backend (DESIGN.md contract 3).
+    """Counts of one call, identical in meaning on every backend (exact counts, not estimates).
 
     - ``nfe_forward``: vector-field evaluations of the forward solve (initial-step selection included).
     - ``nfe_backward``: evaluations in the backward pass — one per evaluation of the augmented adjoint dynamics

@@ -7,14 +7,14 @@ OrdinaryDiffEq runs it.
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 from typing import ClassVar
 
 from ._errors import SpecError
+from ._options import CheckedOptions
 
 
-class AbstractSolver(abc.ABC):
+class AbstractSolver(metaclass=CheckedOptions):
     """A numerical method for ``dy/dt = f(t, y)``. Subclasses are final frozen dataclasses."""
 
     order: ClassVar[int]

@@ -93,10 +93,11 @@ def test_backsolve_backward_nfe_equals_counter():
 def test_native_module_is_differentiable_and_matches_solve():
     model = pn.ODEModel(spiral_field(), control=LOOSE)
     params = model.init(0)
-    native = eqx.tree_at(lambda n: n.params, model.native(), jnp.asarray(params))
-    ys = native(jnp.asarray(Y0), jnp.asarray(TS))
+    with jax.enable_x64(True):  # a float64 native object runs in the caller's JAX, which must have x64 on
+        native = eqx.tree_at(lambda n: n.params, model.native(), jnp.asarray(params))
+        ys = native(jnp.asarray(Y0), jnp.asarray(TS))
+        grad = jax.grad(lambda n: jnp.mean(jnp.abs(n(jnp.asarray(Y0), jnp.asarray(TS)))))(native)
     np.testing.assert_allclose(np.asarray(ys), model.solve(params, Y0, TS).ys, rtol=1e-12, atol=1e-12)
-    grad = jax.grad(lambda n: jnp.mean(jnp.abs(n(jnp.asarray(Y0), jnp.asarray(TS)))))(native)
     res = model.value_and_grad(params, Y0, TS, loss=pn.L1(np.zeros((len(TS), *Y0.shape))))
     assert rel_err(grad.params, res.grad_params) < 1e-10
 
@@ -108,8 +109,8 @@ def test_vector_field_equals_numpy_evaluation():
     w1, b1, w2, b2 = pn.unflatten(field, params)
     y = np.random.default_rng(0).standard_normal((7, 2))
     expected = np.tanh(y**3 @ w1.T + b1) @ w2.T + b2
-    native = eqx.tree_at(lambda n: n.params, model.native(), jnp.asarray(params))
-    got = native.vector_field(0.0, jnp.asarray(y))
+    with jax.enable_x64(True):
+        got = model.native(params).vector_field(0.0, jnp.asarray(y))
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-13, atol=1e-14)
 
 
@@ -120,7 +121,8 @@ def test_time_input_is_last_feature():
     w, b = pn.unflatten(field, params)
     assert w.shape == (3, 3)
     y = np.array([[0.3, -0.7]])
-    got = pn.ODEModel(field).native().program.field(jnp.asarray(params), jnp.asarray(2.5), jnp.asarray(y))
+    with jax.enable_x64(True):
+        got = pn.ODEModel(field).native(params).vector_field(jnp.asarray(2.5), jnp.asarray(y))
     np.testing.assert_allclose(np.asarray(got), np.concatenate([y, [[2.5]]], 1) @ w.T + b, rtol=1e-14)
 
 

@@ -43,7 +43,7 @@ def target_for(model, params, y0, ts, seed=1):
 def test_native_module_holds_the_flat_vector_in_canonical_order():
     model = make(SPIRAL)
     params = model.init(seed=3)
-    module = model.native()
+    module = model.program.field
     assert isinstance(module, torch.nn.Module)
     load_flat(module, params)
     np.testing.assert_array_equal(flat_values(module), params)
@@ -105,7 +105,7 @@ def test_float32_runs_in_float32_and_stays_accurate():
     model = make(EXP_SPEC, control=pn.StepControl(rtol=1e-5, atol=1e-6), dtype="float32")
     ts = np.linspace(1.0, 8.0, 10)
     sol = model.solve(np.array([-0.1], np.float32), np.exp(-0.1 * ts[:1]), ts)
-    assert sol.ys.dtype == np.float32 and model.native().flat_parameters()[0].dtype == torch.float32
+    assert sol.ys.dtype == np.float32 and model.native().vector_field.flat_parameters()[0].dtype == torch.float32
     assert rel(sol.ys[:, 0], np.exp(-0.1 * ts)) < 1e-4
     res = model.value_and_grad(np.array([-0.1]), np.exp(-0.1 * ts[:1]), ts, loss=pn.MSE(np.zeros((10, 1))))
     assert res.grad_params.dtype == np.float32 and res.grad_y0.dtype == np.float32
@@ -194,7 +194,7 @@ def test_forward_and_direct_backward_nfe_are_exact(solver, stages):
     model = make(SPIRAL, solver=solver, control=pn.StepControl(rtol=1e-7, atol=1e-9))
     params = model.init(seed=0)
     loss = pn.L1(target_for(model, params, Y0, TS))
-    hooks = _HookCounter(model.native())
+    hooks = _HookCounter(model.program.field)  # the field model.solve/value_and_grad use
     try:
         sol = model.solve(params, Y0, TS)
         assert sol.stats.nfe_forward == hooks.calls
@@ -216,7 +216,7 @@ def test_fixed_step_counts_are_exact(solver, control, per_step):
     model = make(SMALL, solver=solver, control=control)
     params = model.init()
     loss = pn.L1(target_for(model, params, Y0, TS))
-    hooks = _HookCounter(model.native())
+    hooks = _HookCounter(model.program.field)  # the field model.solve/value_and_grad use
     try:
         res = model.value_and_grad(params, Y0, TS, loss=loss)
     finally:
@@ -231,7 +231,7 @@ def test_backsolve_backward_nfe_counts_augmented_evaluations():
     model = make(SPIRAL, control=pn.StepControl(rtol=1e-7, atol=1e-9), adjoint=pn.BacksolveAdjoint())
     params = model.init(seed=0)
     loss = pn.L1(target_for(model, params, Y0, TS))
-    hooks = _HookCounter(model.native())
+    hooks = _HookCounter(model.program.field)  # the field model.solve/value_and_grad use
     try:
         res = model.value_and_grad(params, Y0, TS, loss=loss)
     finally:

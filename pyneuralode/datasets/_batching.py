@@ -8,6 +8,7 @@ import numpy as np
 
 from .._errors import SpecError
 from ._augment import random_crop
+from .._options import checked_options
 
 
 def _check_positive_int(value, what: str) -> int:
@@ -47,6 +48,7 @@ def check_images_labels(images, labels, *, image_shape=(1, 28, 28), num_classes:
     return images, labels
 
 
+@checked_options
 def batches(images, labels, batch_size: int, *, seed: int, shuffle: bool = True, augment: bool = False,
             drop_last: bool = False, pad: int = 4, image_shape=(1, 28, 28),
             num_classes: int = 10) -> Iterator[tuple[np.ndarray, np.ndarray]]:

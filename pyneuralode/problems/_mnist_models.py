@@ -29,6 +29,7 @@ from .._conv_layers import ConcatConv2d, Conv2d, Flatten, GlobalAvgPool2d, ReLU,
 from .._errors import SpecError
 from .._layers import Activation, Linear, Sequential
 from .._solvers import RK4, AbstractSolver, Dopri5
+from .._options import checked_options
 
 MNIST_MODELS = ("odenet", "rknet", "resnet")
 MNIST_INPUT_SHAPE = (1, 28, 28)
@@ -54,6 +55,7 @@ def res_block(channels: int, groups: int | None = None) -> Residual:
                                Conv2d(c, c, 3, 1, 1, bias=False)))
 
 
+@checked_options
 def mnist_model(kind: str = "odenet", *, channels: int = 64, tol: float = 1e-3,
                 solver: AbstractSolver | None = None, adjoint: AbstractAdjoint | None = None,
                 control: StepControl | None = None, activation: str = "relu",

@@ -1,4 +1,4 @@
-"""Continuous normalizing flows on 2-D toy densities (Chen et al. 2018 §4, FFJORD's toy experiment; issue 6).
+"""Continuous normalizing flows on 2-D toy densities (Chen et al. 2018 §4, FFJORD's toy experiment).
 
 Data: FFJORD's toy sets (:func:`pyneuralode.datasets.toy_2d`), a fresh batch per iteration. Model: a
 :class:`pyneuralode.CNF` on ``t ∈ [0, 1]`` whose field is an MLP with time as its last input (or a ConcatSquash

@@ -1,5 +1,5 @@
 """MNIST with the paper's ODE-Net, RK-Net and ResNet (Chen et al. 2018, Table 1; torchdiffeq's
-``examples/odenet_mnist.py``; issue 5).
+``examples/odenet_mnist.py``).
 
 Networks: :func:`mnist_model` (see ``_mnist_models``). Data: :func:`pyneuralode.datasets.mnist` (train 50k /
 test 10k), random-crop augmentation (pad 4) as torchdiffeq. Full run: SGD momentum 0.9, lr 0.1 × batch/128, ×0.1 at
@@ -60,7 +60,7 @@ QUICK = dict(channels=32, epochs=3, optimizer="adam", lr=3e-3, tol=1e-2, augment
 """``--quick``: what changes from the full run (model, backend and explicit options still apply; ``groups``
 defaults to ``channels // 2``).
 
-Sized on the shared 2-core CPU (issue 5: ≥ 98% test accuracy in ≤ 20 minutes; measured 2026-11 at load 7: see
+Sized on the shared 2-core CPU (the target: ≥ 98% test accuracy in ≤ 20 minutes; measured 2026-11 at load 7: see
 ``benchmarks/results/mnist_quick.json``):
 
 - Backend: JAX (the default) is the faster here: a 16-channel 128-batch backsolve step took ~0.4 s vs ~0.7 s

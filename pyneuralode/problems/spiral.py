@@ -1,4 +1,4 @@
-"""The spiral of Chen et al. (2018), exactly as torchdiffeq's ``examples/ode_demo.py`` (peers.md §4).
+"""The spiral of Chen et al. (2018), exactly as torchdiffeq's ``examples/ode_demo.py``.
 
 True system ``dy/dt = (y**3) A`` with ``A = [[-0.1, 2.0], [-2.0, -0.1]]`` (row-vector convention), ``y0 = [2, 0]``,
 1000 points on ``[0, 25]``; training batches are 20 windows of 10 consecutive points; the network is
@@ -19,6 +19,7 @@ from .._layers import MLP, Activation, Linear, Sequential
 from .._model import ODEModel
 from ._options import check_options
 from .._solvers import Dopri5
+from .._options import checked_options
 
 TRUE_A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
 TRUE_Y0 = np.array([2.0, 0.0])
@@ -29,6 +30,7 @@ def spiral_field() -> MLP:
     return MLP([2, 50, 2], activation="tanh", input_transform="cube")
 
 
+@checked_options
 def spiral_data(*, data_size: int = 1000, t1: float = 25.0, backend: str = "jax"):
     """``(ts, ys)``: the true spiral at ``data_size`` points on ``[0, t1]``, solved with Dopri5 at 1e-7/1e-9
     (torchdiffeq's defaults, which the paper's demo used)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._errors import SpecError
+from .._errors import SpecError, trainer_not_initialised
+from .._options import CheckedOptions
 
 
 def check_state_arrays(arrays: dict, fresh: dict) -> None:
@@ -21,12 +22,25 @@ def check_state_arrays(arrays: dict, fresh: dict) -> None:
                             f"{want.dtype}{list(want.shape)}.")
 
 
-class NativeTrainerState:
-    """Mixin for trainers whose backend object (``self._impl``) holds parameters and optimiser state."""
+class NativeTrainerState(metaclass=CheckedOptions):
+    """Mixin for trainers whose backend object (``self._impl``) holds parameters and optimiser state.
+
+    ``init`` must run first: :meth:`_started` marks it, :meth:`_require_started` refuses anything earlier with
+    one message on every backend."""
+
+    _is_started = False
+
+    def _started(self) -> None:
+        self._is_started = True
+
+    def _require_started(self) -> None:
+        if not self._is_started:
+            raise trainer_not_initialised()
 
     @property
     def params(self):
         """The current canonical flat parameters (a numpy copy)."""
+        self._require_started()
         return self._impl.params()
 
     def state_arrays(self) -> dict:

@@ -72,12 +72,15 @@ class Trainer(NativeTrainerState):
         """Start from the canonical flat ``params`` with a fresh optimiser state."""
         self._impl.init(check_params(params, self.model.num_params, self.model.dtype))
         self.steps_done = 0
+        self._started()
 
     def step(self, y0, ts, target, **data) -> StepInfo:
         """One optimisation step on the batch ``(y0, ts)`` against ``target`` (shape ``(len(ts), *y0.shape)``).
 
         ``data``: the loss's further arrays — ``mask=``/``weights=`` for ``pn.L1``/``pn.MSE``, or the named
-        arguments of your own :func:`pyneuralode.loss` function."""
+        arguments of your own :func:`pyneuralode.loss` function. A step that raises (bad input, a failed solve, a
+        NaN or infinite loss or gradient) leaves the parameters and the optimiser state exactly as they were."""
+        self._require_started()
         dtype = self.model.dtype
         y0 = check_state(y0, self.model.state_shape, dtype)
         ts = check_times(ts, dtype)

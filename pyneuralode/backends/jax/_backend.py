@@ -1,4 +1,4 @@
-"""The JAX backend object: version/device facts and the compile step (which enables float64 when asked)."""
+"""The JAX backend object: version/device facts and the compile step (float64 programs run in a scoped x64 context)."""
 
 from __future__ import annotations
 

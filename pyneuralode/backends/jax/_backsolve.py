@@ -1,7 +1,7 @@
 """The paper's O(1)-memory adjoint (Chen et al. 2018, Algorithm 1), as a ``custom_vjp`` around diffrax solves.
 
 diffrax has a ``BacksolveAdjoint`` too, but it does not report how many evaluations its backward solve took, and
-DESIGN.md asks for exact backward NFE. So the backward pass here is its own sequence of ``diffeqsolve`` calls
+pyneuralode reports exact backward NFE on every backend. So the backward pass here is its own sequence of ``diffeqsolve`` calls
 whose step statistics give the count, returned through the probe's cotangent (see ``_counting``).
 
 It mirrors torchdiffeq's ``odeint_adjoint`` (``_impl/adjoint.py``) step for step, so the two backends take the

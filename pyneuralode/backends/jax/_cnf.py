@@ -29,6 +29,7 @@ from ._backsolve import make_backsolve
 from ._counting import new_probe, vjp_counted
 from ._diffrax import fixed_grid, integrate, make_solver
 from ._field import compile_field
+from ._x64 import x64_scoped
 
 
 def augmented_dynamics(field, dim: int, exact: bool, regularised: bool):
@@ -74,13 +75,12 @@ def base_log_prob(z):
     return -0.5 * jnp.sum(z * z, axis=-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
 
 
+@x64_scoped
 class JaxCNFProgram:
     """The JAX program of one :class:`pyneuralode.CNF`; pure functions :meth:`density_fn` and
     :meth:`value_and_grad_fn` are what the numpy API and the native training step jit."""
 
     def __init__(self, cnf):
-        if cnf.dtype == "float64" and not jax.config.jax_enable_x64:
-            jax.config.update("jax_enable_x64", True)  # process-wide; see JaxProgram
         if cnf.device == "cuda" and not any(d.platform == "gpu" for d in jax.devices()):
             from ..._errors import BackendUnavailable
             raise BackendUnavailable("device='cuda' was asked for but JAX sees no GPU: install a CUDA build "

@@ -1,6 +1,6 @@
 """2-D convolution for the JAX backend, written so XLA:CPU keeps it fast inside solver loops.
 
-Why (``shared/reference/xla-cpu-conv.md``, jax-ml/jax#12868): XLA:CPU runs a convolution on its fast Eigen kernel
+Why (jax-ml/jax#12868): XLA:CPU runs a convolution on its fast Eigen kernel
 only in canonical form (input NHWC, kernel HWIO, output NHWC), and the pass that rewrites other convolutions into
 that form visits only the entry computation — never a while-loop body, and every diffrax solve is a while loop.
 So inside an ODE block an NCHW convolution, and *both* gradient convolutions autodiff derives from an NHWC one,

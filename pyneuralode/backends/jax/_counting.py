@@ -1,4 +1,4 @@
-"""Exact, jit-friendly counters of vector-field evaluations (DESIGN.md contract 3).
+"""Exact, jit-friendly counters of vector-field evaluations (exact on every backend).
 
 Backward pass of discretise-then-optimise adjoints: the field is wrapped in a ``custom_vjp`` that also takes a
 scalar-like *probe*. Its backward rule returns the field's true VJP and ``[1, 0, 0, 0]`` as the probe's cotangent,

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from ..._augment import Augment
-from ..._errors import NotSupportedError
-from ..._layers import AbstractLayer, Activation, Linear, Sequential, walk
+from ..._blocks import Residual
+from ..._layers import AbstractLayer, Activation, Linear, Sequential, field_layer_not_supported, walk
 from ..._params import param_layout
 
 _ACTIVATIONS: dict[str, Callable] = {
@@ -92,8 +92,11 @@ def compile_tensors(spec: AbstractLayer) -> LayerFn:
                     y = child(tensors, t, y)
                 return y
             return sequential
+        if isinstance(layer, Residual):  # y + layer(t, y)
+            inner = build(layer.layer)
+            return lambda tensors, t, y: y + inner(tensors, t, y)
         if type(layer) not in _COMPILERS:
-            raise NotSupportedError(f"Layer {type(layer).__name__} is not supported by the JAX backend yet.")
+            raise field_layer_not_supported(layer, "jax", _COMPILERS)
         subtree = range(index, index + len(walk(layer)))
         for _ in subtree[1:]:
             next(counter)

@@ -18,7 +18,7 @@ import optax
 
 from ..._blocks import ODEBlock, Residual
 from ..._classify import CrossEntropy
-from ..._errors import NotSupportedError, SpecError, non_finite_error
+from ..._errors import NotSupportedError, SpecError, non_finite_error, trainer_not_initialised
 from ..._layers import Sequential
 from ..._params import num_params
 from ..._solution import Stats
@@ -27,7 +27,8 @@ from ._diffrax import fixed_grid
 from ._field import compile_field
 from ._program import JaxProgram
 from ._sharding import resolve_mesh
-from ._train import OptaxState
+from ._train import OptaxState, all_finite, optax_step, solves_ok
+from ._x64 import require_x64_for_native, x64_scoped
 
 
 def cross_entropy(logits, labels):
@@ -60,12 +61,11 @@ class _Block:
         return ys[-1], stats
 
 
+@x64_scoped
 class JaxNetworkProgram:
     """The JAX program of one :class:`pyneuralode.Network`; numpy in and out, pure functions inside."""
 
     def __init__(self, network):
-        if network.dtype == "float64" and not jax.config.jax_enable_x64:
-            jax.config.update("jax_enable_x64", True)  # as JaxProgram does for float64 models
         self.network = network
         self.blocks: list[_Block] = []
         self.forward = self._compile(network.spec, 0)
@@ -161,24 +161,37 @@ class JaxNetworkProgram:
         """A native training loop (optimiser state kept in the backend's arrays; data-parallel over ``devices``)."""
         return JaxNetworkTrainer(self, optimizer, loss, devices=devices)
 
-    def native(self):
-        return NativeNetwork(params=jnp.asarray(self.network.init(0)), program=self)
+    def native(self, params):
+        require_x64_for_native(self.dtype)
+        return NativeNetwork(params=jnp.asarray(params, self.dtype), probes=self.new_probes(), program=self)
 
 
 class NativeNetwork(eqx.Module):
     """The JAX-native face of a network: an equinox module ``net(x) -> logits`` (batched NCHW ``x``).
 
-    Differentiable with ``jax.grad`` (through each block's adjoint) and jit-able; replace ``params`` with
-    ``eqx.tree_at`` or construct it with your own flat vector.
+    Differentiable with ``jax.grad`` (through each block's adjoint) and jit-able. ``params`` is the canonical
+    flat vector (``with_params(flat)`` replaces it); ``apply_with_stats(x)`` also returns each ODE block's
+    forward counts (JAX scalars, with the failure flags ``max_steps``/``failed``); row ``k`` of the gradient of
+    ``probes`` carries block ``k``'s backward counts (read it with ``backward_counts``).
     """
 
     params: jax.Array
+    probes: jax.Array
     program: JaxNetworkProgram = eqx.field(static=True)
 
+    def with_params(self, params) -> NativeNetwork:
+        """A copy with the canonical flat vector ``params``."""
+        return eqx.tree_at(lambda n: n.params, self, jnp.asarray(params, self.params.dtype))
+
+    def apply_with_stats(self, x):
+        """``(logits, [block stats])``."""
+        return self.program.forward(self.params, x, self.probes)
+
     def __call__(self, x):
-        return self.program.apply_fn(self.params, x)[0]
+        return self.apply_with_stats(x)[0]
 
 
+@x64_scoped
 class JaxNetworkTrainer(OptaxState):
     """A native training loop for a network: one jit-compiled function does the forward pass, the gradient
     (through each block's adjoint) and the optax update; parameters and optimiser state stay JAX arrays
@@ -194,8 +207,12 @@ class JaxNetworkTrainer(OptaxState):
 
         def step(params, opt_state, x, labels):
             (value, (logits, stats)), (grad, gprobe) = program.value_and_grad_fn(params, x, labels, loss)
-            updates, opt_state = self.tx.update(grad, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, value, logits, stats, gprobe
+            finite = jnp.isfinite(value) & all_finite(grad)
+            ok = finite
+            for s, probe_row in zip(stats, gprobe):
+                ok = ok & solves_ok(s, probe_row)
+            params, opt_state = optax_step(self.tx, params, opt_state, grad, ok)
+            return params, opt_state, value, logits, stats, gprobe, finite
 
         self._step = jax.jit(step, donate_argnums=(0, 1))
         self.params_dev = self.opt_state = None
@@ -205,12 +222,15 @@ class JaxNetworkTrainer(OptaxState):
 
     def step(self, x, labels):
         """One update on the batch; returns ``(loss, logits, [block stats])`` (numpy)."""
-        self.params_dev, self.opt_state, value, logits, stats, gprobe = self._step(
+        if self.params_dev is None:
+            raise trainer_not_initialised()
+        # The compiled step keeps the old state unless it is clean; the host raises exactly when it is not.
+        self.params_dev, self.opt_state, value, logits, stats, gprobe, finite = self._step(
             self.params_dev, self.opt_state, self.shard(jnp.asarray(x)), self.shard(jnp.asarray(labels)))
-        value = float(value)
-        if not np.isfinite(value):
-            raise non_finite_error("loss")
-        return value, np.asarray(logits), self.program.block_stats(stats, np.asarray(gprobe))
+        block_stats = self.program.block_stats(stats, np.asarray(gprobe))
+        if not finite:
+            raise non_finite_error("loss or its gradient")
+        return float(value), np.asarray(logits), block_stats
 
     def get_params(self) -> np.ndarray:
         return self.params()

@@ -18,6 +18,7 @@ from ._backsolve import make_backsolve
 from ._counting import new_probe, vjp_counted
 from ._diffrax import fixed_grid, integrate, make_solver
 from ._field import compile_field
+from ._x64 import require_x64_for_native, x64_scoped
 
 _FORWARD = ("nfe_forward", "steps_accepted", "steps_rejected", "max_steps", "failed")
 
@@ -54,6 +55,7 @@ def _pack(values) -> jax.Array:
     return jnp.stack([jnp.asarray(v).astype(jnp.result_type(float)) for v in values])
 
 
+@x64_scoped
 class JaxProgram(AbstractProgram):
     """The JAX/Diffrax program of one :class:`pyneuralode.ODEModel`.
 
@@ -63,10 +65,6 @@ class JaxProgram(AbstractProgram):
 
     def __init__(self, model, *, instrument=None):
         """``instrument(field) -> field`` wraps the compiled vector field (tests use it for independent counters)."""
-        if model.dtype == "float64" and not jax.config.jax_enable_x64:
-            # JAX computes in float32 unless x64 is on. It is a process-wide switch, so it is turned on only when
-            # a float64 model is compiled; float32 models still run in float32 (their arrays are cast).
-            jax.config.update("jax_enable_x64", True)
         self.model = model
         self.dtype = jnp.dtype(model.dtype)
         self.field = compile_field(model.field)
@@ -243,28 +241,63 @@ class JaxProgram(AbstractProgram):
         from ._train import JaxTrainer
         return JaxTrainer(self, optimizer, loss_type, devices=devices)
 
-    def native(self):
-        return NativeODE(params=jnp.asarray(self.model.init(0)), program=self)
+    def native(self, params):
+        require_x64_for_native(self.dtype)
+        return NativeODE(params=jnp.asarray(params, self.dtype), probe=new_probe(self.dtype), program=self)
+
+
+def backward_counts(probe_grad) -> dict:
+    """The backward counts carried by a probe's gradient (``[nfe, failed, accepted, rejected]``), as JAX
+    scalars (jit-able): ``nfe_backward``, ``backward_steps_accepted``, ``backward_steps_rejected`` and the
+    failure flag ``backward_max_steps``."""
+    rounded = jnp.round(probe_grad).astype(jnp.int32)
+    return {"nfe_backward": rounded[0], "backward_steps_accepted": rounded[2],
+            "backward_steps_rejected": rounded[3], "backward_max_steps": probe_grad[1] != 0}
 
 
 class NativeODE(eqx.Module):
-    """The JAX-native face of a model: an equinox module ``ode(y0, ts) -> ys`` with its parameters as a field.
+    """The JAX-native face of a model: an equinox module ``ode(y0, ts) -> ys``, differentiable with
+    ``jax.grad``/``eqx.filter_grad`` (through the model's adjoint) and jit-able.
 
-    Differentiable with ``jax.grad`` (through the model's adjoint) and jit-able; ``vector_field(t, y)`` is the
-    compiled network. Replace ``params`` with ``eqx.tree_at`` or construct with your own flat vector.
+    - ``params``: the canonical flat parameter vector (``model.native()`` starts from ``model.init(0)``, or from
+      ``model.native(params)``); read it with ``np.asarray(ode.params)``, replace it with
+      ``ode.with_params(flat)``.
+    - ``vector_field(t, y)``: the compiled network, ``dy/dt`` for batched ``y``.
+    - ``solve(y0, ts) -> (ys, stats)``: ``stats`` holds the forward counts ``nfe_forward``, ``steps_accepted``,
+      ``steps_rejected`` (exact for explicit solvers; implicit ones count by formula here) and the failure flags
+      ``max_steps``/``failed``, as JAX scalars — nothing raises inside your jit, so check the flags.
+    - ``probe``: a zero array whose gradient counts the backward pass: differentiate with respect to the whole
+      module and :func:`backward_counts` of ``grads.probe`` gives ``nfe_backward`` and the backward steps, the
+      numbers ``model.value_and_grad`` reports. Keep it out of optimiser updates (``eqx.filter`` on ``params``).
     """
 
     params: jax.Array
+    probe: jax.Array
     program: JaxProgram = eqx.field(static=True)
+
+    def with_params(self, params) -> NativeODE:
+        """A copy with the canonical flat vector ``params``."""
+        return eqx.tree_at(lambda n: n.params, self, jnp.asarray(params, self.params.dtype))
 
     def vector_field(self, t, y):
         """``dy/dt`` at ``(t, y)`` with batched ``y``."""
         return self.program.field(self.params, t, y)
 
+    def solve(self, y0, ts):
+        """``(ys, stats)`` from batched ``y0``: ``ys`` of shape ``(len(ts), *y0.shape)``, forward ``stats``."""
+        model = self.program.model
+        if model.solver.adaptive:
+            grid = jnp.zeros(0, ts.dtype)
+        else:
+            try:
+                grid = jnp.asarray(self.program.grid(np.asarray(ts)))
+            except jax.errors.TracerArrayConversionError:
+                from ..._errors import NotSupportedError
+                raise NotSupportedError(f"native() of a fixed-step model ({model.solver.name}()) builds its step grid "
+                                        "from concrete save times: pass ts as a constant (close over it, or mark it "
+                                        "static in jax.jit), or use an adaptive solver.") from None
+        return self.program.predict_fn(self.params, y0, ts, grid, self.probe)
+
     def __call__(self, y0, ts):
         """Solve from batched ``y0`` and return ``ys`` of shape ``(len(ts), *y0.shape)``."""
-        model = self.program.model
-        if not model.solver.adaptive:
-            raise NotImplementedError("native() of fixed-step models needs host-side grids; use model.solve.")
-        ys, _ = self.program.predict_fn(self.params, y0, ts, jnp.zeros(0, ts.dtype), new_probe(self.params.dtype))
-        return ys
+        return self.solve(y0, ts)[0]

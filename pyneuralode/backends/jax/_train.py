@@ -1,4 +1,10 @@
-"""Native JAX training: parameters and optax state stay on the device; one jit-compiled step per batch."""
+"""Native JAX training: parameters and optax state stay on the device; one jit-compiled step per batch.
+
+A step that fails changes nothing: the compiled step computes the update and a ``clean`` flag (solves
+successful, loss and gradient finite) and keeps the old parameters and optimiser state, selected with
+``jnp.where`` inside the same compiled function, unless the flag is set. The host raises exactly when the flag
+is not set, so a raised error always leaves the trainer as it was before the step (and costs no extra transfer).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,25 @@ from ..._solution import Stats
 from ._counting import new_probe
 from ._program import _FORWARD, _pack, unbatch_like
 from ._sharding import check_divisible, put_batch, put_replicated, resolve_mesh
+from ._x64 import x64_scoped
+
+
+def all_finite(tree) -> jax.Array:
+    """Inside jit: whether every element of every leaf of ``tree`` is finite (a scalar bool)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
+
+
+def solves_ok(stats, probe_grad) -> jax.Array:
+    """Inside jit: the forward solve succeeded (its failure kind is OK) and so did the backward one (the probe's
+    failure entry) — exactly when the host raises nothing for them."""
+    return (stats["failed"] == 0) & ~stats["max_steps"] & (probe_grad[1] == 0)
+
+
+def optax_step(tx, params, opt_state, grads, ok, **extra):
+    """Inside jit: optax's update of ``(params, opt_state)``, committed only where ``ok`` (else the inputs)."""
+    updates, new_state = tx.update(grads, opt_state, params, **extra)
+    new = (optax.apply_updates(params, updates), new_state)
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, (params, opt_state))
 
 
 class OptaxState:
@@ -50,6 +75,7 @@ class OptaxState:
         self.opt_state = put_replicated(self.mesh, jax.tree_util.tree_unflatten(treedef, leaves))
 
 
+@x64_scoped
 class JaxTrainer(OptaxState):
     """Runs :class:`pyneuralode.train.Trainer` steps for a :class:`JaxProgram`.
 
@@ -83,12 +109,12 @@ class JaxTrainer(OptaxState):
             data = {k: self.shard(v, axis=1) if v.shape == data["target"].shape else v for k, v in data.items()}
         self.params_dev, self.opt_state, report = self._step(
             self.params_dev, self.opt_state, self.shard(y0 if batched else y0[None]), ts, grid, data)
-        value, nfe_f, accepted, rejected, _, failed, nfe_b, back_failed, back_acc, back_rej, trials = (
+        value, nfe_f, accepted, rejected, _, failed, nfe_b, back_failed, back_acc, back_rej, trials, finite = (
             np.asarray(report).tolist())
         self.program.raise_failure(failed)
         self.program.raise_failure(back_failed, where="backward (adjoint) solve")
-        if not np.isfinite(value):
-            raise non_finite_error("loss")
+        if not finite:
+            raise non_finite_error("loss or its gradient")
         return value, Stats(nfe_forward=int(nfe_f), nfe_backward=int(round(nfe_b)), steps_accepted=int(accepted),
                             steps_rejected=int(rejected), backward_steps_accepted=int(round(back_acc)),
                             backward_steps_rejected=int(round(back_rej))), 1 + int(trials)
@@ -106,12 +132,13 @@ def _compile_step(program, optimizer, tx, kernel):
                 ys, _ = program.predict_fn(p, y0, ts, grid, new_probe(program.dtype))
                 return kernel(jnp, unbatch_like(ys, data), data)
             extra = {"value": value, "grad": g_params, "value_fn": value_fn}
-        updates, opt_state = tx.update(g_params, opt_state, params, **extra)
+        # A failed step changes nothing: the update is committed only when the host will raise nothing.
+        finite = jnp.isfinite(value) & all_finite(g_params)
+        params, opt_state = optax_step(tx, params, opt_state, g_params, finite & solves_ok(stats, probe), **extra)
         if line_search:
             trials = optax.tree_utils.tree_get(opt_state, "num_linesearch_steps")
         # Everything the host reads, packed into one array: one device-to-host transfer per step.
-        return optax.apply_updates(params, updates), opt_state, _pack([value, *(stats[k] for k in _FORWARD),
-                                                                       *probe, trials])
+        return params, opt_state, _pack([value, *(stats[k] for k in _FORWARD), *probe, trials, finite])
 
     # optax's L-BFGS state holds one array in two leaves (the line search's value/gradient), which XLA may not
     # donate twice: its state is not donated.

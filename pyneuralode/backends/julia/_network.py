@@ -157,7 +157,8 @@ class JuliaNetworkProgram:
                                 "backend='jax' or 'torch' (the canonical parameters carry over), or loop over "
                                 "net.value_and_grad(...) with your own update.")
 
-    def native(self):
+    def native(self, params):
         """The Julia ``PyNeuralODEJL.JuliaNetwork``: callable ``net(x, flat)`` with WHCN ``x`` (``x.T`` of a
-        numpy NCHW batch) and canonical flat parameters, returning logits ``(classes, B)``."""
+        numpy NCHW batch) and canonical flat parameters, returning logits ``(classes, B)``. It takes the
+        parameters per call, so ``params`` (what ``Network.native`` starts from) is passed there by the caller."""
         return self._net

@@ -346,10 +346,11 @@ class JuliaProgram(AbstractProgram):
         refuse_devices(devices, "julia")
         return HostTrainer(self, optimizer, loss_type)
 
-    def native(self):
+    def native(self, params):
         """The Julia ``PyNeuralODEJL.NeuralField``: callable ``f(u, p, t)`` with ``u`` of shape ``(D, B)`` and
-        ``p`` in Lux layout (``f.p`` holds the parameters last passed to ``solve``/``value_and_grad``;
-        ``PyNeuralODEJL.set_params!(f, flat)`` loads canonical ones)."""
+        ``p`` in Lux layout; ``f.p`` starts as ``params`` (then holds the parameters last passed to
+        ``solve``/``value_and_grad``; ``PyNeuralODEJL.set_params!(f, flat)`` loads canonical ones)."""
+        self._set_params(np.asarray(params, dtype=self._dtype))
         return self._field
 
     # ------------------------------------------------------------------ extras

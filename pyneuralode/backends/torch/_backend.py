@@ -9,7 +9,7 @@ from .._base import AbstractBackend
 
 
 def select_device(requested: str | None) -> torch.device:
-    """``"cuda"`` needs a visible GPU; ``None`` uses the GPU when there is one (DESIGN.md), else the CPU."""
+    """``"cuda"`` needs a visible GPU; ``None`` uses the GPU when there is one, else the CPU."""
     if requested == "cuda" and not torch.cuda.is_available():
         raise BackendUnavailable("device='cuda' was asked for but torch sees no GPU: install a CUDA build of torch "
                                  "(https://pytorch.org/get-started/locally/), or use device=None.")

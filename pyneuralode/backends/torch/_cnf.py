@@ -24,7 +24,7 @@ from ..._flow_results import Density, FlowValueAndGrad
 from ..._solution import Stats
 from . import _concat_squash  # noqa: F401  (registers ConcatSquash with the torch compiler)
 from ._backend import select_device
-from ._compile import VectorField, flat_grad, load_flat
+from ._compile import VectorField, flat_grad, load_flat, to_tensor
 from ._failures import BACKWARD, torchdiffeq_failures
 from ._methods import adjoint_options, forward_options, method_name
 from ._nfe import AdaptiveCountingField, CountingField
@@ -96,7 +96,7 @@ class TorchCNFProgram:
         return self.field
 
     def tensor(self, array) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
+        return to_tensor(array, dtype=self.dtype, device=self.device)
 
     # ------------------------------------------------------------------ solving
     def _start(self, **reset) -> None:

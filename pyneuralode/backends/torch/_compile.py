@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ..._augment import Augment
-from ..._errors import NotSupportedError
-from ..._layers import AbstractLayer, Activation, Linear, Sequential
+from ..._blocks import Residual
+from ..._layers import AbstractLayer, Activation, Linear, Sequential, field_layer_not_supported
 from ..._params import param_layout
 
 
@@ -94,8 +94,20 @@ class AugmentModule(torch.nn.Module):
         return torch.cat([x, x.new_zeros((x.shape[0], self.dims, *x.shape[2:]))], dim=1)
 
 
+class ResidualModule(torch.nn.Module):
+    """``x + inner(t, x)``: a skip connection inside a vector field."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, t, x):
+        return x + self.inner(t, x)
+
+
 _MODULE_BUILDERS: dict[type, object] = {
     Augment: lambda layer, dtype, device: AugmentModule(layer.dims),
+    Residual: lambda layer, dtype, device, children: ResidualModule(children[0]),
     Linear: lambda layer, dtype, device: LinearModule(layer, dtype=dtype, device=device),
     Activation: lambda layer, dtype, device: ActivationModule(layer.name),
 }
@@ -115,8 +127,7 @@ def _build(layer: AbstractLayer, *, dtype, device, built: list) -> torch.nn.Modu
     """One module per spec node, appended to ``built`` in :func:`pyneuralode._layers.walk` order."""
     layer = layer.expand()
     if not isinstance(layer, Sequential) and type(layer) not in _MODULE_BUILDERS:
-        raise NotSupportedError(f"{type(layer).__name__} layers are not available on backend 'torch' yet: use "
-                                "backend='jax', or build the field from Linear/Activation/Sequential/MLP.")
+        raise field_layer_not_supported(layer, "torch", _MODULE_BUILDERS)
     placeholder_index = len(built)
     built.append(None)
     children = [_build(child, dtype=dtype, device=device, built=built) for child in layer.sublayers()]
@@ -139,7 +150,8 @@ class VectorField(torch.nn.Module):
     """The compiled spec as a torch module: ``forward(t, y)`` with ``y`` of shape ``(D,)`` or ``(B, D)``.
 
     ``flat_parameters()`` lists the parameters in canonical order; :func:`load_flat` and :func:`flat_grad`
-    move between them and the canonical flat vector. This is what ``model.native()`` returns.
+    move between them and the canonical flat vector. ``model.native()`` returns one inside a
+    :class:`NativeODE` (its ``vector_field``).
     """
 
     def __init__(self, spec: AbstractLayer, *, dtype: torch.dtype, device: torch.device):
@@ -158,9 +170,18 @@ class VectorField(torch.nn.Module):
         return list(self._slot_params)
 
 
+def to_tensor(array, *, dtype=None, device=None) -> torch.Tensor:
+    """``array`` as a tensor, sharing memory where torch can. A read-only numpy array (``spiral_data()`` returns
+    them) is copied first: torch cannot share it and would warn that it is not writable."""
+    array = np.asarray(array)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.as_tensor(array, dtype=dtype, device=device)
+
+
 def load_flat(field: VectorField, flat) -> None:
     """Copy the canonical flat vector (numpy or tensor) into ``field``'s parameters, in place."""
-    flat_t = torch.as_tensor(np.asarray(flat) if not torch.is_tensor(flat) else flat)
+    flat_t = flat if torch.is_tensor(flat) else to_tensor(flat)
     with torch.no_grad():
         for slot, param in zip(field._slots, field._slot_params):
             param.copy_(flat_t[slot.offset:slot.stop].reshape(slot.shape))

@@ -1,6 +1,6 @@
 """pyneuralode solvers and StepControl as torchdiffeq ``method``/``options``, with diffrax's step sequence.
 
-Matched step control (DESIGN.md contract 3, issue 3 item 3). Read side by side, torchdiffeq 0.2.5
+Matched step control, so both backends take the same steps and report the same NFE. Read side by side, torchdiffeq 0.2.5
 (``_impl/rk_common.py``, ``_impl/misc.py``) and diffrax 0.7.2 (``_step_size_controller/pid.py``,
 ``_integrate.py``) already agree on:
 

@@ -18,16 +18,17 @@ from torchdiffeq import odeint, odeint_adjoint
 
 from ..._blocks import ODEBlock, Residual
 from ..._classify import CrossEntropy
-from ..._errors import NotSupportedError, SpecError, non_finite_error
+from ..._errors import NotSupportedError, SpecError, non_finite_error, trainer_not_initialised
 from ..._layers import Sequential
 from ..._params import param_layout
 from ..._solution import Stats
 from .._base import refuse_devices
-from ._compile import VectorField, flat_grad, load_flat
+from ._compile import VectorField, flat_grad, flat_values, load_flat, to_tensor
 from ._failures import BACKWARD, torchdiffeq_failures
 from ._methods import adjoint_options, forward_options, method_name
 from ._nfe import AdaptiveCountingField, CountingField
 from ._optim import TorchOptimizer
+from ._train import check_finite
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _LOSSES = {CrossEntropy: F.cross_entropy}
@@ -61,7 +62,7 @@ class ODEBlockModule(torch.nn.Module):
     def solve(self, x, ts):
         """The states at every time of ``ts`` (a tensor), with the block's solver, control and adjoint."""
         block, control = self.block, self.block.control
-        self.counter.reset(count_vjps=self.counter.count_vjps)
+        self.counter.reset(count_vjps=torch.is_grad_enabled() and not self.backsolve)
         if block.solver.adaptive:  # the blow-up/stiffness watch every backend applies (pyneuralode._stepwatch)
             self.counter.watch(ts.detach().cpu().numpy(), atol=control.atol,
                                dtype=str(ts.dtype).removeprefix("torch."))
@@ -80,6 +81,7 @@ class ODEBlockModule(torch.nn.Module):
                     adjoint_method=self.method,
                     adjoint_options=adjoint_options(block.solver, control, ts, seminorm=adj.seminorm),
                     adjoint_params=tuple(self.field.flat_parameters()))
+        self.counter.phase = "backward"  # every later evaluation is this solve's backward pass
         if not bool(torch.isfinite(ys).all()):
             raise non_finite_error()
         return ys
@@ -130,7 +132,10 @@ class _Skip(torch.nn.Module):
 
 class NetworkModule(torch.nn.Module):
     """The compiled network: ``forward(x) -> logits``. ``flat_parameters()`` lists its parameters in canonical
-    order and ``blocks`` its :class:`ODEBlockModule` s; this is what ``Network.native()`` returns."""
+    order and ``blocks`` its :class:`ODEBlockModule` s; this is what ``Network.native()`` returns (its own copy,
+    starting from the flat vector it was given): ``load_params(flat)``/``params()`` move the canonical vector in
+    and out, and ``stats``/``block_stats()`` are the blocks' counts of the latest call and of its backward pass
+    once run, with the meaning ``Network.value_and_grad`` gives them."""
 
     def __init__(self, spec, *, dtype, device):
         super().__init__()
@@ -164,6 +169,24 @@ class NetworkModule(torch.nn.Module):
         """The parameter tensors in canonical flat-vector order."""
         return list(self._slot_params)
 
+    def load_params(self, flat) -> None:
+        """Copy the canonical flat vector (numpy or tensor) into the weights, in place."""
+        load_flat(self, flat)
+
+    def params(self) -> np.ndarray:
+        """The current weights as the canonical flat vector (a numpy copy)."""
+        return flat_values(self)
+
+    def block_stats(self) -> list[Stats]:
+        """Each ODE block's counts of the latest call (backward ones once its backward pass has run)."""
+        return [block.stats(backward=True) for block in self.blocks]
+
+    @property
+    def stats(self) -> Stats:
+        """The blocks' counts of the latest call, summed."""
+        from ..._network import sum_stats
+        return sum_stats(tuple(self.block_stats()))
+
     def reset_counters(self, *, training: bool) -> None:
         for block in self.blocks:
             block.counter.reset(count_vjps=training and not block.backsolve)
@@ -179,10 +202,7 @@ class TorchNetworkProgram:
         self.module = NetworkModule(network.spec, dtype=self.dtype, device=device)
 
     def _tensor(self, array, dtype=None) -> torch.Tensor:
-        array = np.asarray(array)
-        if not array.flags.writeable:  # read-only data sets: torch warns on sharing them, so copy
-            array = array.copy()
-        return torch.as_tensor(array, dtype=dtype or self.dtype, device=self.device)
+        return to_tensor(array, dtype=dtype or self.dtype, device=self.device)
 
     def apply(self, params, x):
         load_flat(self.module, params)
@@ -225,12 +245,15 @@ class TorchNetworkProgram:
     def make_trainer(self, optimizer, loss, *, devices=None):
         """A native training loop (optimiser state kept in the backend's arrays)."""
         refuse_devices(devices, "torch")
-        return TorchNetworkTrainer(self, optimizer, loss)
+        # A program of its own: the trainer's weights live in its module, which net.apply/value_and_grad (which
+        # load the flat vector they are given) and other trainers of the same network must not overwrite.
+        return TorchNetworkTrainer(TorchNetworkProgram(self.network, self.device), optimizer, loss)
 
-    def native(self) -> NetworkModule:
-        """The network module, ``forward(x) -> logits``; load weights with
-        :func:`pyneuralode.backends.torch.load_flat`."""
-        return self.module
+    def native(self, params) -> NetworkModule:
+        """A :class:`NetworkModule` of its own, ``forward(x) -> logits``, holding ``params``."""
+        module = NetworkModule(self.network.spec, dtype=self.dtype, device=self.device)
+        module.load_params(params)
+        return module
 
 
 class TorchNetworkTrainer:
@@ -243,6 +266,7 @@ class TorchNetworkTrainer:
                             "optimiser such as pn.LBFGS needs a deterministic full-batch loss; see pn.Trainer).")
         self.program, self.loss, self.optimizer = program, loss, optimizer
         self.opt = TorchOptimizer(optimizer, program.module.flat_parameters())
+        self._started = False
 
     @property
     def steps(self) -> int:
@@ -251,22 +275,22 @@ class TorchNetworkTrainer:
     def init(self, params) -> None:
         load_flat(self.program.module, params)
         self.opt = TorchOptimizer(self.optimizer, self.program.module.flat_parameters())
+        self._started = True
 
     def step(self, x, labels):
         """One update on the batch; returns ``(loss, logits, [block stats])`` (numpy)."""
+        if not self._started:
+            raise trainer_not_initialised()
         program = self.program
         value, grads, logits, stats = program.loss_and_grads(program._tensor(x), program._tensor(labels, torch.int64),
                                                              self.loss)
+        check_finite(value, grads)  # before the update: a failed step changes nothing
         for param, grad in zip(program.module.flat_parameters(), grads):
             param.grad = grad
         self.opt.step()
-        value = float(value.detach())
-        if not np.isfinite(value):
-            raise non_finite_error("loss")
-        return value, logits.detach().cpu().numpy(), stats
+        return float(value.detach()), logits.detach().cpu().numpy(), stats
 
     def get_params(self) -> np.ndarray:
-        from ._compile import flat_values
         return flat_values(self.program.module)
 
     def state_arrays(self) -> dict:

@@ -1,4 +1,4 @@
-"""Exact evaluation and step counts for torchdiffeq solves (DESIGN.md contract 3).
+"""Exact evaluation and step counts for torchdiffeq solves (identical in meaning to the JAX and Julia counts).
 
 torchdiffeq has no counter; its examples put ``self.nfe += 1`` in ``forward`` (``examples/odenet_mnist.py``),
 and it reports steps through the callbacks it looks up on the function (``callback_step``,

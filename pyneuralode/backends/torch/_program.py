@@ -16,7 +16,7 @@ from ..._errors import non_finite_error
 from ..._losses import cast_arrays
 from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram, refuse_devices
-from ._compile import VectorField, flat_grad, load_flat
+from ._compile import VectorField, flat_grad, flat_values, load_flat, to_tensor
 from ._failures import BACKWARD, torchdiffeq_failures
 from ._methods import adjoint_options, forward_options, method_name
 from ._nfe import AdaptiveCountingField, CountingField
@@ -38,14 +38,13 @@ class TorchProgram(AbstractProgram):
         self.method = method_name(model.solver)
         self.backsolve = model.adjoint.name == "BacksolveAdjoint"
 
-    def native(self) -> VectorField:
-        """The compiled vector field, a ``torch.nn.Module`` with ``forward(t, y)``; load weights with
-        :func:`pyneuralode.backends.torch.load_flat`."""
-        return self.field
+    def native(self, params) -> NativeODE:
+        """A :class:`NativeODE` with its own weights (``params``) and counters."""
+        return NativeODE(TorchProgram(self.model, self.device), params)
 
     # ------------------------------------------------------------------ helpers
     def _tensor(self, array) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
+        return to_tensor(array, dtype=self.dtype, device=self.device)
 
     def loss_tensors(self, loss) -> dict[str, torch.Tensor]:
         """The loss's arrays as tensors on the device: real ones in the model's dtype, masks kept boolean."""
@@ -86,6 +85,16 @@ class TorchProgram(AbstractProgram):
         accepted = c.steps_accepted if self.model.solver.adaptive else c.steps_attempted
         return {"nfe_forward": c.nfe_forward, "steps_accepted": accepted, "steps_rejected": c.steps_rejected}
 
+    def _stats(self, *, forward: bool = True) -> Stats:
+        """Forward (when there was a solve) and backward counts since the counter's last reset."""
+        counter = self.counter
+        backward_accepted = (counter.backward_steps_accepted if self.model.solver.adaptive
+                             else counter.backward_steps_attempted)
+        return Stats(**self._forward_stats() if forward else {},
+                     nfe_backward=counter.nfe_backward if self.backsolve else counter.vjps,
+                     backward_steps_accepted=backward_accepted,
+                     backward_steps_rejected=counter.backward_steps_rejected)
+
     # ------------------------------------------------------------------ the program API
     def solve(self, params, y0, ts) -> Solution:
         if len(ts) == 1:
@@ -124,13 +133,7 @@ class TorchProgram(AbstractProgram):
             grads = list(torch.autograd.grad(value, inputs, allow_unused=True))
         counter.last_output = None
         grad_y0 = grads.pop() if y0_t.requires_grad else None
-        backward_accepted = (counter.backward_steps_accepted if self.model.solver.adaptive
-                             else counter.backward_steps_attempted)
-        stats = Stats(**self._forward_stats() if len(ts) > 1 else {},
-                      nfe_backward=counter.nfe_backward if self.backsolve else counter.vjps,
-                      backward_steps_accepted=backward_accepted,
-                      backward_steps_rejected=counter.backward_steps_rejected)
-        return value, grads, grad_y0, ys, stats
+        return value, grads, grad_y0, ys, self._stats(forward=len(ts) > 1)
 
     def value_and_grad(self, params, y0, ts, loss) -> ValueAndGrad:
         load_flat(self.field, params)
@@ -151,3 +154,49 @@ class TorchProgram(AbstractProgram):
         # A program of its own: the trainer's weights live in its module, which model.solve/value_and_grad
         # (which load the flat vector they are given) must not overwrite between steps.
         return TorchTrainer(TorchProgram(self.model, self.device), optimizer, loss_type)
+
+
+class NativeODE(torch.nn.Module):
+    """The torch-native face of a model: ``ode(y0, ts) -> ys`` (shape ``(len(ts), *y0.shape)``), solved by
+    torchdiffeq with the model's solver, step control and adjoint — the calls ``model.solve`` makes — and
+    differentiable with autograd (``BacksolveAdjoint``: ``odeint_adjoint``).
+
+    - ``vector_field``: the compiled network, an ``nn.Module`` ``f(t, y)``; its parameters are this module's.
+    - ``load_params(flat)`` / ``params()``: the canonical flat vector in and out (it starts as the vector
+      ``model.native`` was given, ``model.init(0)`` by default).
+    - ``stats``: a :class:`pyneuralode.Stats` of the latest call — forward counts after ``ode(y0, ts)``, backward
+      ones once you have backpropagated through it — with the meaning ``model.value_and_grad`` gives them.
+    """
+
+    def __init__(self, program: TorchProgram, params):
+        super().__init__()
+        self.vector_field = program.field
+        self._program = program
+        self.load_params(params)
+
+    def load_params(self, flat) -> None:
+        """Copy the canonical flat vector (numpy or tensor) into the weights, in place."""
+        load_flat(self.vector_field, flat)
+
+    def params(self) -> np.ndarray:
+        """The current weights as the canonical flat vector (a numpy copy)."""
+        return flat_values(self.vector_field)
+
+    def forward(self, y0: torch.Tensor, ts) -> torch.Tensor:
+        program = self._program
+        ts_t = torch.as_tensor(ts, dtype=program.dtype, device=program.device)
+        ts_np = ts_t.detach().cpu().numpy()
+        program._check_fixed_grid(ts_np)
+        grad = torch.is_grad_enabled()
+        program._start(ts_np, count_vjps=grad and not program.backsolve)
+        with program._failures():
+            ys = program._integrate(y0, ts_t, adjoint=grad and program.backsolve)
+        # Every later evaluation is the backward pass of this solve (odeint_adjoint's augmented dynamics).
+        program.counter.phase = "backward"
+        program.counter.last_output = None
+        return ys
+
+    @property
+    def stats(self) -> Stats:
+        """The counts of the latest call (and of its backward pass, once run)."""
+        return self._program._stats()

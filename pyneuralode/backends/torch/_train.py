@@ -1,4 +1,8 @@
-"""Native torch training: weights live in the compiled module, ``torch.optim`` updates them in place."""
+"""Native torch training: weights live in the compiled module, ``torch.optim`` updates them in place.
+
+A step that fails changes nothing: every check (solves, finite loss and gradient) runs before
+``optimizer.step()``, so a raised error leaves weights and optimiser state as they were.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,16 @@ import copy
 import numpy as np
 import torch
 
-from ..._errors import non_finite_error
+from ..._errors import non_finite_error, trainer_not_initialised
 from ._compile import flat_values, load_flat
 from ._optim import TorchOptimizer
+
+
+def check_finite(value: torch.Tensor, grads) -> None:
+    """Raise the shared NaN/inf error unless the loss and every gradient are finite (one host sync)."""
+    flags = [torch.isfinite(value).all(), *(torch.isfinite(g).all() for g in grads if g is not None)]
+    if not bool(torch.stack(flags).all()):
+        raise non_finite_error("loss or its gradient")
 
 
 class TorchTrainer:
@@ -29,13 +40,14 @@ class TorchTrainer:
     def _evaluate(self, y0, ts, data):
         program = self.program
         value, grads, _, _, stats = program.value_and_grads(program._tensor(y0), ts, data, self.kernel)
-        if not bool(torch.isfinite(value)):
-            raise non_finite_error("loss")
+        check_finite(value, grads)  # before the update: a failed step changes nothing
         for param, grad in zip(program.field.flat_parameters(), grads):
             param.grad = torch.zeros_like(param) if grad is None else grad
         return value, stats
 
     def step(self, y0, ts, loss):
+        if self.optimizer is None:
+            raise trainer_not_initialised()
         data = self.program.loss_tensors(loss)
         if not self.optimizer_spec.needs_value_fn:
             value, stats = self._evaluate(y0, ts, data)
