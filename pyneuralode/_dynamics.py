@@ -23,6 +23,7 @@ from ._errors import SpecError
 from ._graph import Graph, Literal
 from ._layers import AbstractLayer, ParamSpec
 from ._numpy_layers import numpy_layer
+from ._options import checked_options
 from ._params import num_params, param_layout
 from ._trace import Namespace, trace
 
@@ -196,6 +197,7 @@ def _pairs(value, what: str) -> tuple:
     return pairs
 
 
+@checked_options
 def dynamics(fn: Callable | None = None, *, state, params: Mapping[str, Any] = {},  # noqa: B006 - never mutated
              nets: Mapping[str, AbstractLayer] = {}, constants: Mapping[str, Any] = {},  # noqa: B006
              positive=()) -> Dynamics | Callable[[Callable], Dynamics]:

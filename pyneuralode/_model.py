@@ -150,6 +150,7 @@ class ODEModel(SpecParameters):
         return dataclasses.replace(res, grad_y0=np.ascontiguousarray(res.grad_y0[..., :n]),
                                    ys=None if res.ys is None else np.ascontiguousarray(res.ys[..., :n]))
 
+    @checked_options
     def solve_ensemble(self, params, y0, ts, *, devices=None) -> EnsembleSolution:
         """Solve many members at once: parameter sweeps, uncertainty quantification, many initial conditions.
 

@@ -15,7 +15,7 @@ from pyneuralode._classify import CrossEntropy
 
 from helpers import model, spiral_batch, spiral_field
 
-CONTROL = pn.StepControl(rtol=1e-5, atol=1e-6)
+CONTROL = pn.StepControl(rtol=1e-5, atol=1e-6, max_steps=200)  # a good step needs ~20
 Y0, TS = spiral_batch()
 
 
@@ -56,8 +56,8 @@ def test_failed_trainer_step_changes_nothing(backend):
     _trainer_fails_and_recovers(make, lambda t: t.step(Y0, TS, target), [
         # a finite target whose squared error overflows: the loss is inf after the solve and gradient
         (lambda t: t.step(Y0, TS, np.full_like(target, 1e300)), pn.NonFiniteError, "loss or its gradient"),
-        # the same shapes over a 10^5 times longer interval: more than max_steps=4096 steps
-        (lambda t: t.step(Y0, TS * 1e5, target), pn.MaxStepsError, "max_steps=4096"),
+        # the same shapes over a 10^4 times longer interval: more than max_steps=200 steps
+        (lambda t: t.step(Y0, TS * 1e4, target), pn.MaxStepsError, "max_steps=200"),
         (lambda t: t.step(Y0, TS, target.astype(complex)), pn.SpecError, "MSE target must be a real array"),
         (lambda t: t.step(Y0, TS, np.full(target.shape, "a")), pn.SpecError, "MSE target must be a real array"),
         (lambda t: t.step(Y0, TS, np.where(target > 0, np.nan, target)), pn.SpecError, "target contains NaN"),
@@ -94,7 +94,7 @@ def test_failed_network_step_changes_nothing(net_backend):
         return trainer
 
     _trainer_fails_and_recovers(make, lambda t: t.step(x, labels), [
-        (lambda t: t.step(np.full_like(x, 1e307), labels), pn.NonFiniteError, "loss or its gradient"),
+        (lambda t: t.step(np.full_like(x, 1e307), labels), pn.NonFiniteError, "became NaN or infinite"),
     ])
 
 
@@ -105,6 +105,8 @@ def test_step_before_init_names_the_fix(backend):
                  trainer.state_arrays):
         with pytest.raises(pn.SpecError, match=r"no parameters yet: call trainer.init\(params\) first"):
             call()
+    if backend == "julia":
+        return  # no native FlowTrainer or network trainer on Julia (both refuse it with the fix)
     flow = pn.FlowTrainer(pn.CNF(pn.MLP([2, 8, 2], time_input=True), backend=backend), optimizer=pn.Adam())
     with pytest.raises(pn.SpecError, match=r"call trainer.init\(params\) first"):
         flow.step(np.zeros((4, 2)))

@@ -33,8 +33,9 @@ class AbstractProgram(abc.ABC):
                                 f"({type(self).__name__}) yet: train on backend='jax' or 'torch'.")
 
     @abc.abstractmethod
-    def native(self) -> Any:
-        """The backend's own object (JAX callable, ``torch.nn.Module``, Julia callable)."""
+    def native(self, params) -> Any:
+        """The backend's own object (JAX callable, ``torch.nn.Module``, Julia callable), holding its own copy of
+        the canonical flat ``params`` (validated; ``ODEModel.native`` passes ``init(0)`` by default)."""
 
 
 def refuse_devices(devices, backend: str) -> None:

@@ -67,7 +67,7 @@ class OptaxState:
 
     def optimizer_arrays(self) -> dict[str, np.ndarray]:
         leaves = jax.tree_util.tree_leaves(self.opt_state)
-        return {f"opt_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+        return {f"opt_{i}": np.array(leaf) for i, leaf in enumerate(leaves)}  # copies: buffers are donated
 
     def load_optimizer_arrays(self, arrays) -> None:
         treedef = jax.tree_util.tree_structure(self.opt_state)

@@ -54,8 +54,8 @@ class TorchOptimizer:
                 if isinstance(value, list):
                     out[key + _LIST] = (torch.stack([torch.as_tensor(v) for v in value]).detach().cpu().numpy()
                                         if value else np.zeros((0,)))
-                elif isinstance(value, torch.Tensor):
-                    out[key] = value.detach().cpu().numpy()
+                elif isinstance(value, torch.Tensor):  # a copy: .numpy() shares memory that step() updates in place
+                    out[key] = value.detach().cpu().numpy().copy()
                 else:
                     out[key + _NUMBER] = np.array(value)
         return out
