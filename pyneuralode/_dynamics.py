@@ -5,8 +5,8 @@ The function is traced once (:mod:`pyneuralode._trace`) into the neutral express
 :class:`pyneuralode.AbstractLayer`, so ``ODEModel``, ``compare``, ``Trainer``, every solver and adjoint, NFE
 counting, float32/64, batching and reverse time need nothing new: each backend's layer compiler compiles it.
 
-Canonical parameters (DESIGN.md contract 1, extended): the declared ``params`` first, in declaration order, each
-row-major; then each network's parameters, networks in declaration order, each in its own canonical layout.
+Canonical parameters (one flat vector, the same on every backend): the declared ``params`` first, in declaration
+order, each row-major; then each network's parameters, networks in declaration order, each in its own canonical layout.
 Parameters named in ``positive`` are stored as their natural logarithm and enter ``f`` as ``exp(stored)``: the
 flat vector (and its gradient) holds the unconstrained log-value, ``model.init`` stores ``log(declared value)``.
 """
