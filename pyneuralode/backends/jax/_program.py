@@ -264,8 +264,8 @@ class NativeODE(eqx.Module):
       ``ode.with_params(flat)``.
     - ``vector_field(t, y)``: the compiled network, ``dy/dt`` for batched ``y``.
     - ``solve(y0, ts) -> (ys, stats)``: ``stats`` holds the forward counts ``nfe_forward``, ``steps_accepted``,
-      ``steps_rejected`` (exact for explicit solvers; implicit ones count by formula here) and the failure flags
-      ``max_steps``/``failed``, as JAX scalars — nothing raises inside your jit, so check the flags.
+      ``steps_rejected`` and the failure flags ``max_steps``/``failed`` (a failure kind, 0 when the solve
+      succeeded), as JAX scalars — nothing raises inside your jit, so check the flags.
     - ``probe``: a zero array whose gradient counts the backward pass: differentiate with respect to the whole
       module and :func:`backward_counts` of ``grads.probe`` gives ``nfe_backward`` and the backward steps, the
       numbers ``model.value_and_grad`` reports. Keep it out of optimiser updates (``eqx.filter`` on ``params``).
