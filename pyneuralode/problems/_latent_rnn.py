@@ -26,8 +26,6 @@ class RNNBaseline:
 
         from ..backends.jax._field import compile_field
 
-        if dtype == "float64" and not jax.config.jax_enable_x64:
-            jax.config.update("jax_enable_x64", True)
         self.spec = Sequential(RNNCell(obs_dim + 1, hidden), Linear(hidden, obs_dim))
         self.dtype, self.hidden = dtype, hidden
         n_cell = num_params(self.spec.layers[0])
@@ -65,11 +63,15 @@ class RNNBaseline:
 
     def predict(self, params, ts, x, mask) -> np.ndarray:
         """``ŷ`` at every time of the grid ``ts``: ``(batch, len(ts), obs_dim)``."""
-        return np.asarray(self._predict(params, ts, np.where(mask[..., None], x, 0.0).astype(self.dtype), mask))
+        from ..backends.jax._x64 import x64_scope  # float64 without flipping the process-wide flag
+        with x64_scope(self.dtype):
+            return np.asarray(self._predict(params, ts, np.where(mask[..., None], x, 0.0).astype(self.dtype), mask))
 
     def value_and_grad(self, params, ts, x, mask):
-        value, grad = self._value_and_grad(params, ts, np.where(mask[..., None], x, 0.0).astype(self.dtype), mask)
-        return float(value), np.asarray(grad)
+        from ..backends.jax._x64 import x64_scope
+        with x64_scope(self.dtype):
+            value, grad = self._value_and_grad(params, ts, np.where(mask[..., None], x, 0.0).astype(self.dtype), mask)
+            return float(value), np.asarray(grad)
 
 
 def train_rnn(model: RNNBaseline, data, *, iters: int, batch_size: int, lr: float, seed: int):

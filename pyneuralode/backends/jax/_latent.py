@@ -15,14 +15,16 @@ from ..._solution import Stats
 from ._counting import new_probe
 from ._field import compile_field
 from ._program import JaxProgram
+from ._x64 import x64_scoped
 
 
+@x64_scoped
 class JaxLatentProgram:
     """The JAX program of one latent ODE; numpy in and out, pure jit-compiled functions inside."""
 
     def __init__(self, model):
         self.model = model
-        self.ode = JaxProgram(model.ode_model())   # turns on x64 for float64 models
+        self.ode = JaxProgram(model.ode_model())
         self.dtype = jnp.dtype(model.dtype)
         slices, offset = {}, 0
         for name, part in zip(model.parts.NAMES, model.parts.parts):
