@@ -44,10 +44,6 @@ def observation_weights(target: np.ndarray, mask, weights, owner: str) -> np.nda
     return combined
 
 
-class AbstractLoss(metaclass=CheckedOptions):
-    """A scalar function of the saved states. Backends implement ``reduce`` with their own array library."""
-
-
 def _broadcast(array, shape, owner, name):
     try:
         return np.broadcast_to(array, shape)
@@ -61,7 +57,7 @@ def cast_arrays(data: dict, dtype) -> dict[str, np.ndarray]:
     return {k: np.array(v, dtype=np.bool_ if v.dtype == np.bool_ else dtype) for k, v in data.items()}
 
 
-class AbstractLoss(abc.ABC):
+class AbstractLoss(metaclass=CheckedOptions):
     """A scalar function of the saved states and named data arrays, evaluated by each backend natively.
 
     Built-in subclasses define the pointwise penalty :meth:`pointwise`; :func:`pyneuralode.loss` makes losses from
