@@ -66,6 +66,31 @@ def test_two_processes_on_localhost_match_one_device(four_devices):
     assert np.max(np.abs(np.array(run["params"]) - p1)) <= 1e-11 * np.max(np.abs(p1))
 
 
+@pytest.mark.parametrize("solver, rtol", [("RK4", 1e-13), ("Dopri5", 1e-6)])
+def test_torch_ddp_on_native_matches_one_process(solver, rtol):
+    """``model.native()`` under ``DistributedDataParallel`` (gloo, 2 ranks on localhost): the averaged gradient of
+    the two half-batches equals the one-process gradient of the whole batch. Fixed-step RK4 takes the same steps
+    on any batch, so they agree to round-off; an adaptive solve chooses its steps from the error norm of the
+    batch it sees, so each rank's half takes its own steps and they agree to the solver's tolerance."""
+    port = str(_free_port())
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, str(HERE / "_ddp.py")]
+    other = subprocess.Popen([*cmd, "1", "2", port, solver], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        proc = subprocess.run([*cmd, "0", "2", port, solver], env=env, capture_output=True, text=True, timeout=600)
+        other.wait(timeout=120)
+    finally:
+        other.kill()
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    ddp, single = np.array(result["ddp"]), np.array(result["single"])
+    assert np.max(np.abs(ddp - single)) <= rtol * np.max(np.abs(single))
+    if solver == "Dopri5":
+        assert np.max(np.abs(ddp - single)) > 0  # the halves really took their own steps
+
+
 def test_subprocess_sees_four_devices(four_devices):
     assert four_devices["device_count"] == 4
 
