@@ -22,6 +22,13 @@ steps (this one included) of at most ``max_steps``:
   keeps stepping until it underflows (the same end as OrdinaryDiffEq's "dt was forced below floating point
   epsilon").
 
+The automatic first step (Hairer's rule) is never smaller than ``FIRST_STEP_MARGIN`` times the underflow
+threshold at the start, ``eps * max(|t0|, |t_end|)``: for a first-order method on a problem with a large second
+derivative, Hairer's rule can propose a step below what the arithmetic resolves (1.6e-13 for implicit Euler on
+Robertson's kinetics over [0, 1e5], where the threshold is 2.2e-11), which would read as a blow-up before the solve
+has begun. OrdinaryDiffEq clamps its initial step the same way (``ode_determine_initdt`` returns at least
+``nextfloat(dtmin)``); the margin lets the first step be rejected twice before the rule could fire.
+
 Raising ``max_steps`` relaxes the stiff test (more steps are left), so a user who really wants the long solve can
 always have it.
 """
@@ -34,6 +41,9 @@ PATIENCE = 200
 """Consecutive starved steps with a bounded state before a solve is declared stiff."""
 GROWTH = 10.0
 """How much ``max|y|`` may grow over a starved run and still count as bounded."""
+
+FIRST_STEP_MARGIN = 100.0
+"""The automatic first step is at least this many times the underflow threshold ``eps * max(|t0|, |t_end|)``."""
 
 EPS = {"float32": 2.0**-23, "float64": 2.0**-52}
 """Machine epsilon of each model dtype (``numpy.finfo(dtype).eps``) for the underflow test."""

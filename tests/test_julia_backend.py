@@ -317,7 +317,7 @@ def _numpy_field(spec, params, y, t):
         "tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "softplus": lambda x: np.logaddexp(x, 0.0),
         "sigmoid": lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)), "elu": lambda x: np.where(x > 0, x, np.expm1(
             np.minimum(x, 0.0))), "silu": lambda x: x * 0.5 * (1.0 + np.tanh(0.5 * x)),
-        "cube": lambda x: x ** 3, "identity": lambda x: x,
+        "cube": lambda x: x ** 3, "rbf": lambda x: np.exp(-x * x), "identity": lambda x: x,
     }
     tensors = iter(pn.unflatten(spec, params))
     x = np.atleast_2d(y)

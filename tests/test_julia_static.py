@@ -302,3 +302,5 @@ def test_julia_step_watch_uses_the_python_constants():
     growth = re.search(r"^const WATCH_GROWTH = ([0-9.]+)$", source, re.M)
     assert patience and int(patience.group(1)) == _stepwatch.PATIENCE
     assert growth and float(growth.group(1)) == _stepwatch.GROWTH
+    margin = re.search(r"^const WATCH_FIRST_STEP_MARGIN = ([0-9.]+)$", source, re.M)
+    assert margin and float(margin.group(1)) == _stepwatch.FIRST_STEP_MARGIN

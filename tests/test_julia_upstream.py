@@ -99,13 +99,15 @@ UPSTREAM: dict[str, Checked] = {
         "adaptive, controller (splatted from SolveOptions.kwargs, built in solve.jl); ensembles (3.49.2, "
         "src/ensemble/: `EnsembleProblem(prob; prob_func, output_func, reduction, u_init, safetycopy)`, "
         "`solve(eprob, alg, EnsembleThreads(); trajectories, kwargs...)`, `remake(prob; u0, p)`, "
-        "`EnsembleSolution.u`; `prob_func(prob, ctx::EnsembleContext)` with `ctx.sim_id`/`ctx.repeat` in 3.x "
+        "`EnsembleSolution.u`; `init(prob, alg; kwargs...)` then `solve!(integrator)` (CommonSolve, re-exported; "
+        "OrdinaryDiffEqCore's `__init` sets the automatic first step in `integrator.dt` via `handle_dt!`, read "
+        "at 4.15.0); `prob_func(prob, ctx::EnsembleContext)` with `ctx.sim_id`/`ctx.repeat` in 3.x "
         "vs `prob_func(prob, i, repeat)` in 2.x -- _EnsembleMember has both methods)",
         {"ODEFunction": _EXPLICIT, "ODEProblem": _EXPLICIT, "ReturnCode": _EXPLICIT, "successful_retcode": _EXPLICIT,
          "solve": _kw("u0", "p", "saveat", "sensealg", "trajectories"),
          "EnsembleProblem": _kw("prob_func", "safetycopy"), "EnsembleThreads": _EXPLICIT,
-         "remake": _kw("u0", "p")},
-        splat_ok=_kw("solve")),
+         "remake": _kw("u0", "p"), "init": _kw("saveat"), "solve!": _EXPLICIT},
+        splat_ok=_kw("solve", "init")),
     "Lux": Checked(
         "1", "v1.0.0 and 1.31.4: `Dense(in => out; use_bias)`, `Conv(k, in => out; stride, pad, use_bias, "
         "cross_correlation)` (cross_correlation present at v1.0.0)",

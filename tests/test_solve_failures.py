@@ -45,6 +45,18 @@ def test_finite_time_blow_up_is_non_finite(backend):
     assert str(info.value) == BLOW_UP
 
 
+def test_flat_start_on_a_long_span_is_not_a_blow_up(backend):
+    """A field that vanishes at t0 (a zero-initialised output layer) in float32 over [0, 100]: Hairer's rule
+    proposes a first step of 1e-6, below the underflow threshold eps * 100 = 1.2e-5, which read as a blow-up on
+    every backend. The first step is lifted to 100x the threshold; then the steps grow tenfold to the end."""
+    m = model(pn.Linear(1, 1, bias=False), backend=backend, dtype="float32", control=pn.StepControl(**TOL))
+    sol = m.solve(np.array([0.0]), np.array([1.0]), np.array([0.0, 100.0]))
+    np.testing.assert_array_equal(sol.ys[-1], [1.0])
+    # 1.19e-3, then x10 per step (factormax; Julia's qmax_first_step is set to it too) until the sixth step is
+    # clipped to land on t = 100
+    assert (sol.stats.steps_accepted, sol.stats.steps_rejected) == (6, 0)
+
+
 def test_overflow_is_non_finite(backend):
     """y' = 1000 y overflows float64 at t ~ 0.71 (was MaxStepsError on jax, NonFiniteError on torch)."""
     m = model(pn.Linear(1, 1, bias=False), backend=backend, control=pn.StepControl(**TOL))

@@ -56,7 +56,8 @@ def test_native_module_holds_the_flat_vector_in_canonical_order():
 def _numpy_activation(name, x):
     return {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0), "softplus": lambda v: np.logaddexp(v, 0),
             "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "elu": lambda v: np.where(v > 0, v, np.expm1(v)),
-            "silu": lambda v: v / (1 + np.exp(-v)), "cube": lambda v: v**3, "identity": lambda v: v}[name](x)
+            "silu": lambda v: v / (1 + np.exp(-v)), "cube": lambda v: v**3, "rbf": lambda v: np.exp(-v * v),
+            "identity": lambda v: v}[name](x)
 
 
 @pytest.mark.parametrize("activation", pn.ACTIVATIONS)

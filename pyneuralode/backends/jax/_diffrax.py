@@ -32,7 +32,7 @@ import optimistix as optx
 from ..._control import StepControl, fixed_step_grid
 from ..._errors import BLOW_UP, FAILED, MAX_STEPS, OK, STIFF, NotSupportedError
 from ..._solvers import AbstractSolver
-from ..._stepwatch import EPS, GROWTH, PATIENCE
+from ..._stepwatch import EPS, FIRST_STEP_MARGIN, GROWTH, PATIENCE
 from ._implicit import KenCarp3, KenCarp4, KenCarp5, counting_parts
 
 _SOLVERS = {
@@ -95,13 +95,14 @@ def nfe_from_steps(diffrax_solver, num_steps, num_rejected, *, auto_dt0: bool):
     return start + num_steps * (stages - int(fsal)) + (num_rejected if fsal else 0)
 
 
-def hairer_initial_step(fn, t0, y0, direction, *, order: int, rtol: float, atol: float, norm):
+def hairer_initial_step(fn, t0, y0, direction, *, order: int, rtol: float, atol: float, norm, floor=0.0):
     """``(h, f0)``: Hairer's initial step (a signed step, along ``direction`` = ±1) and ``f0 = fn(t0, y0)``.
 
     Line by line torchdiffeq's ``misc._select_initial_step`` (which sees reversed time as forward time with a
     negated field; written here in the original time). ``fn(t, y)`` is the vector field, ``y0`` any pytree and
     ``norm`` maps a pytree of scaled values to a scalar. Costs two evaluations; ``f0`` is returned so the
-    solver reuses it as its first stage.
+    solver reuses it as its first stage. ``floor`` is the smallest step returned (see
+    :data:`pyneuralode._stepwatch.FIRST_STEP_MARGIN`).
     """
     tree = jax.tree_util.tree_map
     f0 = fn(t0, y0)
@@ -116,7 +117,7 @@ def hairer_initial_step(fn, t0, y0, direction, *, order: int, rtol: float, atol:
     flat = (d1 <= 1e-15) & (d2 <= 1e-15)
     max_d = jnp.maximum(d1, d2)
     h1 = jnp.where(flat, jnp.maximum(1e-6, h0 * 1e-3), (0.01 / jnp.where(flat, 1.0, max_d)) ** (1.0 / order))
-    h = jax.lax.stop_gradient(jnp.minimum(100 * h0, jnp.abs(h1)))  # no gradient through the step choice
+    h = jax.lax.stop_gradient(jnp.maximum(jnp.minimum(100 * h0, jnp.abs(h1)), floor))  # no gradient through it
     return direction * h, f0
 
 
@@ -194,8 +195,10 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
         saveat = eqx.tree_at(lambda s: s.controller_state, saveat, True)
         if control.dt0 is None:
             auto = True
+            floor = FIRST_STEP_MARGIN * EPS[dtype] * jnp.maximum(jnp.abs(t0), jnp.abs(t1))
             dt0, f0 = hairer_initial_step(lambda t, y: field(t, y, args), t0, y0, direction,
-                                          order=model_solver.order, rtol=control.rtol, atol=control.atol, norm=norm)
+                                          order=model_solver.order, rtol=control.rtol, atol=control.atol, norm=norm,
+                                          floor=floor)
             if stage_cost(diffrax_solver)[1] and not model_solver.stiff:
                 solver_state = (jnp.array(False), f0)  # reuse f0 as the first FSAL stage, as torchdiffeq does
         else:

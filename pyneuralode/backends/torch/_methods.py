@@ -48,6 +48,7 @@ from torchdiffeq._impl.dopri8 import Dopri8Solver
 from ..._control import StepControl, fixed_step_grid
 from ..._errors import NotSupportedError
 from ..._solvers import AbstractSolver
+from ..._stepwatch import EPS, FIRST_STEP_MARGIN
 
 FIXED_METHODS = {"Euler": "euler", "Midpoint": "midpoint", "Heun": "heun2", "RK4": "rk4"}
 """pyneuralode fixed-step solver -> torchdiffeq method name (torchdiffeq 'rk4' is the 3/8 rule)."""
@@ -57,12 +58,18 @@ class _DetachedFirstStep:
     """Mixin: the first step size carries no gradient, as in diffrax (``pid.py``: ``lax.stop_gradient(dt0)``).
 
     Without it, backprop through ``odeint`` also differentiates Hairer's initial-step rule, so gradients and the
-    number of backward VJPs differ from diffrax's for reasons that have nothing to do with the ODE.
+    number of backward VJPs differ from diffrax's for reasons that have nothing to do with the ODE. An automatic
+    first step is also kept above the step watch's underflow threshold, as on every backend
+    (:data:`pyneuralode._stepwatch.FIRST_STEP_MARGIN`).
     """
 
     def _before_integrate(self, t):
         super()._before_integrate(t)
-        self.rk_state = self.rk_state._replace(dt=self.rk_state.dt.detach())
+        dt = self.rk_state.dt.detach()
+        if self.first_step is None:
+            floor = FIRST_STEP_MARGIN * EPS[str(self.y0.dtype).removeprefix("torch.")] * t.abs().max()
+            dt = torch.maximum(dt, floor.to(dt.dtype))
+        self.rk_state = self.rk_state._replace(dt=dt)
 
 
 class PNDopri5(_DetachedFirstStep, Dopri5Solver):

@@ -39,8 +39,8 @@ using LuxCore: LuxCore, AbstractLuxLayer, AbstractLuxWrapperLayer
 using PrecompileTools: @compile_workload, @setup_workload
 using Random: AbstractRNG, Xoshiro
 using ReverseDiff: ReverseDiff
-using SciMLBase: EnsembleProblem, EnsembleThreads, ODEFunction, ODEProblem, ReturnCode, remake, solve,
-    successful_retcode
+using SciMLBase: EnsembleProblem, EnsembleThreads, ODEFunction, ODEProblem, ReturnCode, init, remake, solve,
+    solve!, successful_retcode
 using SciMLSensitivity: BacksolveAdjoint, EnzymeVJP, GaussAdjoint, InterpolatingAdjoint,
     QuadratureAdjoint, ReverseDiffAdjoint, ReverseDiffVJP, ZygoteVJP
 using Zygote: Zygote

@@ -288,6 +288,7 @@ end
 # tests/test_julia_static.py checks that these constants equal the Python ones).
 const WATCH_PATIENCE = 200
 const WATCH_GROWTH = 10.0
+const WATCH_FIRST_STEP_MARGIN = 100.0
 
 """
     StepWatch(t_end, max_steps, atol, eps)
@@ -332,6 +333,16 @@ function (w::StepWatch)(dt, u, p, t)
     return false
 end
 
+# OrdinaryDiffEq's automatic first step can lie below the watch's underflow threshold (a field that vanishes at t0
+# gets Hairer's 1e-6; float32 over [0, 100] has a threshold of 1.2e-5), and the watch would read the step that
+# follows as a blow-up. Lift it to WATCH_FIRST_STEP_MARGIN times the threshold, as jax and torch do. The first step
+# is `integrator.dt` after `init` (OrdinaryDiffEqCore's `handle_dt!` sets it there; the step loop reads it as is).
+function _lift_first_step!(integrator, w::StepWatch)
+    floor = WATCH_FIRST_STEP_MARGIN * w.eps * max(abs(Float64(integrator.t)), abs(w.t_end))
+    abs(integrator.dt) < floor && (integrator.dt = integrator.tdir * oftype(integrator.dt, floor))
+    return integrator
+end
+
 # The watch of a plain adaptive forward solve (fixed-step solves have nothing to watch). Gradient solves are
 # not watched: SciMLSensitivity hands the forward keywords on to its adjoint solve, whose end differs.
 _watch(f::AbstractField, opts::SolveOptions, s::AbstractVector) = haskey(opts.kwargs, :abstol) ?
@@ -356,7 +367,8 @@ function forward(f::AbstractField, opts::SolveOptions, u0::AbstractMatrix, ts::A
     watch = _watch(f, opts, s)
     kwargs = watch === nothing ? _solve_kwargs(opts, s) : merge(_solve_kwargs(opts, s), (; unstable_check = watch))
     sol = Logging.with_logger(logger) do
-        solve(prob, opts.alg; saveat = s, kwargs...)
+        watch === nothing && return solve(prob, opts.alg; saveat = s, kwargs...)
+        solve!(_lift_first_step!(init(prob, opts.alg; saveat = s, kwargs...), watch))
     end
     nfe = f.nfe[]
     ok = successful_retcode(sol) && length(sol.t) == length(s)
