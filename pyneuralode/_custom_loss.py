@@ -26,7 +26,7 @@ import inspect
 
 import numpy as np
 
-from ._errors import SpecError
+from ._errors import NotSupportedError, SpecError
 from ._graph import evaluate, namespace_ops_for
 from ._losses import AbstractLoss
 from ._trace import trace_arrays
@@ -138,6 +138,13 @@ class CustomLoss(AbstractLoss):
 
     def kernel(self):
         return self.function.evaluate
+
+    def on_union(self, index, size):
+        """Refused: a function of your own need not be a mean over entries, so it cannot be moved to the union
+        of per-sample times by weighting."""
+        raise NotSupportedError(f"{self.function.__name__}: a pn.loss of your own cannot take per-sample times (ts "
+                                "of shape (batch, T)). Solve at the union of the times yourself and pass a mask "
+                                "array to your loss, or use pn.MSE/pn.L1, which take per-sample times.")
 
     @staticmethod
     def pointwise(xp, diff):  # pragma: no cover - a custom loss is not a pointwise penalty

@@ -15,6 +15,7 @@ solve at the union of every series' observation times and mask what each series 
 from __future__ import annotations
 
 import abc
+import copy
 
 import numpy as np
 
@@ -110,6 +111,20 @@ class AbstractLoss(metaclass=CheckedOptions):
             return xp.mean(penalty)
         weights = data["weights"]
         return xp.sum(weights * penalty) / xp.sum(weights)
+
+    def on_union(self, index: np.ndarray, size: int) -> AbstractLoss:
+        """This loss for a solve saved at the union of per-sample times (``ODEModel.value_and_grad`` with ``ts`` of
+        shape ``(batch, T)``): ``index[b, j]`` is where sample ``b``'s ``j``-th time stands among the ``size`` union
+        times. The target moves to shape ``(size, batch, *state)`` and every entry a sample did not observe gets
+        weight 0, so the weighted mean ``Σ w·ℓ / Σ w`` is exactly this loss on the per-sample states."""
+        rows, columns = index.T, np.arange(index.shape[0])  # (T, batch) union rows, one column per sample
+        target = np.zeros((size, *self.target.shape[1:]), self.target.dtype)
+        weights = np.zeros((size, *self.target.shape[1:]))
+        target[rows, columns] = self.target
+        weights[rows, columns] = 1.0 if self.weights is None else self.weights
+        spread = copy.copy(self)
+        spread.target, spread.weights = target, weights
+        return spread
 
     def __call__(self, ys) -> float:
         """The loss evaluated in numpy (reference implementation used by tests and reports)."""

@@ -10,7 +10,7 @@ from ._adjoints import AbstractAdjoint, DirectAdjoint
 from ._augment import augmented_loss, check_augment, pad_features
 from ._control import StepControl
 from ._ensemble import EnsembleSolution, ensemble_inputs
-from ._errors import NotSupportedError, SpecError
+from ._errors import SpecError
 from ._layers import AbstractLayer, check_state_preserving
 from ._losses import AbstractLoss
 from ._model_base import SpecParameters, check_numerics, check_runtime
@@ -111,7 +111,9 @@ class ODEModel(SpecParameters):
         sol = self.program.solve(params, pad_features(y0, self.augment), ts)
         return dataclasses.replace(sol, ys=np.ascontiguousarray(sol.ys[..., :y0.shape[-1]]))
 
-    def _solve_per_sample(self, params, y0, ts) -> Solution:
+    def _per_sample_grid(self, y0, ts):
+        """Checked ``(y0, ts, union, index)`` for per-sample times: ``union`` holds every sample's times once, in
+        the direction of the solve, and ``index[b, j]`` is the position of ``ts[b, j]`` in it."""
         ts = as_real_array(ts, "ts", self.dtype)
         y0 = check_state(y0, self.state_shape, self.dtype)
         if y0.ndim == len(self.state_shape or y0.shape[-1:]) or y0.shape[0] != ts.shape[0] or ts.shape[1] < 1:
@@ -127,17 +129,38 @@ class ODEModel(SpecParameters):
             raise SpecError("Per-sample times must all run the same way (all increasing or all decreasing).")
         union = np.unique(ts) if forward else np.unique(ts)[::-1].copy()
         index = np.searchsorted(union, ts) if forward else union.size - 1 - np.searchsorted(union[::-1], ts)
+        return y0, ts, union, index
+
+    @staticmethod
+    def _per_sample_states(ys, index):
+        """``ys`` saved at the union ``(U, batch, *state)`` -> each sample at its own times ``(T, batch, *state)``."""
+        return np.ascontiguousarray(ys[index.T, np.arange(index.shape[0])])
+
+    def _solve_per_sample(self, params, y0, ts) -> Solution:
+        y0, ts, union, index = self._per_sample_grid(y0, ts)
         sol = self.solve(params, y0, union)
-        return Solution(ts, np.ascontiguousarray(sol.ys[index.T, np.arange(ts.shape[0])]), sol.stats)
+        return Solution(ts, self._per_sample_states(sol.ys, index), sol.stats)
+
+    def _value_and_grad_per_sample(self, params, y0, ts, loss) -> ValueAndGrad:
+        y0, ts, union, index = self._per_sample_grid(y0, ts)
+        if not isinstance(loss, AbstractLoss):
+            raise SpecError(f"loss must be a pyneuralode loss such as pn.L1(target), got {type(loss).__name__}.")
+        loss.check_shape((ts.shape[1], *y0.shape))
+        res = self.value_and_grad(params, y0, union, loss=loss.on_union(index, union.size))
+        return dataclasses.replace(res, ys=None if res.ys is None else self._per_sample_states(res.ys, index))
 
     @checked_options
     def value_and_grad(self, params, y0, ts, *, loss: AbstractLoss) -> ValueAndGrad:
-        """The loss of the solution and its gradients with respect to ``params`` and ``y0``."""
+        """The loss of the solution and its gradients with respect to ``params`` and ``y0``.
+
+        **Per-sample times** (``ts`` of shape ``(batch, T)``, as in :meth:`solve`): the loss's target has shape
+        ``(T, batch, *state)``, sample ``b``'s column at its own times ``ts[b]``. The batch is solved once at the
+        union of the times, and the loss (a built-in one such as ``pn.MSE``, with or without ``mask=``) is moved
+        onto the union with weight 0 wherever a sample has no observation — the union-of-times recipe of the
+        latent-ODE papers' code — so the value and gradients are those of the loss on the per-sample states.
+        """
         if np.ndim(ts) == 2:
-            raise NotSupportedError("value_and_grad with per-sample times (ts of shape (batch, T)) is not available "
-                                    "yet: it needs masked losses. Train irregularly-sampled series with "
-                                    "pn.LatentODE (a masked likelihood on the union of times), or group the "
-                                    "samples that share times; model.solve accepts per-sample times.")
+            return self._value_and_grad_per_sample(params, y0, ts, loss)
         params, y0, ts = self._inputs(params, y0, ts)
         if not isinstance(loss, AbstractLoss):
             raise SpecError(f"loss must be a pyneuralode loss such as pn.L1(target), got {type(loss).__name__}.")

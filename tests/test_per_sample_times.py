@@ -37,7 +37,56 @@ def test_bad_per_sample_times_name_the_fix(y0, ts, message):
         MODEL.solve(MODEL.init(0), y0, ts)
 
 
-def test_value_and_grad_refuses_per_sample_times_naming_the_routes():
-    with pytest.raises(pn.NotSupportedError, match="needs masked losses. Train irregularly-sampled series with "
-                                                   "pn.LatentODE"):
-        MODEL.value_and_grad(MODEL.init(0), Y0, TS, loss=pn.MSE(np.zeros((3, 3, 2))))
+def _alone(model, params, b, target, weights=None):
+    """Sample b solved alone at its own times: its loss sum and gradients of that sum (weighted entries)."""
+    w = np.ones(target[:, b].shape) if weights is None else weights[:, b]
+    res = model.value_and_grad(params, Y0[b], TS[b], loss=pn.MSE(target[:, b], weights=w))
+    return res.value * w.sum(), res.grad_params * w.sum(), res.grad_y0 * w.sum(), w.sum()
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["all-observed", "masked"])
+def test_value_and_grad_with_per_sample_times_is_the_loss_of_each_sample_at_its_own_times(backend, masked):
+    """One solve at the union, the loss moved onto it with zero weights: value and gradients equal the
+    weighted mean over the samples solved alone (each at its own times and steps, so equal to the tolerance)."""
+    model = MODEL.replace(backend=backend)
+    params = model.init(0)
+    target = np.random.default_rng(1).normal(size=(3, 3, 2))
+    mask = np.ones(target.shape, bool)
+    if masked:
+        mask[1, 0] = mask[2, 2, 1] = False
+        target[~mask] = np.nan                       # unobserved: NaN allowed where the mask is False
+    res = model.value_and_grad(params, Y0, TS, loss=pn.MSE(target, mask=mask) if masked else pn.MSE(target))
+    parts = [_alone(model, params, b, np.nan_to_num(target), mask.astype(float)) for b in range(3)]
+    total = sum(p[3] for p in parts)
+    assert res.value == pytest.approx(sum(p[0] for p in parts) / total, rel=1e-7)
+    np.testing.assert_allclose(res.grad_params, sum(p[1] for p in parts) / total, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(res.grad_y0, np.stack([p[2] for p in parts]) / total, rtol=1e-6, atol=1e-9)
+    assert res.ys is None or res.ys.shape == (3, 3, 2)
+
+
+def test_per_sample_value_and_grad_errors_name_the_fix():
+    params = MODEL.init(0)
+    with pytest.raises(pn.SpecError, match=r"MSE target has shape \(3, 2\) but the solution has shape \(3, 3, 2\)"):
+        MODEL.value_and_grad(params, Y0, TS, loss=pn.MSE(np.zeros((3, 2))))
+
+    @pn.loss
+    def total(ys, target):
+        return np.sum((ys - target) ** 2)
+
+    with pytest.raises(pn.NotSupportedError, match=r"total: a pn.loss of your own cannot take per-sample times .*"
+                                                   r"use pn.MSE/pn.L1, which take per-sample times"):
+        MODEL.value_and_grad(params, Y0, TS, loss=total(np.zeros((3, 3, 2))))
+
+
+def test_trainer_step_with_per_sample_times_is_the_masked_union_step(backend):
+    """Trainer.step takes per-sample times too: its loss is value_and_grad's and one plain SGD step moves the
+    parameters by -lr times value_and_grad's gradient."""
+    model = MODEL.replace(backend=backend)
+    params = model.init(0)
+    target = np.random.default_rng(2).normal(size=(3, 3, 2))
+    trainer = pn.Trainer(model, optimizer=pn.SGD(lr=0.1, momentum=0.0), loss=pn.MSE)
+    trainer.init(params)
+    info = trainer.step(Y0, TS, target)
+    res = model.value_and_grad(params, Y0, TS, loss=pn.MSE(target))
+    assert info.loss == pytest.approx(res.value, rel=1e-12)
+    np.testing.assert_allclose(trainer.params, params - 0.1 * res.grad_params, rtol=1e-10, atol=1e-13)

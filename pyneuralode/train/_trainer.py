@@ -77,14 +77,22 @@ class Trainer(NativeTrainerState):
     def step(self, y0, ts, target, **data) -> StepInfo:
         """One optimisation step on the batch ``(y0, ts)`` against ``target`` (shape ``(len(ts), *y0.shape)``).
 
+        ``ts`` may also hold per-sample times, shape ``(batch, T)`` with ``target`` of shape ``(T, batch,
+        *state)``: the step solves once at the union of the times and weighs each sample's own points only (see
+        :meth:`pyneuralode.ODEModel.value_and_grad`).
+
         ``data``: the loss's further arrays — ``mask=``/``weights=`` for ``pn.L1``/``pn.MSE``, or the named
         arguments of your own :func:`pyneuralode.loss` function. A step that raises (bad input, a failed solve, a
         NaN or infinite loss or gradient) leaves the parameters and the optimiser state exactly as they were."""
         self._require_started()
         dtype = self.model.dtype
+        loss = self.loss(target, **data)
+        if np.ndim(ts) == 2:
+            y0, ts, union, index = self.model._per_sample_grid(y0, ts)
+            loss.check_shape((ts.shape[1], *y0.shape))
+            ts, loss = union, loss.on_union(index, union.size)
         y0 = check_state(y0, self.model.state_shape, dtype)
         ts = check_times(ts, dtype)
-        loss = self.loss(target, **data)
         loss.check_shape((len(ts), *y0.shape))
         if self.model.augment:  # the loss sees the data features of the augmented state only
             y0, loss = pad_features(y0, self.model.augment), augmented_loss(loss, self.model.augment)
