@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ._errors import PyNeuralODEError
 from .backends._registry import BACKEND_NAMES, backend_info
-from .problems._options import add_devices_option, add_run_dir_flags, option_type, use_devices
+from .problems._options import add_config_options, add_run_options, config_from_args, option_type, run_problem
 
 DESCRIPTION = ("Define a neural ODE once, run it on JAX, PyTorch or Julia, and check that the backends agree: "
                "train the paper's benchmark problems (spiral, mnist, cnf), compare backends, run the benchmarks.")
@@ -45,29 +45,20 @@ def _add_spiral(sub) -> None:
     p.add_argument("--iters", type=option_type("iters"), default=d.iters)
     p.add_argument("--seed", type=option_type("seed"), default=d.seed)
     p.add_argument("--lr", type=option_type("lr"), default=d.lr, help="Adam learning rate")
-    p.add_argument("--rtol", type=option_type("rtol"), default=d.rtol)
-    p.add_argument("--atol", type=option_type("atol"), default=d.atol)
+    add_config_options(p, d, "rtol", "atol")
     p.add_argument("--adjoint", default=d.adjoint,
                    choices=["DirectAdjoint", "CheckpointAdjoint", "BacksolveAdjoint"])
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--eval-every", type=option_type("eval_every"), default=d.eval_every)
-    p.add_argument("--out", default="runs/spiral", help="output directory (default runs/spiral)")
-    add_run_dir_flags(p)
-    add_devices_option(p)
+    add_config_options(p, d, "dtype", "eval_every")
+    add_run_options(p, out_default="runs/spiral", out_help="output directory (default runs/spiral)", devices=True)
     p.set_defaults(func=_cmd_spiral)
 
 
 def _cmd_spiral(args) -> int:
     from .problems._spiral_run import format_summary, train_spiral
     from .problems.spiral import SpiralConfig
-    cfg = SpiralConfig(backend=args.backend, iters=args.iters, seed=args.seed, lr=args.lr, rtol=args.rtol,
-                       atol=args.atol, adjoint=args.adjoint, dtype=args.dtype, eval_every=args.eval_every)
-    summary = train_spiral(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-                           show_progress=not args.no_progress, devices=use_devices(args.devices, args.backend))
-    print(format_summary(summary))
-    out = Path(args.out)
-    print(f"\nwrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'checkpoint.npz'}, {out / 'spiral.png'}")
-    return 0
+    cfg = config_from_args(SpiralConfig, args)
+    return run_problem(args, cfg, args.out, train=train_spiral, format_summary=format_summary, plot="spiral.png",
+                       devices=True)
 
 
 def _add_compare(sub) -> None:

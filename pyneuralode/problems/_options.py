@@ -1,5 +1,6 @@
 """The options every training subcommand shares: the bounds of each numeric option, in one table used twice,
-and the run-directory flags (``--resume``, ``--overwrite``).
+the run-directory flags (``--out``, ``--resume``, ``--overwrite``, ``--no-progress``), and the steps every
+subcommand's ``run(args)`` takes (a config from the parsed arguments, train, print the summary).
 
 The command line uses :func:`option_type` as argparse's ``type=``, so ``--eval-every 0`` is refused while the
 arguments are parsed — before any backend is imported or any step trained. The run configs
@@ -13,6 +14,7 @@ import argparse
 import dataclasses
 import math
 import numbers
+from pathlib import Path
 
 import numpy as np
 
@@ -118,10 +120,62 @@ def check_options(config) -> None:
                             f"use a larger {name} or dtype float64.")
 
 
-def add_run_dir_flags(parser) -> None:
-    """``--resume``, ``--overwrite`` and ``--no-progress``: the same words on every training subcommand."""
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its checkpoint (same options; the length may grow)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start again in an --out that holds a run, deleting its checkpoint, metrics and outputs")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+def add_config_options(parser, defaults, *names: str) -> None:
+    """Add an option without help text for each config field in ``names``, in that order: ``--`` plus the name
+    with ``-`` for ``_``, its default from the config instance ``defaults``; a numeric option's type is
+    :func:`option_type` and ``dtype`` chooses between ``float32`` and ``float64``."""
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        if name == "dtype":
+            parser.add_argument(flag, default=defaults.dtype, choices=["float32", "float64"])
+        else:
+            parser.add_argument(flag, type=option_type(name), default=getattr(defaults, name))
+
+
+def add_run_options(parser, *, out_default: str | None = None, out_help: str = "output directory",
+                    brief_help: bool = False, devices: bool = False) -> None:
+    """``--out`` (default ``out_default``, help ``out_help``), ``--resume``, ``--overwrite`` and ``--no-progress``,
+    then ``--devices`` when ``devices``. ``brief_help`` gives the run-directory flags the short help texts of the
+    ``anode`` and ``latent`` commands."""
+    parser.add_argument("--out", default=out_default, help=out_help)
+    if brief_help:
+        parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+        parser.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+        parser.add_argument("--no-progress", action="store_true")
+    else:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue the run in --out from its checkpoint (same options; the length may grow)")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="start again in an --out that holds a run, deleting its checkpoint, metrics and "
+                                 "outputs")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    if devices:
+        add_devices_option(parser)
+
+
+def config_fields(config_class, args) -> dict:
+    """The parsed CLI arguments ``args`` that name a field of the dataclass ``config_class``, as a dict."""
+    names = {field.name for field in dataclasses.fields(config_class)}
+    return {key: value for key, value in vars(args).items() if key in names}
+
+
+def config_from_args(config_class, args):
+    """The ``config_class`` instance of parsed CLI arguments: each field takes the argument of its name (a field
+    without an argument keeps its default)."""
+    return config_class(**config_fields(config_class, args))
+
+
+def run_problem(args, cfg, out, *, train, format_summary, plot: str | None = None, devices: bool = False) -> int:
+    """Train ``cfg`` into the run directory ``out`` (``train(cfg, out, resume=..., overwrite=..., show_progress=...)``
+    with the flags of ``args``, and ``devices=`` from ``--devices`` when ``devices``), print
+    ``format_summary(summary)`` and, when the run writes the picture ``plot``, the files written. Returns 0, the
+    command's exit code."""
+    options = dict(resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
+    if devices:
+        options["devices"] = use_devices(args.devices, args.backend)
+    summary = train(cfg, out, **options)
+    print(format_summary(summary))
+    if plot is not None:
+        out = Path(out)
+        print(f"\nwrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'checkpoint.npz'}, {out / plot}")
+    return 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 from .._errors import SpecError
-from ._options import check_options, option_type
+from ._options import add_config_options, add_run_options, check_options, config_from_args, option_type, run_problem
 
 PROBLEMS = ("a1", "a2")
 
@@ -67,17 +67,11 @@ def add_parser(subparsers) -> None:
                    help="give NODE the same hidden width instead of the same parameter count")
     p.add_argument("--activation", default=d.activation, choices=["relu", "tanh", "softplus"])
     p.add_argument("--lr", type=option_type("lr"), default=d.lr, help="Adam learning rate (default 1e-2 for a1, 1e-3 for a2)")
-    p.add_argument("--rtol", type=option_type("rtol"), default=d.rtol)
-    p.add_argument("--atol", type=option_type("atol"), default=d.atol)
+    add_config_options(p, d, "rtol", "atol")
     p.add_argument("--batch-size", type=option_type("batch_size"), default=d.batch_size, help="a2 only")
     p.add_argument("--points", type=option_type("points"), default=d.points, help="a2 training points")
-    p.add_argument("--eval-every", type=option_type("eval_every"), default=d.eval_every)
-    p.add_argument("--seed", type=option_type("seed"), default=d.seed)
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--out", default=None, help="output directory (default runs/anode-<problem>-<backend>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    p.add_argument("--no-progress", action="store_true")
+    add_config_options(p, d, "eval_every", "seed", "dtype")
+    add_run_options(p, out_help="output directory (default runs/anode-<problem>-<backend>)", brief_help=True)
     p.set_defaults(func=run)
 
 
@@ -87,10 +81,6 @@ def run(args) -> int:
 
     from ._anode_run import format_summary, train_anode
 
-    names = {f.name for f in dataclasses.fields(AnodeConfig)}
-    cfg = AnodeConfig(**{k: v for k, v in vars(args).items() if k in names})
+    cfg = config_from_args(AnodeConfig, args)
     out = Path(args.out or f"runs/anode-{cfg.problem}-{cfg.backend}")
-    summary = train_anode(cfg, out, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
-    print(format_summary(summary))
-    print(f"\nwrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'checkpoint.npz'}, {out / 'anode.png'}")
-    return 0
+    return run_problem(args, cfg, out, train=train_anode, format_summary=format_summary, plot="anode.png")

@@ -20,7 +20,7 @@ from .._control import StepControl
 from .._layers import MLP
 from .._solvers import Dopri5
 from ..datasets import TOY_2D_NAMES
-from ._options import add_devices_option, add_run_dir_flags, check_options, option_type, use_devices
+from ._options import add_config_options, add_run_options, check_options, config_from_args, option_type, run_problem
 
 TEST_SEED = 10**6
 """Seed of the held-out points every run evaluates on (training batches use seeds below it)."""
@@ -94,31 +94,19 @@ def add_parser(subparsers) -> None:
     p.add_argument("--layer", default=d.layer, choices=["mlp", "concatsquash"])
     p.add_argument("--width", type=option_type("width"), default=d.width)
     p.add_argument("--depth", type=option_type("depth"), default=d.depth, help="hidden layers")
-    p.add_argument("--lr", type=option_type("lr"), default=d.lr)
-    p.add_argument("--rtol", type=option_type("rtol"), default=d.rtol)
-    p.add_argument("--atol", type=option_type("atol"), default=d.atol)
+    add_config_options(p, d, "lr", "rtol", "atol")
     p.add_argument("--adjoint", default=d.adjoint,
                    help="auto (CheckpointAdjoint on jax, DirectAdjoint on torch), DirectAdjoint, CheckpointAdjoint "
                         "(jax) or BacksolveAdjoint")
     p.add_argument("--kinetic", type=option_type("kinetic"), default=d.kinetic, help="RNODE kinetic-energy weight")
     p.add_argument("--jacobian", type=option_type("jacobian"), default=d.jacobian, help="RNODE Jacobian-norm weight")
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--seed", type=option_type("seed"), default=d.seed)
-    p.add_argument("--eval-every", type=option_type("eval_every"), default=d.eval_every)
+    add_config_options(p, d, "dtype", "seed", "eval_every")
     p.add_argument("--test-size", type=option_type("test_size"),
                    default=d.test_size, help="held-out points for the test NLL")
     p.add_argument("--plot-samples", type=option_type("plot_samples"),
                    default=d.plot_samples, help="data and model samples in the PNG")
-    p.add_argument("--out", default=None, help="output directory (default runs/cnf-<dataset>-<backend>)")
-    add_run_dir_flags(p)
-    add_devices_option(p)
+    add_run_options(p, out_help="output directory (default runs/cnf-<dataset>-<backend>)", devices=True)
     p.set_defaults(func=run)
-
-
-def config_from_args(args) -> CNFConfig:
-    """The :class:`CNFConfig` of parsed CLI arguments."""
-    names = {f.name for f in dataclasses.fields(CNFConfig)}
-    return CNFConfig(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def run(args) -> int:
@@ -127,13 +115,9 @@ def run(args) -> int:
 
     from ._cnf_run import format_summary, train_cnf
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(CNFConfig, args)
     out = Path(args.out or f"runs/cnf-{cfg.dataset}-{cfg.backend}")
-    summary = train_cnf(cfg, out, resume=args.resume, overwrite=args.overwrite,
-                        show_progress=not args.no_progress, devices=use_devices(args.devices, args.backend))
-    print(format_summary(summary))
-    print(f"\nwrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'checkpoint.npz'}, {out / 'cnf.png'}")
-    return 0
+    return run_problem(args, cfg, out, train=train_cnf, format_summary=format_summary, plot="cnf.png", devices=True)
 
 
 def compare_backends(args, backends):

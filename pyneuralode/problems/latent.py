@@ -24,7 +24,7 @@ from .._latent import LatentODE
 from .._layers import MLP
 from .._optim import Adam
 from ..train._host import host_update
-from ._options import check_options, option_type
+from ._options import add_config_options, add_run_options, check_options, config_from_args, option_type, run_problem
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -141,15 +141,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--iters", type=option_type("iters"), default=d.iters)
     p.add_argument("--batch-size", type=option_type("batch_size"), default=d.batch_size)
     p.add_argument("--lr", type=option_type("lr"), default=d.lr, help="Adam learning rate")
-    p.add_argument("--rtol", type=option_type("rtol"), default=d.rtol)
-    p.add_argument("--atol", type=option_type("atol"), default=d.atol)
-    p.add_argument("--seed", type=option_type("seed"), default=d.seed)
-    p.add_argument("--eval-every", type=option_type("eval_every"), default=d.eval_every)
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--out", default=None, help="output directory (default runs/latent-<obs>-<backend>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    p.add_argument("--no-progress", action="store_true")
+    add_config_options(p, d, "rtol", "atol", "seed", "eval_every", "dtype")
+    add_run_options(p, out_help="output directory (default runs/latent-<obs>-<backend>)", brief_help=True)
     p.set_defaults(func=run)
 
 
@@ -159,10 +152,6 @@ def run(args) -> int:
 
     from ._latent_run import format_summary, train_latent
 
-    names = {f.name for f in dataclasses.fields(LatentConfig)}
-    cfg = LatentConfig(**{k: v for k, v in vars(args).items() if k in names})
+    cfg = config_from_args(LatentConfig, args)
     out = Path(args.out or f"runs/latent-{cfg.obs}-{cfg.backend}")
-    summary = train_latent(cfg, out, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
-    print(format_summary(summary))
-    print(f"\nwrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'checkpoint.npz'}, {out / 'latent.png'}")
-    return 0
+    return run_problem(args, cfg, out, train=train_latent, format_summary=format_summary, plot="latent.png")

@@ -18,7 +18,7 @@ import dataclasses
 
 from .._errors import SpecError
 from ._mnist_models import MNIST_INPUT_SHAPE, MNIST_MODELS, mnist_model
-from ._options import add_devices_option, add_run_dir_flags, check_options, option_type, use_devices
+from ._options import add_config_options, add_run_options, check_options, config_fields, option_type, run_problem
 
 __all__ = ["MNISTConfig", "add_parser", "compare_backends", "main", "mnist_model", "run", "MNIST_INPUT_SHAPE"]
 
@@ -96,8 +96,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--adjoint", default=d.adjoint,
                    help="auto (BacksolveAdjoint for odenet), BacksolveAdjoint, CheckpointAdjoint (jax), DirectAdjoint")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--seed", type=option_type("seed"), default=d.seed)
+    add_config_options(p, d, "dtype", "seed")
     p.add_argument("--train-limit", type=option_type("train_limit"),
                    default=None, help="use only the first N training images")
     p.add_argument("--test-limit", type=option_type("test_limit"),
@@ -107,9 +106,7 @@ def add_parser(subparsers) -> None:
                         "2-core machine 1 thread measured ~5x faster per step than 2 competing with other processes")
     p.add_argument("--quick", action="store_true", help="a 2-CPU-core configuration: 32 channels, GroupNorm(16), tol 1e-2, Adam 3e-3, "
                         "3 epochs, no augmentation")
-    p.add_argument("--out", default=None, help="output directory (default runs/mnist-<model>-<backend>)")
-    add_run_dir_flags(p)
-    add_devices_option(p)
+    add_run_options(p, out_help="output directory (default runs/mnist-<model>-<backend>)", devices=True)
     p.set_defaults(func=run)
 
 
@@ -118,8 +115,7 @@ def config_from_args(args) -> MNISTConfig:
     base = dataclasses.asdict(MNISTConfig())
     if args.quick:
         base.update(QUICK)
-    names = {f.name for f in dataclasses.fields(MNISTConfig)}
-    base.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    base.update({k: v for k, v in config_fields(MNISTConfig, args).items() if v is not None})
     if args.quick and getattr(args, "groups", None) is None:
         base["groups"] = base["channels"] // 2
     return MNISTConfig(**base)
@@ -131,10 +127,7 @@ def run(args) -> int:
 
     cfg = config_from_args(args)
     out = args.out or f"runs/mnist-{cfg.model}-{cfg.backend}"
-    summary = train_mnist(cfg, out, resume=args.resume, overwrite=args.overwrite,
-                          show_progress=not args.no_progress, devices=use_devices(args.devices, args.backend))
-    print(format_summary(summary))
-    return 0
+    return run_problem(args, cfg, out, train=train_mnist, format_summary=format_summary, devices=True)
 
 
 def main(argv=None) -> int:

@@ -30,7 +30,7 @@ import functools
 import numpy as np
 
 from .._errors import SpecError
-from ._options import add_run_dir_flags, check_options, option_type
+from ._options import add_config_options, add_run_options, check_options, config_from_args, option_type, run_problem
 
 ALPHA, BETA, GAMMA, DELTA = 1.3, 0.9, 0.8, 1.8
 T_DATA, T_EXTRAPOLATE = 5.0, 10.0
@@ -157,27 +157,17 @@ def add_parser(subparsers) -> None:
                    help="Adam's rate decays exponentially to lr * lr_decay at the last Adam iteration")
     p.add_argument("--width", type=option_type("width"), default=d.width,
                    help="hidden width of U (three hidden layers)")
-    p.add_argument("--rtol", type=option_type("rtol"), default=d.rtol)
-    p.add_argument("--atol", type=option_type("atol"), default=d.atol)
+    add_config_options(p, d, "rtol", "atol")
     p.add_argument("--noise-level", type=option_type("noise_level"), default=d.noise_level,
                    help="noise std as a fraction of each state's mean")
-    p.add_argument("--seed", type=option_type("seed"), default=d.seed)
-    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
-    p.add_argument("--eval-every", type=option_type("eval_every"), default=d.eval_every)
+    add_config_options(p, d, "seed", "dtype", "eval_every")
     p.add_argument("--curriculum", type=option_type("curriculum"), default=d.curriculum,
                    help="fraction of the Adam iterations over which the fitted time window grows from [0, 1] to "
                         "[0, 5] (0: the whole data from the start)")
     p.add_argument("--sindy", action="store_true",
                    help="recover the symbolic form of the learned terms with pysindy (pip install pysindy)")
-    p.add_argument("--out", default=None, help="output directory (default runs/ude[-physics]-<backend>)")
-    add_run_dir_flags(p)
+    add_run_options(p, out_help="output directory (default runs/ude[-physics]-<backend>)")
     p.set_defaults(func=run)
-
-
-def config_from_args(args) -> UDEConfig:
-    """The :class:`UDEConfig` of parsed CLI arguments."""
-    names = {f.name for f in dataclasses.fields(UDEConfig)}
-    return UDEConfig(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def run(args) -> int:
@@ -186,9 +176,6 @@ def run(args) -> int:
 
     from ._ude_run import format_summary, train_ude
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(UDEConfig, args)
     out = Path(args.out or f"runs/ude{'-physics' if cfg.learn_physics else ''}-{cfg.backend}")
-    summary = train_ude(cfg, out, resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
-    print(format_summary(summary))
-    print(f"\nwrote {out / 'metrics.json'}, {out / 'metrics.csv'}, {out / 'checkpoint.npz'}, {out / 'ude.png'}")
-    return 0
+    return run_problem(args, cfg, out, train=train_ude, format_summary=format_summary, plot="ude.png")
