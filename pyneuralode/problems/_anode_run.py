@@ -20,6 +20,7 @@ from .._optim import Adam
 from .._params import num_params
 from ..datasets import anode_a1, anode_a2
 from ..train import RunDirectory, Trainer, progress
+from ._runs import rng_state, start_run
 from .anode import AnodeConfig
 
 KINDS = ("node", "anode")
@@ -136,9 +137,7 @@ def train_anode(cfg: AnodeConfig, out_dir, *, resume: bool = False, overwrite: b
         task = (_A1 if cfg.problem == "a1" else _A2)(cfg, models)
         pair = _Pair(task.trainers)
         rngs = {k: np.random.default_rng(cfg.seed) for k in KINDS}   # the same batches for both models
-        start, log, meta = run.start(pair, init_params={k: m.init(cfg.seed) for k, m in models.items()})
-        for kind in KINDS if meta else ():
-            rngs[kind].bit_generator.state = meta["rng"][kind]
+        start, log = start_run(run, pair, init_params={k: m.init(cfg.seed) for k, m in models.items()}, rng=rngs)
         log.summary.update(problem=f"anode-{cfg.problem}", config=config,
                            num_params={k: m.num_params for k, m in models.items()}, widths=widths(cfg))
         bar = progress(cfg.iters, f"anode {cfg.problem} [{cfg.backend}]", initial=start, enabled=show_progress)
@@ -157,7 +156,7 @@ def train_anode(cfg: AnodeConfig, out_dir, *, resume: bool = False, overwrite: b
                     record[f"{kind}_test_loss"], record[f"{kind}_test_accuracy"] = task.evaluate(kind)
             log.append(**record)
             if checkpoint_now:
-                run.commit(pair, log, it, rng={k: r.bit_generator.state for k, r in rngs.items()})
+                run.commit(pair, log, it, rng=rng_state(rngs))
             bar.set_postfix(node=f"{record['node_loss']:.3f}/{record['node_nfe_forward']}",
                             anode=f"{record['anode_loss']:.3f}/{record['anode_nfe_forward']}")
             bar.update()

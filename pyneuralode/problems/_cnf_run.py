@@ -16,6 +16,7 @@ from .._nll import NLL
 from .._optim import Adam
 from ..datasets import toy_2d
 from ..train import RunDirectory, progress
+from ._runs import format_rows, median_step_ms
 from .cnf import TEST_SEED, CNFConfig, cnf_model
 
 
@@ -73,11 +74,10 @@ def _train(cfg: CNFConfig, run: RunDirectory, show_progress: bool, devices) -> d
     bar.close()
 
     params = trainer.params
-    step_times = log.column("step_seconds")
     log.summary.update(
         iterations=cfg.iters, final_train_nll=log.column("nll")[-1],
         final_test_nll=log.column("test_nll")[-1] if log.column("test_nll") else test_nll(exact, params, x_test),
-        median_step_ms=1e3 * float(np.median(step_times[1:] or step_times)),
+        median_step_ms=median_step_ms(log),
         mean_nfe_forward=float(np.mean(log.column("nfe_forward"))),
         mean_nfe_backward=float(np.mean(log.column("nfe_backward"))),
         wall_seconds=time.perf_counter() - t_start)
@@ -108,5 +108,4 @@ def format_summary(summary: dict) -> str:
             ("mean NFE backward", f"{summary['mean_nfe_backward']:.1f}"),
             ("median step", f"{summary['median_step_ms']:.1f} ms"),
             ("wall time", f"{summary['wall_seconds']:.1f} s")]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return format_rows(rows)

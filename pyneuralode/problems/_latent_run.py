@@ -10,6 +10,7 @@ import numpy as np
 
 from .._optim import Adam
 from ..train import RunDirectory, progress
+from ._runs import format_rows, median_step_ms, rng_state, start_run
 from .latent import LatentConfig, LatentTrainer, latent_model, spiral_data, test_rmse
 
 
@@ -25,9 +26,7 @@ def train_latent(cfg: LatentConfig, out_dir, *, resume: bool = False, overwrite:
         model = latent_model(cfg)
         trainer = LatentTrainer(model, Adam(lr=cfg.lr))
         rng = np.random.default_rng(cfg.seed + 2)
-        start, log, meta = run.start(trainer, init_params=model.init(cfg.seed))
-        if meta:
-            rng.bit_generator.state = meta["rng"]
+        start, log = start_run(run, trainer, init_params=model.init(cfg.seed), rng=rng)
         log.summary.update(problem="latent", config=config, num_params=model.num_params)
         bar = progress(cfg.iters, f"latent obs={cfg.obs} [{cfg.backend}]", initial=start, enabled=show_progress)
         t_start = time.perf_counter()
@@ -44,15 +43,14 @@ def train_latent(cfg: LatentConfig, out_dir, *, resume: bool = False, overwrite:
                 record["test_rmse"] = test_rmse(model, trainer.params, data)
             log.append(**record)
             if checkpoint_now:
-                run.commit(trainer, log, it, rng=rng.bit_generator.state)
+                run.commit(trainer, log, it, rng=rng_state(rng))
             bar.set_postfix(loss=f"{res.value:.2f}", nfe_f=res.stats.nfe_forward)
             bar.update()
         bar.close()
-        steps = log.column("step_seconds")
         log.summary.update(iterations=cfg.iters, final_loss=log.column("loss")[-1],
                            test_rmse=test_rmse(model, trainer.params, data),
                            mean_nfe_forward=float(np.mean(log.column("nfe_forward"))),
-                           median_step_ms=1e3 * float(np.median(steps[1:] or steps)),
+                           median_step_ms=median_step_ms(log),
                            wall_seconds=time.perf_counter() - t_start)
         run.write_metrics(log)
         run.save_array("params.npy", trainer.params)
@@ -98,5 +96,4 @@ def format_summary(summary: dict) -> str:
             ("final -ELBO (batch)", f"{summary['final_loss']:.3f}"), ("test RMSE", f"{summary['test_rmse']:.4f}"),
             ("mean NFE forward", f"{summary['mean_nfe_forward']:.1f}"),
             ("median step", f"{summary['median_step_ms']:.1f} ms"), ("wall time", f"{summary['wall_seconds']:.1f} s")]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return format_rows(rows)

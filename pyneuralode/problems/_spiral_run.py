@@ -14,6 +14,7 @@ from .._model import ODEModel
 from .._optim import Adam
 from .._solvers import Dopri5
 from ..train import RunDirectory, Trainer, progress
+from ._runs import format_rows, median_step_ms, rng_state, start_run
 from .spiral import TRUE_Y0, SpiralConfig, sample_batch, spiral_data, spiral_field
 
 
@@ -37,9 +38,7 @@ def train_spiral(cfg: SpiralConfig, out_dir, *, resume: bool = False, overwrite:
         model = spiral_model(cfg)
         trainer = Trainer(model, optimizer=Adam(lr=cfg.lr), loss=L1, devices=devices)
         rng = np.random.default_rng(cfg.seed)
-        start, log, meta = run.start(trainer, init_params=model.init(cfg.seed))
-        if meta:
-            rng.bit_generator.state = meta["rng"]
+        start, log = start_run(run, trainer, init_params=model.init(cfg.seed), rng=rng)
         log.summary.update(problem="spiral", config=config, num_params=model.num_params)
 
         bar = progress(cfg.iters, f"spiral [{cfg.backend}]", initial=start, enabled=show_progress)
@@ -56,17 +55,16 @@ def train_spiral(cfg: SpiralConfig, out_dir, *, resume: bool = False, overwrite:
                 record["test_loss"] = float(np.mean(np.abs(pred - ys)))
             log.append(**record)
             if checkpoint_now:
-                run.commit(trainer, log, it, rng=rng.bit_generator.state)
+                run.commit(trainer, log, it, rng=rng_state(rng))
             bar.set_postfix(loss=f"{info.loss:.4f}", nfe_f=info.stats.nfe_forward, nfe_b=info.stats.nfe_backward)
             bar.update()
         bar.close()
 
         pred = model.solve(trainer.params, TRUE_Y0, ts).ys
-        step_times = log.column("step_seconds")
         log.summary.update(
             iterations=cfg.iters, final_train_loss=log.column("loss")[-1],
             final_test_loss=float(np.mean(np.abs(pred - ys))),
-            median_step_ms=1e3 * float(np.median(step_times[1:] or step_times)),
+            median_step_ms=median_step_ms(log),
             mean_nfe_forward=float(np.mean(log.column("nfe_forward"))),
             mean_nfe_backward=float(np.mean(log.column("nfe_backward"))),
             wall_seconds=time.perf_counter() - t_start)
@@ -89,5 +87,4 @@ def format_summary(summary: dict) -> str:
             ("mean NFE backward", f"{summary['mean_nfe_backward']:.1f}"),
             ("median step", f"{summary['median_step_ms']:.2f} ms"),
             ("wall time", f"{summary['wall_seconds']:.1f} s")]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return format_rows(rows)

@@ -14,6 +14,7 @@ from .._model import ODEModel
 from .._optim import Adam
 from .._solvers import as_solver
 from ..train import RunDirectory, Trainer, progress
+from ._runs import format_rows
 from .robertson import RATES, RobertsonConfig, initial_state, log_rates, noisy_data, reference_solution, \
     robertson_dynamics, robertson_times
 
@@ -95,5 +96,4 @@ def format_summary(summary: dict) -> str:
             ("mean NFE forward", f"{summary['mean_nfe_forward']:.1f}" if summary["mean_nfe_forward"] else "-"),
             ("median step", f"{summary['median_step_ms']:.1f} ms" if summary["median_step_ms"] else "-"),
             ("wall time", f"{summary['wall_seconds']:.1f} s")]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return format_rows(rows)

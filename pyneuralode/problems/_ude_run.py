@@ -14,6 +14,7 @@ from .._optim import LBFGS, Adam
 from .._params import param_layout
 from .._schedules import ExponentialDecay
 from ..train import RunDirectory, Trainer, progress
+from ._runs import format_rows, median_step_ms
 from .ude import DATA_TIMES, T_DATA, T_EXTRAPOLATE, UDEConfig, lotka_volterra_data, missing_terms, ude_model
 
 DENSE = 201
@@ -183,11 +184,10 @@ def _train(cfg: UDEConfig, run: RunDirectory, show_progress: bool) -> dict:
     params = trainer.params
     errors, fit, terms = ude_errors(model, params, data)
     adam_records = [r for r in log.records if r["phase"] == "adam"]
-    step_times = log.column("step_seconds")
     log.summary.update(
         iterations=total, final_loss=log.column("loss")[-1] if log.records else None,
         loss_after_adam=adam_records[-1]["loss"] if adam_records else None, **errors,
-        median_step_ms=1e3 * float(np.median(step_times[1:] or step_times)) if step_times else None,
+        median_step_ms=median_step_ms(log) if log.records else None,
         wall_seconds=time.perf_counter() - t_start)
     if cfg.sindy:
         from ._ude_sindy import recover_terms
@@ -220,5 +220,4 @@ def format_summary(summary: dict) -> str:
             ("wall time", f"{summary['wall_seconds']:.1f} s")]
     if "sindy" in summary:
         rows += [(f"SINDy {i}", eq) for i, eq in enumerate(summary["sindy"]["equations"])]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return format_rows(rows)
