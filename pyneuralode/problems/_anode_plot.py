@@ -6,6 +6,7 @@ import numpy as np
 
 from .._blocks import ODEBlock
 from .._layers import walk
+from ._plotting import pyplot, save_figure
 
 COLOURS = {"node": "C0", "anode": "C3"}
 LABELS = {"node": "NODE", "anode": "ANODE"}
@@ -22,9 +23,7 @@ def _a2_states(model, params, x, ts):
 
 def plot_anode(cfg, models, params, log, path) -> None:
     """Write a 2×3 PNG to ``path`` (needs matplotlib: ``pip install "pyneuralode[plot]"``)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
     iters = log.column("iteration")
@@ -80,8 +79,6 @@ def plot_anode(cfg, models, params, log, path) -> None:
             for c in (0, 1):
                 ax.scatter(*x[labels == c].T, s=4, color=f"C{c}")
             ax.set(title=f"{LABELS[kind]} decision regions (input space)", aspect="equal")
-    fig.suptitle(f"pyneuralode anode {cfg.problem} — backend {cfg.backend}, augment={cfg.augment_dims}, "
-                 f"{cfg.activation}, {cfg.iters} iterations")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    title = (f"pyneuralode anode {cfg.problem} — backend {cfg.backend}, augment={cfg.augment_dims}, "
+             f"{cfg.activation}, {cfg.iters} iterations")
+    save_figure(fig, path, title=title, dpi=100)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._plotting import pyplot, save_figure
+
 
 def density_grid(exact, params, bounds, n: int = 100):
     """``(xs, ys, p)``: ``exp log p`` of the exact-trace flow ``exact`` on an ``n x n`` grid over
@@ -16,10 +18,7 @@ def density_grid(exact, params, bounds, n: int = 100):
 
 def plot_cnf(data, samples, grid, path, *, title: str) -> None:
     """Write the three-panel PNG to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     xs, ys, p = grid
     extent = (xs[0], xs[-1], ys[0], ys[-1])
@@ -34,7 +33,4 @@ def plot_cnf(data, samples, grid, path, *, title: str) -> None:
         ax.set_ylim(extent[2:])
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, title=title, dpi=100)

@@ -10,6 +10,7 @@ import numpy as np
 
 from .._optim import Adam
 from ..train import RunDirectory, progress
+from ._plotting import pyplot, save_figure
 from ._runs import format_rows, median_step_ms, rng_state, start_run
 from .latent import LatentConfig, LatentTrainer, latent_model, spiral_data, test_rmse
 
@@ -61,9 +62,7 @@ def train_latent(cfg: LatentConfig, out_dir, *, resume: bool = False, overwrite:
 
 def plot_latent(model, params, data, log, path, *, shown: int = 4) -> None:
     """Observed points, reconstruction and extrapolation vs truth for a few test spirals; loss and RMSE curves."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     series = data.test[:shown]
     dt = data.ts[1] - data.ts[0]
@@ -83,10 +82,8 @@ def plot_latent(model, params, data, log, path, *, shown: int = 4) -> None:
     axes[-1].plot([r["iteration"] for r in evals], [r["test_rmse"] for r in evals], "o-")
     axes[-1].set(title="test RMSE (all 100 times)", xlabel="iteration")
     cfg = log.summary.get("config", {})
-    fig.suptitle(f"pyneuralode latent ODE — {cfg.get('obs')}/100 observations, backend {cfg.get('backend')}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, title=f"pyneuralode latent ODE — {cfg.get('obs')}/100 observations, backend "
+                                 f"{cfg.get('backend')}", dpi=90)
 
 
 def format_summary(summary: dict) -> str:

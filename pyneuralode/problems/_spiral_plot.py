@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._plotting import pyplot, save_figure
+
 
 def plot_spiral(ts, true_ys, pred_ys, log, path, *, model=None, params=None) -> None:
     """Write a 2×2 PNG to ``path`` (needs matplotlib: ``pip install "pyneuralode[plot]"``)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     ax = axes[0, 0]
@@ -50,7 +50,5 @@ def plot_spiral(ts, true_ys, pred_ys, log, path, *, model=None, params=None) -> 
     ax.legend(fontsize=8)
 
     cfg = log.summary.get("config", {})
-    fig.suptitle(f"pyneuralode spiral — backend {cfg.get('backend')}, {cfg.get('adjoint')}, {cfg.get('dtype')}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110,
+                title=f"pyneuralode spiral — backend {cfg.get('backend')}, {cfg.get('adjoint')}, {cfg.get('dtype')}")

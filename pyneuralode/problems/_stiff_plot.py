@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._plotting import pyplot, save_figure
 from .robertson import SCALE
 
 _SPECIES = ("A", "B (x1e4)", "C")
@@ -12,9 +13,7 @@ _SPECIES = ("A", "B (x1e4)", "C")
 def plot_robertson(ts, true_ys, fitted_ys, data_ts, data, log, path) -> None:
     """Write a 1x2 PNG to ``path`` (needs matplotlib: ``pip install "pyneuralode[plot]"``). States are scaled;
     the picture shows concentrations, B multiplied by 1e4 as is customary."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     show = SCALE * np.array([1.0, 1e4, 1.0])
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
@@ -36,7 +35,5 @@ def plot_robertson(ts, true_ys, fitted_ys, data_ts, data, log, path) -> None:
     ax.set(yscale="log", xlabel="iteration", title="Fit")
     ax.legend(fontsize=8)
     cfg = log.summary.get("config", {})
-    fig.suptitle(f"pyneuralode stiff — backend {cfg.get('backend')}, {cfg.get('solver')}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, title=f"pyneuralode stiff — backend {cfg.get('backend')}, {cfg.get('solver')}",
+                dpi=110)

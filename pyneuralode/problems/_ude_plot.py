@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._plotting import pyplot, save_figure
 from .ude import T_DATA, missing_terms
 
 
 def plot_ude(data: dict, fit: np.ndarray, terms: np.ndarray, log, path) -> None:
     """Write a 1×3 PNG to ``path`` (needs matplotlib: ``pip install "pyneuralode[plot]"``)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     t, truth = data["dense_t"], data["clean_dense"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
@@ -46,9 +45,7 @@ def plot_ude(data: dict, fit: np.ndarray, terms: np.ndarray, log, path) -> None:
     ax.legend(fontsize=8)
 
     s = log.summary
-    fig.suptitle(f"pyneuralode ude — {s.get('config', {}).get('backend')}: U vs true terms rel. L2 "
-                 f"{s.get('terms_in_sample', float('nan')):.2e} on [0, 5], trajectory extrapolation rel. L2 "
-                 f"{s.get('trajectory_extrapolation', float('nan')):.2e} on (5, 10]")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    title = (f"pyneuralode ude — {s.get('config', {}).get('backend')}: U vs true terms rel. L2 "
+             f"{s.get('terms_in_sample', float('nan')):.2e} on [0, 5], trajectory extrapolation rel. L2 "
+             f"{s.get('trajectory_extrapolation', float('nan')):.2e} on (5, 10]")
+    save_figure(fig, path, title=title, dpi=110)
