@@ -36,6 +36,29 @@ def interleaved(cases: dict, *, rounds: int, warmup: int = 5) -> dict:
                    "p90_s": float(np.percentile(s, 90)), "n": len(s)} for name, s in samples.items()}
 
 
+
+STEP_RATIOS = (("pn-jax", "raw-diffrax"), ("pn-jax (dt0=0.01)", "raw-diffrax"), ("pn-torch", "raw-torchdiffeq"),
+               ("pn-torch", "pn-jax"))
+"""The ratios a step benchmark reports: pyneuralode over the raw library on each backend, and torch over JAX."""
+
+
+def median_ratios(timing: dict, pairs) -> dict:
+    """``"a / b"`` → the median time of case ``a`` over that of case ``b``, for each ``(a, b)`` of ``pairs``
+    (``timing`` as :func:`interleaved` returns it)."""
+    return {f"{a} / {b}": timing[a]["median_s"] / timing[b]["median_s"] for a, b in pairs}
+
+
+def timing_row(name: str, timing: dict) -> str:
+    """One case's line of a step benchmark's table: median, p10 and p90 milliseconds per step."""
+    return (f"  {name:<20} {1e3 * timing['median_s']:8.3f} ms   (p10 {1e3 * timing['p10_s']:.3f}, "
+            f"p90 {1e3 * timing['p90_s']:.3f})")
+
+
+def print_ratios(ratios: dict) -> None:
+    """Print each ratio of :func:`median_ratios` on its own line."""
+    for name, r in ratios.items():
+        print(f"  {name:<34} {r:6.3f}")
+
 def machine_info() -> dict:
     """Machine, Python and library versions recorded beside every result."""
     versions = {}

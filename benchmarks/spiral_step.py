@@ -26,7 +26,7 @@ import numpy as np
 import pyneuralode as pn
 from pyneuralode.problems.spiral import sample_batch, spiral_data, spiral_field
 
-from ._harness import interleaved, write_results
+from ._harness import STEP_RATIOS, interleaved, median_ratios, print_ratios, timing_row, write_results
 
 RTOL, ATOL, LR = 1e-3, 1e-4, 1e-3
 
@@ -155,21 +155,12 @@ def main(argv=None):
             "raw-torchdiffeq": raw_torchdiffeq_step(raw, batches),
         }
         timing = interleaved(cases, rounds=args.steps, warmup=10)
-        med = {k: v["median_s"] for k, v in timing.items()}
-        ratios = {
-            "pn-jax / raw-diffrax": med["pn-jax"] / med["raw-diffrax"],
-            "pn-jax (dt0=0.01) / raw-diffrax": med["pn-jax (dt0=0.01)"] / med["raw-diffrax"],
-            "pn-torch / raw-torchdiffeq": med["pn-torch"] / med["raw-torchdiffeq"],
-            "pn-torch / pn-jax": med["pn-torch"] / med["pn-jax"],
-            "raw-torchdiffeq / raw-diffrax": med["raw-torchdiffeq"] / med["raw-diffrax"],
-        }
+        ratios = median_ratios(timing, (*STEP_RATIOS, ("raw-torchdiffeq", "raw-diffrax")))
         results[label] = {"timing": timing, "ratios": ratios}
         print(f"\n{label} (median ms per step, {args.steps} interleaved steps after warm-up)")
         for name, t in timing.items():
-            print(f"  {name:<20} {1e3 * t['median_s']:8.3f} ms   (p10 {1e3 * t['p10_s']:.3f}, "
-                  f"p90 {1e3 * t['p90_s']:.3f})")
-        for name, r in ratios.items():
-            print(f"  {name:<34} {r:6.3f}")
+            print(timing_row(name, t))
+        print_ratios(ratios)
     path = write_results("spiral_step", {"settings": {"batch": "20x10", "solver": "Dopri5", "rtol": RTOL,
                                                       "atol": ATOL, "dtype": "float32", "optimizer": "Adam",
                                                       "steps": args.steps}, "results": results})

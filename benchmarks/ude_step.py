@@ -25,7 +25,7 @@ import numpy as np
 import pyneuralode as pn
 from pyneuralode.problems.ude import ALPHA, DATA_TIMES, DELTA, UDEConfig, lotka_volterra_data, ude_field
 
-from ._harness import interleaved, write_results
+from ._harness import STEP_RATIOS, interleaved, median_ratios, print_ratios, timing_row, write_results
 
 RTOL = ATOL = 1e-6
 LR = 1e-3
@@ -143,20 +143,12 @@ def main(argv=None):
     }
     first = {name: fn() for name, fn in cases.items()}  # same weights, same data: the first losses must agree
     timing = interleaved(cases, rounds=args.steps, warmup=5)
-    med = {k: v["median_s"] for k, v in timing.items()}
-    ratios = {
-        "pn-jax / raw-diffrax": med["pn-jax"] / med["raw-diffrax"],
-        "pn-jax (dt0=0.01) / raw-diffrax": med["pn-jax (dt0=0.01)"] / med["raw-diffrax"],
-        "pn-torch / raw-torchdiffeq": med["pn-torch"] / med["raw-torchdiffeq"],
-        "pn-torch / pn-jax": med["pn-torch"] / med["pn-jax"],
-    }
+    ratios = median_ratios(timing, STEP_RATIOS)
     print(f"UDE step (median ms, {args.steps} interleaved steps after warm-up); first losses:")
     for name, t in timing.items():
         loss = first[name].loss if hasattr(first[name], "loss") else first[name]
-        print(f"  {name:<20} {1e3 * t['median_s']:8.3f} ms   (p10 {1e3 * t['p10_s']:.3f}, "
-              f"p90 {1e3 * t['p90_s']:.3f})   first loss {loss:.12g}")
-    for name, r in ratios.items():
-        print(f"  {name:<34} {r:6.3f}")
+        print(f"{timing_row(name, t)}   first loss {loss:.12g}")
+    print_ratios(ratios)
     path = write_results("ude_step", {
         "settings": {"problem": "Lotka-Volterra UDE, U 2-5-5-5-2 rbf, 21 observations on [0, 5], one trajectory",
                      "solver": "Dopri5", "rtol": RTOL, "atol": ATOL, "dtype": "float64", "optimizer": "Adam",
