@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 import torch
-from torchdiffeq import odeint, odeint_adjoint
 
 from ..._errors import non_finite_error
 from ..._flow_results import Density, FlowValueAndGrad
@@ -26,8 +25,8 @@ from . import _concat_squash  # noqa: F401  (registers ConcatSquash with the tor
 from ._backend import select_device
 from ._compile import VectorField, flat_grad, load_flat, to_tensor
 from ._failures import BACKWARD, torchdiffeq_failures
-from ._methods import adjoint_options, forward_options, method_name
-from ._nfe import AdaptiveCountingField, CountingField
+from ._methods import integrate, method_name
+from ._nfe import backward_counts, counting_field, forward_counts
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -85,8 +84,7 @@ class TorchCNFProgram:
         self.dim = cnf.dim
         self.field = VectorField(cnf.field, dtype=self.dtype, device=self.device)
         self.augmented = AugmentedField(self.field, self.dim)
-        counter_cls = AdaptiveCountingField if cnf.solver.adaptive else CountingField
-        self.counter = counter_cls(self.augmented, max_steps=cnf.control.max_steps)
+        self.counter = counting_field(self.augmented, cnf.solver, cnf.control)
         self.method = method_name(cnf.solver)
         self.backsolve = cnf.adjoint.name == "BacksolveAdjoint"
         self.ts = torch.tensor([cnf.t1, cnf.t0], dtype=self.dtype, device=self.device)  # data -> base
@@ -110,34 +108,19 @@ class TorchCNFProgram:
                                     backsolve=self.backsolve, **where)
 
     def _integrate(self, state0: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
-        cnf, control = self.cnf, self.cnf.control
-        kwargs = dict(rtol=control.rtol, atol=control.atol, method=self.method,
-                      options=forward_options(cnf.solver, control, self.ts))
-        if not adjoint:
-            return odeint(self.counter, state0, self.ts, **kwargs)
-        adj = cnf.adjoint
-        return odeint_adjoint(
-            self.counter, state0, self.ts, **kwargs,
-            adjoint_rtol=adj.rtol if adj.rtol is not None else control.rtol,
-            adjoint_atol=adj.atol if adj.atol is not None else control.atol,
-            adjoint_method=self.method,
-            adjoint_options=adjoint_options(cnf.solver, control, self.ts, seminorm=adj.seminorm),
-            adjoint_params=tuple(self.field.flat_parameters()))
+        cnf = self.cnf
+        return integrate(self.counter, state0, self.ts, solver=cnf.solver, control=cnf.control, adjoint=cnf.adjoint,
+                         method=self.method, field=self.field, backsolve=adjoint)
 
     def _state0(self, x: torch.Tensor, regularised: bool) -> torch.Tensor:
         extra = 3 if regularised else 1
         return torch.cat([x, torch.zeros(x.shape[0], extra, dtype=x.dtype, device=x.device)], dim=-1)
 
     def _forward_stats(self) -> dict:
-        c = self.counter
-        accepted = c.steps_accepted if self.cnf.solver.adaptive else c.steps_attempted
-        return {"nfe_forward": c.nfe_forward, "steps_accepted": accepted, "steps_rejected": c.steps_rejected}
+        return forward_counts(self.counter, adaptive=self.cnf.solver.adaptive)
 
     def _backward_stats(self) -> dict:
-        c = self.counter
-        accepted = c.backward_steps_accepted if self.cnf.solver.adaptive else c.backward_steps_attempted
-        return {"nfe_backward": c.nfe_backward if self.backsolve else c.vjps,
-                "backward_steps_accepted": accepted, "backward_steps_rejected": c.backward_steps_rejected}
+        return backward_counts(self.counter, adaptive=self.cnf.solver.adaptive, backsolve=self.backsolve)
 
     # ------------------------------------------------------------------ the numpy API
     def density(self, params, x, eps) -> Density:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import importlib
 
 import torch
+from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.bosh3 import Bosh3Solver
 from torchdiffeq._impl.dopri5 import Dopri5Solver
 from torchdiffeq._impl.dopri8 import Dopri8Solver
@@ -181,3 +182,21 @@ def adjoint_options(solver: AbstractSolver, control: StepControl, ts: torch.Tens
     if seminorm:
         options["norm"] = "seminorm"
     return options
+
+
+def integrate(counter, y0: torch.Tensor, ts: torch.Tensor, *, solver: AbstractSolver, control: StepControl,
+              adjoint, method: str, field, backsolve: bool) -> torch.Tensor:
+    """The states at ``ts`` from torchdiffeq: ``odeint`` of ``counter`` from ``y0`` with ``solver``'s ``method``
+    and options and ``control``'s tolerances; with ``backsolve``, ``odeint_adjoint``, whose backward solves use
+    ``adjoint``'s tolerances (``control``'s where it sets none) and seminorm and differentiate the parameters of
+    ``field`` (a compiled vector field)."""
+    kwargs = dict(rtol=control.rtol, atol=control.atol, method=method, options=forward_options(solver, control, ts))
+    if not backsolve:
+        return odeint(counter, y0, ts, **kwargs)
+    return odeint_adjoint(
+        counter, y0, ts, **kwargs,
+        adjoint_rtol=adjoint.rtol if adjoint.rtol is not None else control.rtol,
+        adjoint_atol=adjoint.atol if adjoint.atol is not None else control.atol,
+        adjoint_method=method,
+        adjoint_options=adjoint_options(solver, control, ts, seminorm=adjoint.seminorm),
+        adjoint_params=tuple(field.flat_parameters()))

@@ -14,7 +14,6 @@ import contextlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchdiffeq import odeint, odeint_adjoint
 
 from ..._blocks import ODEBlock, Residual
 from ..._classify import CrossEntropy
@@ -25,8 +24,8 @@ from ..._solution import Stats
 from .._base import refuse_devices
 from ._compile import VectorField, flat_grad, flat_values, load_flat, to_tensor
 from ._failures import BACKWARD, torchdiffeq_failures
-from ._methods import adjoint_options, forward_options, method_name
-from ._nfe import AdaptiveCountingField, CountingField
+from ._methods import integrate, method_name
+from ._nfe import backward_counts, counting_field, forward_counts
 from ._optim import TorchOptimizer
 from ._train import check_finite
 
@@ -43,14 +42,13 @@ def loss_fn(loss):
 
 class ODEBlockModule(torch.nn.Module):
     """``forward(x) = y(t1)`` of ``dy/dt = field(t, y)``, ``y(0) = x``, solved by torchdiffeq with the block's
-    solver, step control and adjoint (the same calls as ``TorchProgram._integrate``)."""
+    solver, step control and adjoint (:func:`._methods.integrate`, as ``TorchProgram``)."""
 
     def __init__(self, block: ODEBlock, *, dtype, device):
         super().__init__()
         self.block = block
         self.field = VectorField(block.field, dtype=dtype, device=device)
-        counter_cls = AdaptiveCountingField if block.solver.adaptive else CountingField
-        self.counter = counter_cls(self.field, max_steps=block.control.max_steps)
+        self.counter = counting_field(self.field, block.solver, block.control)
         self.method = method_name(block.solver)
         self.backsolve = block.adjoint.name == "BacksolveAdjoint"
         self.register_buffer("ts", torch.tensor([0.0, block.t1], dtype=dtype, device=device), persistent=False)
@@ -66,39 +64,25 @@ class ODEBlockModule(torch.nn.Module):
         if block.solver.adaptive:  # the blow-up/stiffness watch every backend applies (pyneuralode._stepwatch)
             self.counter.watch(ts.detach().cpu().numpy(), atol=control.atol,
                                dtype=str(ts.dtype).removeprefix("torch."))
-        kwargs = dict(rtol=control.rtol, atol=control.atol, method=self.method,
-                      options=forward_options(block.solver, control, ts))
         with torchdiffeq_failures(self.counter, max_steps=control.max_steps, solver=block.solver,
                                   backsolve=self.backsolve):
-            if not (self.backsolve and torch.is_grad_enabled()):
-                ys = odeint(self.counter, x, ts, **kwargs)
-            else:
-                adj = block.adjoint
-                ys = odeint_adjoint(
-                    self.counter, x, ts, **kwargs,
-                    adjoint_rtol=adj.rtol if adj.rtol is not None else control.rtol,
-                    adjoint_atol=adj.atol if adj.atol is not None else control.atol,
-                    adjoint_method=self.method,
-                    adjoint_options=adjoint_options(block.solver, control, ts, seminorm=adj.seminorm),
-                    adjoint_params=tuple(self.field.flat_parameters()))
+            ys = integrate(self.counter, x, ts, solver=block.solver, control=control, adjoint=block.adjoint,
+                           method=self.method, field=self.field,
+                           backsolve=self.backsolve and torch.is_grad_enabled())
         self.counter.phase = "backward"  # every later evaluation is this solve's backward pass
         if not bool(torch.isfinite(ys).all()):
             raise non_finite_error()
         return ys
 
     def forward_stats(self) -> dict:
-        c = self.counter
-        accepted = c.steps_accepted if self.block.solver.adaptive else c.steps_attempted
-        return {"nfe_forward": c.nfe_forward, "steps_accepted": accepted, "steps_rejected": c.steps_rejected}
+        return forward_counts(self.counter, adaptive=self.block.solver.adaptive)
 
     def stats(self, *, backward: bool) -> Stats:
         """This block's counts since the last ``counter.reset``."""
-        c = self.counter
         if not backward:
             return Stats(**self.forward_stats())
-        accepted = c.backward_steps_accepted if self.block.solver.adaptive else c.backward_steps_attempted
-        return Stats(**self.forward_stats(), nfe_backward=c.nfe_backward if self.backsolve else c.vjps,
-                     backward_steps_accepted=accepted, backward_steps_rejected=c.backward_steps_rejected)
+        return Stats(**self.forward_stats(),
+                     **backward_counts(self.counter, adaptive=self.block.solver.adaptive, backsolve=self.backsolve))
 
 
 class _Leaf(torch.nn.Module):

@@ -149,3 +149,25 @@ class AdaptiveCountingField(CountingField):
 
     def callback_reject_step_adjoint(self, t0, y0, dt):
         self.backward_steps_rejected += 1
+
+
+def counting_field(field: torch.nn.Module, solver, control) -> CountingField:
+    """``field`` wrapped in the counter for ``solver`` (one that also counts accepted and rejected steps for an
+    adaptive solver), stopping a solve after ``control.max_steps`` steps."""
+    counter_cls = AdaptiveCountingField if solver.adaptive else CountingField
+    return counter_cls(field, max_steps=control.max_steps)
+
+
+def forward_counts(counter: CountingField, *, adaptive: bool) -> dict:
+    """The forward solve's evaluations and steps since ``counter``'s last reset (a fixed-step solver accepts every
+    step it attempts)."""
+    accepted = counter.steps_accepted if adaptive else counter.steps_attempted
+    return {"nfe_forward": counter.nfe_forward, "steps_accepted": accepted, "steps_rejected": counter.steps_rejected}
+
+
+def backward_counts(counter: CountingField, *, adaptive: bool, backsolve: bool) -> dict:
+    """The backward pass's evaluations (the adjoint solve's with ``backsolve``, else the vector-Jacobian products
+    of backpropagation) and steps since ``counter``'s last reset."""
+    accepted = counter.backward_steps_accepted if adaptive else counter.backward_steps_attempted
+    return {"nfe_backward": counter.nfe_backward if backsolve else counter.vjps,
+            "backward_steps_accepted": accepted, "backward_steps_rejected": counter.backward_steps_rejected}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchdiffeq import odeint, odeint_adjoint
 
 from ..._control import fixed_step_grid
 from ..._errors import non_finite_error
@@ -18,8 +17,8 @@ from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram, refuse_devices
 from ._compile import VectorField, flat_grad, flat_values, load_flat, to_tensor
 from ._failures import BACKWARD, torchdiffeq_failures
-from ._methods import adjoint_options, forward_options, method_name
-from ._nfe import AdaptiveCountingField, CountingField
+from ._methods import integrate, method_name
+from ._nfe import backward_counts, counting_field, forward_counts
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -33,8 +32,7 @@ class TorchProgram(AbstractProgram):
         self.dtype_np = np.dtype(model.dtype)
         self.device = device
         self.field = VectorField(model.field, dtype=self.dtype, device=device)
-        counter_cls = AdaptiveCountingField if model.solver.adaptive else CountingField
-        self.counter = counter_cls(self.field, max_steps=model.control.max_steps)
+        self.counter = counting_field(self.field, model.solver, model.control)
         self.method = method_name(model.solver)
         self.backsolve = model.adjoint.name == "BacksolveAdjoint"
 
@@ -66,34 +64,17 @@ class TorchProgram(AbstractProgram):
                                     backsolve=self.backsolve, **where)
 
     def _integrate(self, y0: torch.Tensor, ts: torch.Tensor, *, adjoint: bool) -> torch.Tensor:
-        model, control = self.model, self.model.control
-        kwargs = dict(rtol=control.rtol, atol=control.atol, method=self.method,
-                      options=forward_options(model.solver, control, ts))
-        if not adjoint:
-            return odeint(self.counter, y0, ts, **kwargs)
-        adj = model.adjoint
-        return odeint_adjoint(
-            self.counter, y0, ts, **kwargs,
-            adjoint_rtol=adj.rtol if adj.rtol is not None else control.rtol,
-            adjoint_atol=adj.atol if adj.atol is not None else control.atol,
-            adjoint_method=self.method,
-            adjoint_options=adjoint_options(model.solver, control, ts, seminorm=adj.seminorm),
-            adjoint_params=tuple(self.field.flat_parameters()))
+        model = self.model
+        return integrate(self.counter, y0, ts, solver=model.solver, control=model.control, adjoint=model.adjoint,
+                         method=self.method, field=self.field, backsolve=adjoint)
 
     def _forward_stats(self) -> dict:
-        c = self.counter
-        accepted = c.steps_accepted if self.model.solver.adaptive else c.steps_attempted
-        return {"nfe_forward": c.nfe_forward, "steps_accepted": accepted, "steps_rejected": c.steps_rejected}
+        return forward_counts(self.counter, adaptive=self.model.solver.adaptive)
 
     def _stats(self, *, forward: bool = True) -> Stats:
         """Forward (when there was a solve) and backward counts since the counter's last reset."""
-        counter = self.counter
-        backward_accepted = (counter.backward_steps_accepted if self.model.solver.adaptive
-                             else counter.backward_steps_attempted)
         return Stats(**self._forward_stats() if forward else {},
-                     nfe_backward=counter.nfe_backward if self.backsolve else counter.vjps,
-                     backward_steps_accepted=backward_accepted,
-                     backward_steps_rejected=counter.backward_steps_rejected)
+                     **backward_counts(self.counter, adaptive=self.model.solver.adaptive, backsolve=self.backsolve))
 
     # ------------------------------------------------------------------ the program API
     def solve(self, params, y0, ts) -> Solution:
