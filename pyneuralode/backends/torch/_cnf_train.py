@@ -9,13 +9,13 @@ from ..._errors import non_finite_error, trainer_not_initialised
 from ..._flow_trainer import FlowStepInfo
 from ..._solution import Stats
 from .._base import refuse_devices
-from ._compile import flat_values, load_flat
+from ._compile import load_flat
 from ._failures import BACKWARD
 from ._optim import TorchOptimizer
-from ._train import check_finite
+from ._train import FieldWeights, check_finite
 
 
-class TorchFlowTrainer:
+class TorchFlowTrainer(FieldWeights):
     """Runs :class:`pyneuralode.FlowTrainer` steps for a :class:`._cnf.TorchCNFProgram`."""
 
     def __init__(self, program, optimizer, loss, *, devices=None):
@@ -47,12 +47,3 @@ class TorchFlowTrainer:
         self.optimizer.step()                                                   # step changes nothing
         stats = Stats(**program._forward_stats(), **program._backward_stats())
         return FlowStepInfo(*(float(v.detach()) for v in (value, nll, kin, jac)), stats)
-
-    def params(self) -> np.ndarray:
-        return flat_values(self.program.field)
-
-    def optimizer_arrays(self) -> dict[str, np.ndarray]:
-        return self.optimizer.state_arrays()
-
-    def load_optimizer_arrays(self, arrays) -> None:
-        self.optimizer.load_state_arrays(arrays)

@@ -23,7 +23,24 @@ def check_finite(value: torch.Tensor, grads) -> None:
         raise non_finite_error("loss or its gradient")
 
 
-class TorchTrainer:
+class FieldWeights:
+    """What a trainer whose weights live in ``self.program.field`` and whose optimiser is ``self.optimizer`` (a
+    :class:`._optim.TorchOptimizer`) hands out: the weights and the optimiser state, and the state back."""
+
+    def params(self) -> np.ndarray:
+        """The current weights as the canonical flat vector (a numpy copy)."""
+        return flat_values(self.program.field)
+
+    def optimizer_arrays(self) -> dict[str, np.ndarray]:
+        """The optimiser's state as named arrays (for a checkpoint)."""
+        return self.optimizer.state_arrays()
+
+    def load_optimizer_arrays(self, arrays) -> None:
+        """Restore the optimiser's state from :meth:`optimizer_arrays`' arrays."""
+        self.optimizer.load_state_arrays(arrays)
+
+
+class TorchTrainer(FieldWeights):
     """Runs :class:`pyneuralode.train.Trainer` steps for a :class:`TorchProgram`.
 
     First-order optimisers get one gradient per step; ``pn.LBFGS`` gets a closure that re-solves on the same
@@ -72,12 +89,3 @@ class TorchTrainer:
             raise
         value, stats = first[0]
         return float(value.detach()), stats, len(first)
-
-    def params(self) -> np.ndarray:
-        return flat_values(self.program.field)
-
-    def optimizer_arrays(self) -> dict[str, np.ndarray]:
-        return self.optimizer.state_arrays()
-
-    def load_optimizer_arrays(self, arrays) -> None:
-        self.optimizer.load_state_arrays(arrays)
