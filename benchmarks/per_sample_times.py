@@ -6,8 +6,8 @@ its gradient, two ways, timed interleaved in one process (median after warm-up):
 
 - ``union``: ``model.value_and_grad(params, y0, ts)`` with ``ts`` of shape ``(batch, T)`` — the public API. One
   adaptive solve of the whole batch, saved at the union of the times (``batch * T`` save times), the loss moved
-  onto the union with weight 0 wherever a sample has no observation. The step sizes are shared: every sample takes
-  the steps the hardest one needs.
+  onto the union with weight 0 wherever a sample has no observation. The steps are shared: the controller's RMS
+  error norm spans the batch.
 - ``vmap``: ``jax.vmap`` over samples of ``model.native()``'s solve at each sample's own ``T`` times, inside one
   ``jax.jit(jax.value_and_grad(...))`` — each sample its own steps, but a vectorised while loop runs until its
   slowest lane finishes (the route ``native()`` offers).
@@ -54,6 +54,7 @@ def vmap_route(model, params, y0, ts, target):
     import jax
     import jax.numpy as jnp
 
+    jax.config.update("jax_enable_x64", True)  # a float64 native() runs in the caller's JAX
     ode = model.native(params)
     y0_j, ts_j, target_j = (jnp.asarray(a) for a in (y0, ts, np.moveaxis(target, 1, 0)))
 
