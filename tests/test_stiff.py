@@ -79,8 +79,6 @@ def test_counting_changes_no_step_and_no_value(name):
     program = model.program
     control = model.control
     field = program.field
-    y0 = jnp.asarray(Y0[None])
-    ts = jnp.asarray(SHORT)
 
     @jax.jit
     def raw(params):
@@ -95,7 +93,9 @@ def test_counting_changes_no_step_and_no_value(name):
                                   max_steps=control.max_steps, throw=False)
         return sol.ys, sol.stats["num_steps"]
 
-    ys_raw, steps_raw = raw(jnp.asarray(TRUE))
+    with jax.enable_x64(True):  # the model is float64; plain JAX code computes in float32 unless told
+        y0, ts = jnp.asarray(Y0[None]), jnp.asarray(SHORT)
+        ys_raw, steps_raw = raw(jnp.asarray(TRUE))
     sol = model.solve(TRUE, Y0, SHORT)
     assert sol.stats.steps == int(steps_raw)
     np.testing.assert_array_equal(sol.ys, np.asarray(ys_raw)[:, 0])
