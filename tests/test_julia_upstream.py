@@ -162,7 +162,8 @@ SENSEALG_STATES = {
     "GaussAdjoint": {"vector", "array"},
 }
 # The model families and the (array) states they solve: each file must build its problems with `flat_problem`.
-FAMILIES = {"solve.jl": "ODEModel, (D, B)", "cnf.jl": "CNF, (D + 1 (+ 2), B)", "network.jl": "ODE block, (W, H, C, B)"}
+FAMILIES = {"solve.jl": "ODEModel, (D, B)", "cnf.jl": "CNF, (D + 1 (+ 2), B)", "network.jl": "ODE block, (W, H, C, B)",
+            "latent.jl": "LatentODE, (L, B)"}
 
 
 # ------------------------------------------------------------------------------------------------ parsing helpers
@@ -416,7 +417,9 @@ def test_every_sensealg_accepts_the_state_of_every_model_family():
 def test_state_checker_catches_an_array_state_reaching_reversediffadjoint(tmp_path):
     """The defect found by review: a matrix state handed to ReverseDiffAdjoint ("only supports vector u0")."""
     copy = broken_copy(tmp_path, {"src/solve.jl": [("FlatRHS(rhs, size(U0))), vec(U0),", "rhs), U0,")],
-                                  "src/cnf.jl": [("u0 = vec(vcat(xx, pad))", "u0 = vcat(xx, pad)")]})
+                                  "src/cnf.jl": [("u0 = vec(vcat(xx, pad))", "u0 = vcat(xx, pad)")],
+                                  "src/latent.jl": [("u0 = vec(z0)", "u0 = z0")]})
     problems = _state_violations(copy / "src")
     assert sum("ReverseDiffAdjoint accepts ['vector'] states" in p for p in problems) == len(FAMILIES), problems
     assert any("cnf.jl: solve(...; u0 = vcat(xx, pad))" in p for p in problems), problems
+    assert any("latent.jl: solve(...; u0 = z0)" in p for p in problems), problems

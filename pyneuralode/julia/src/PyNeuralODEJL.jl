@@ -16,6 +16,9 @@ Entry points (all take and return plain arrays, so juliacall converts them witho
   - [`cnf_density`](@ref), [`cnf_value_and_grad`](@ref): pyneuralode's `CNF` (exact trace or Hutchinson with
     a fixed noise, optional RNODE regularisers) on the package's own augmented dynamics; [`cnf_logpx`](@ref)
     is the older exact-trace, forward-only hook
+  - [`build_latent`](@ref), [`latent_encode`](@ref), [`latent_predict`](@ref), [`latent_value_and_grad`](@ref),
+    [`set_latent_params!`](@ref), [`get_latent_params`](@ref): pyneuralode's `LatentODE` (recognition RNN,
+    latent ODE, decoder, ELBO with a fixed ε) on four fields, parameters in the canonical flat layout
   - [`build_network`](@ref), [`set_block_options!`](@ref), [`network_apply`](@ref),
     [`network_value_and_grad`](@ref), [`network_parameters`](@ref): pyneuralode's `Network` (conv/group-norm
     image classifiers with ODE blocks) on Lux layers, parameters in the canonical flat layout
@@ -56,16 +59,18 @@ using OrdinaryDiffEqTsit5: Tsit5
 using OrdinaryDiffEqVerner: Vern7
 
 export AbstractField, ActivationSpec, CNFDynamics, ConcatSquashLayer, ConcatSquashSpec, DynamicsField, JuliaNetwork,
-    LinearSpec, NeuralField,
+    LatentModel, LinearSpec, NeuralField,
     Pointwise, SolveOptions, SpecNet
 export build_dynamics, build_field, build_network, field_vjp, cnf_density, cnf_logpx, cnf_value_and_grad, device_functional, ensemble_forward, evaluate,
     forward, get_params, network_apply, network_parameters, network_value_and_grad, parse_spec,
     set_block_options!, set_params!, solve_options, spec_jvp, vjp_backward, vjp_forward
+export build_latent, get_latent_params, latent_encode, latent_predict, latent_value_and_grad, set_latent_params!
 
 include("layers.jl")
 include("field.jl")
 include("solve.jl")
 include("cnf.jl")
+include("latent.jl")
 include("network.jl")
 include("dynamics.jl")
 include("precompile.jl")
