@@ -1,5 +1,5 @@
 """``LatentODE``: a latent-variable model of irregularly-sampled time series (Chen et al. 2018 §5 and App. E;
-Rubanova, Chen & Duvenaud 2019), defined once and run on JAX or torch.
+Rubanova, Chen & Duvenaud 2019), defined once and run on JAX, torch or Julia.
 
 Generative model: ``z(t0) ~ N(0, I)``, ``dz/dt = field(t, z)``, ``x(t_i) ~ N(decoder(z(t_i)), σ² I)``.
 Recognition model: an RNN cell (:class:`RNNCell`, Elman, with the time difference as an input) runs *backwards*
@@ -41,7 +41,8 @@ from ._solvers import AbstractSolver, Dopri5
 from ._validate import as_real_array, check_params
 
 _PROGRAMS = {"jax": "pyneuralode.backends.jax._latent:JaxLatentProgram",
-             "torch": "pyneuralode.backends.torch._latent:TorchLatentProgram"}
+             "torch": "pyneuralode.backends.torch._latent:TorchLatentProgram",
+             "julia": "pyneuralode.backends.julia._latent:JuliaLatentProgram"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +167,8 @@ class LatentODE(SpecParameters):
     - ``decoder``: ``z -> x``, default ``MLP([latent, 20, obs], relu)`` (the example's Decoder).
     - ``noise_std``: σ of the Gaussian likelihood (fixed; default 0.3 as the example).
     - ``solver``, ``control``, ``adjoint``: the ODE solve's method, as :class:`pyneuralode.ODEModel`.
-    - ``backend``: ``"jax"`` or ``"torch"``; ``dtype``: ``"float32"`` (default) or ``"float64"``.
+    - ``backend``: ``"jax"``, ``"torch"`` or ``"julia"`` (CPU only; its code has never run on a real Julia in
+      this project's CI, see docs/latent.md); ``dtype``: ``"float32"`` (default) or ``"float64"``.
     """
 
     obs_dim: int = 2
@@ -204,7 +206,7 @@ class LatentODE(SpecParameters):
         check_numerics(self)
         if self.backend not in _PROGRAMS:
             raise NotSupportedError(f"pn.LatentODE is not available on backend {self.backend!r} yet: use "
-                                    f"backend='jax' or 'torch'.")
+                                    f"backend='jax', 'torch' or 'julia'.")
         object.__setattr__(self, "_program", None)
 
     # ---------------------------------------------------------------- structure

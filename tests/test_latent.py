@@ -139,8 +139,6 @@ def test_bad_models_name_the_fix():
         pn.LatentODE(decoder=pn.MLP([4, 3]))
     with pytest.raises(pn.SpecError, match="LatentODE noise_std must be a number > 0"):
         pn.LatentODE(noise_std=0)
-    with pytest.raises(pn.NotSupportedError, match="pn.LatentODE is not available on backend 'julia' yet"):
-        pn.LatentODE(backend="julia")
 
 
 def test_spirals_are_seeded_and_follow_the_two_archimedean_curves():
