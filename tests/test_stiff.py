@@ -98,7 +98,9 @@ def test_counting_changes_no_step_and_no_value(name):
         ys_raw, steps_raw = raw(jnp.asarray(TRUE))
     sol = model.solve(TRUE, Y0, SHORT)
     assert sol.stats.steps == int(steps_raw)
-    np.testing.assert_array_equal(sol.ys, np.asarray(ys_raw)[:, 0])
+    # bit for bit at XLA's default optimisation level; `make test` compiles at level 0 (it halves the suite's
+    # compile time), where the two programs' arithmetic may be fused differently: an ulp or two
+    np.testing.assert_allclose(sol.ys, np.asarray(ys_raw)[:, 0], rtol=4 * np.finfo(np.float64).eps, atol=0)
 
 
 def _rms(x):
