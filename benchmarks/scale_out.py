@@ -74,6 +74,7 @@ def main(argv=None) -> int:
               f"NFE-F {nfe[name]}")
 
     # ---------------------------------------------------------------- 2. ensemble throughput
+    jax.config.update("jax_enable_x64", True)  # the raw contender computes in float64 like the model
     m = args.members
     field = pn.MLP([2, 32, 2], activation="tanh")
     control = pn.StepControl(rtol=1e-6, atol=1e-6, dt0=0.05)

@@ -33,7 +33,10 @@ def as_real_array(value, what: str, dtype: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise SpecError(f"{what} contains NaN or infinite values.")
     with np.errstate(over="ignore"):
-        cast = np.ascontiguousarray(arr, dtype=dtype)
+        # Always a fresh array that pyneuralode owns: the caller may change theirs later, and JAX (0.10.2) can hand
+        # back the device buffer it made for a NumPy object while x64 was off — float32 — when the same object is
+        # later passed to a float64 program, which then fails on the type mismatch and crashes the process.
+        cast = np.array(arr, dtype=dtype, order="C", copy=True)
     if not np.all(np.isfinite(cast)):  # finite in the caller's dtype, overflowing the model's
         raise SpecError(f"{what} has values out of {dtype} range (largest magnitude {np.finfo(dtype).max:.4g}): "
                         f"rescale them, or use dtype='float64'.")

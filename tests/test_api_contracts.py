@@ -258,6 +258,33 @@ def test_float64_model_leaves_the_process_x64_flag_alone():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
+def test_numpy_array_met_by_float32_jax_code_is_safe_in_a_float64_model():
+    """In a fresh process: the user's float32 diffrax code saves at a NumPy ``ts``; a float64 model first compiled
+    afterwards is given the same array. JAX 0.10.2 hands back the float32 device buffer it made for that object,
+    and the float64 program failed on the type mismatch (a segmentation fault in the sharded ensemble path)
+    until pyneuralode copied every input it is given."""
+    script = textwrap.dedent("""
+        import diffrax, jax, jax.numpy as jnp, numpy as np
+        import pyneuralode as pn
+        ts = np.linspace(0.0, 2.0, 20)
+        m = pn.ODEModel(pn.MLP([2, 8, 2]), backend="jax")
+        p, y0 = m.init(0), np.array([0.5, -0.2])
+        m.solve(p, y0, ts.copy())
+        def user_float32_solve(y):
+            return diffrax.diffeqsolve(diffrax.ODETerm(lambda t, y, a: -y), diffrax.Tsit5(), 0.0, 2.0, 0.1, y,
+                                       saveat=diffrax.SaveAt(ts=jnp.asarray(ts))).ys
+        jax.jit(user_float32_solve)(jnp.ones(2, jnp.float32)).block_until_ready()
+        m2 = m.replace(solver=pn.Bosh3())
+        again = m2.solve(p, y0, ts).ys
+        assert np.array_equal(again, m2.solve(p, y0, ts.copy()).ys)
+        print("ok")
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("JAX_ENABLE_X64", None)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
 # ----------------------------------------------------------------------------- smaller promises
 def test_compare_round_off_floor_is_positive_in_float32():
     m = model(spiral_field(), backend="jax", dtype="float32", control=pn.StepControl(rtol=1e-4, atol=1e-6))
