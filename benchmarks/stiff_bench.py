@@ -38,6 +38,7 @@ def _raw_diffrax(solver_name, ts, y0, target):
 
     from pyneuralode.backends.jax._diffrax import make_solver
 
+    jax.config.update("jax_enable_x64", True)  # the raw contender computes in float64 like the model
     scale = jnp.asarray(rob.SCALE)
 
     def field(t, u, log_k):
