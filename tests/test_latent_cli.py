@@ -29,3 +29,19 @@ def test_latent_options_are_checked_while_parsing(capsys):
     with pytest.raises(SystemExit):
         main(["latent", "--obs", "40"])
     assert "invalid choice: 40" in capsys.readouterr().err
+
+
+def test_latent_command_on_julia_runs_or_says_in_one_line_how_to_get_julia(tmp_path, capsys):
+    """``--backend julia``: a tiny run where Julia exists; elsewhere exit code 2, one line naming the fix, and no
+    run directory left behind."""
+    from helpers import unavailable_reason
+
+    out = tmp_path / "julia"
+    code = main(["latent", "--obs", "30", "--backend", "julia", "--batch-size", "4", "--iters", "1",
+                 "--eval-every", "1", "--no-progress", "--out", str(out)])
+    if unavailable_reason("julia") is None:
+        assert code == 0 and (out / "metrics.json").exists()
+    else:
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "\n" not in err and err.startswith("pyneuralode: error: Backend 'julia' cannot start")
+        assert not out.exists()

@@ -18,6 +18,8 @@ import dataclasses
 
 import numpy as np
 
+from ..backends import BACKEND_NAMES
+
 from .._control import StepControl
 from .._errors import SpecError
 from .._latent import LatentODE
@@ -137,7 +139,7 @@ def add_parser(subparsers) -> None:
                                              "Table 2): progress, metrics, checkpoint/resume, PNG")
     p.add_argument("--obs", type=option_type("obs"), default=d.obs, choices=[30, 50, 100],
                    help="observations per spiral (of 100 times)")
-    p.add_argument("--backend", default=d.backend, choices=["jax", "torch"])
+    p.add_argument("--backend", default=d.backend, choices=BACKEND_NAMES)
     p.add_argument("--iters", type=option_type("iters"), default=d.iters)
     p.add_argument("--batch-size", type=option_type("batch_size"), default=d.batch_size)
     p.add_argument("--lr", type=option_type("lr"), default=d.lr, help="Adam learning rate")
