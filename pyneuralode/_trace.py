@@ -465,7 +465,7 @@ _FUNCTIONS: dict[Callable, Callable] = {
 # ---------------------------------------------------------------------- the ``p`` argument and the entry point
 class Namespace:
     """The ``p`` argument of a dynamics function: ``p.alpha`` (a parameter), ``p.U(x)`` (a network),
-    ``p.g`` (a constant). While tracing the values are symbolic; for the NumPy reference they are arrays."""
+    ``p.g`` (a constant); ``p["alpha"]`` reads the same. While tracing the values are symbolic; for the NumPy reference they are arrays."""
 
     def __init__(self, values: dict[str, Any], kinds: dict[str, str]):
         object.__setattr__(self, "_values", values)
@@ -482,6 +482,12 @@ class Namespace:
         declared = "; ".join(f"{kind}: {', '.join(n for n, k in kinds.items() if k == kind)}"
                              for kind in ("params", "nets", "constants") if kind in kinds.values())
         raise SpecError(f"p.{name} is not declared in pn.dynamics (declared {declared or 'nothing'}).")
+
+    def __getitem__(self, name):
+        """``p["alpha"]`` is ``p.alpha`` (for code written against a dict of parameters)."""
+        if not isinstance(name, str):
+            raise SpecError(f"p[{name!r}]: index p by a declared name such as p['alpha'] (or write p.alpha).")
+        return self.__getattr__(name)
 
     def __setattr__(self, name, value):
         raise SpecError("p is read-only inside a pn.dynamics function.")

@@ -314,6 +314,21 @@ def test_undeclared_name_lists_the_declared_ones():
     assert msg == "p.beta is not declared in pn.dynamics (declared params: alpha; nets: U)."
 
 
+def test_parameters_read_by_key_as_from_a_dict():
+    """``p["alpha"]`` is ``p.alpha`` (code written against a dict of parameters traces unchanged); other keys fail
+    at definition naming the fix."""
+    by_key = pn.dynamics(lambda t, u, p: np.stack([p["alpha"] * u[0] + np.sin(p["w"] * t), -u[1]]), state=2,
+                         params={"alpha": 0.7}, constants={"w": 1.5})
+    by_attr = pn.dynamics(lambda t, u, p: np.stack([p.alpha * u[0] + np.sin(p.w * t), -u[1]]), state=2,
+                          params={"alpha": 0.7}, constants={"w": 1.5})
+    u = np.array([0.3, -1.2])
+    np.testing.assert_array_equal(by_key.evaluate(np.array([0.7]), 0.4, u), by_attr.evaluate(np.array([0.7]), 0.4, u))
+    assert _error(lambda t, u, p: p[0] * u, params={"alpha": 1.0}).endswith(
+        "p[0]: index p by a declared name such as p['alpha'] (or write p.alpha).")
+    assert _error(lambda t, u, p: p["beta"] * u, params={"alpha": 1.0}) == \
+        "p.beta is not declared in pn.dynamics (declared params: alpha)."
+
+
 def test_traced_index_and_negative_step():
     assert "indices must be constants" in _error(lambda t, u, p: u * u[u[0]])
     assert "negative step" in _error(lambda t, u, p: u[::-1])
