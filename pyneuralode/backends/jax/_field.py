@@ -64,9 +64,18 @@ def register_layer(layer_type: type, compiler: Callable[[AbstractLayer], LayerFn
 
 def compile_field(spec: AbstractLayer) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """``field(params_flat, t, y)`` for the whole spec, with static slices into the flat vector."""
-    tree = compile_tensors(spec)
+    split, apply = compile_split(spec)
+    return lambda params, t, y: apply(split(params), t, y)
+
+
+def compile_split(spec: AbstractLayer):
+    """``(split, apply)``: ``split(params_flat)`` gives the spec's tensors, ``apply(tensors, t, y)`` the field.
+
+    A solver loop should split once, outside the loop, and pass the tensors as its arguments: slicing the flat
+    vector inside every evaluation costs a dozen small ops per call, which XLA does not hoist out of a while loop
+    whose arguments are not constants (a third of a small UDE's forward solve)."""
     slices = [(s.offset, s.stop, s.shape) for s in param_layout(spec.expand())]
-    return lambda params, t, y: tree([params[a:b].reshape(shape) for a, b, shape in slices], t, y)
+    return (lambda params: [params[a:b].reshape(shape) for a, b, shape in slices]), compile_tensors(spec)
 
 
 def compile_tensors(spec: AbstractLayer) -> LayerFn:

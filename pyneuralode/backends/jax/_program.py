@@ -17,7 +17,7 @@ from .._base import AbstractProgram
 from ._backsolve import make_backsolve
 from ._counting import new_probe, vjp_counted
 from ._diffrax import fixed_grid, integrate, make_solver
-from ._field import compile_field
+from ._field import compile_split
 from ._x64 import require_x64_for_native, x64_scoped
 
 _FORWARD = ("nfe_forward", "steps_accepted", "steps_rejected", "max_steps", "failed")
@@ -67,9 +67,11 @@ class JaxProgram(AbstractProgram):
         """``instrument(field) -> field`` wraps the compiled vector field (tests use it for independent counters)."""
         self.model = model
         self.dtype = jnp.dtype(model.dtype)
-        self.field = compile_field(model.field)
-        if instrument is not None:
-            self.field = instrument(self.field)
+        # The solves split the flat parameters into tensors once, outside the solver loop (see compile_split);
+        # ``field(params_flat, t, y)`` is kept for everything that evaluates the field outside a solve.
+        self.split, apply = compile_split(model.field)
+        self.apply = apply if instrument is None else instrument(apply)
+        self.field = lambda params, t, y: self.apply(self.split(params), t, y)
         self.solver = make_solver(model.solver)
         self._solve_jit = jax.jit(self._solve_packed)
         self._vg_jit = jax.jit(self._value_and_grad_packed, static_argnums=(5,))
@@ -85,7 +87,7 @@ class JaxProgram(AbstractProgram):
         return sol.ys, stats
 
     def _plain_solve(self, params, y0, ts, grid):
-        return self._diffeqsolve(lambda t, y, p: self.field(p, t, y), params, y0, ts, grid,
+        return self._diffeqsolve(lambda t, y, w: self.apply(w, t, y), self.split(params), y0, ts, grid,
                                  diffrax.RecursiveCheckpointAdjoint())
 
     def solve_fn(self, params, y0, ts, grid):
@@ -108,11 +110,11 @@ class JaxProgram(AbstractProgram):
         if self.model.adjoint.name == "BacksolveAdjoint":
             return self._backsolve(params, y0, ts, grid, probe)
         if self.model.solver.stiff:  # forward-mode Jacobians cannot pass the counting custom_vjp
-            field = lambda t, y, p: self.field(p[0], t, y)  # noqa: E731
+            field = lambda t, y, p: self.apply(p[0], t, y)  # noqa: E731
         else:
-            counted = vjp_counted(self.field)
+            counted = vjp_counted(self.apply)
             field = lambda t, y, p: counted(p[0], t, y, p[1])  # noqa: E731
-        return self._diffeqsolve(field, (params, probe), y0, ts, grid, self._diffrax_adjoint(y0))
+        return self._diffeqsolve(field, (self.split(params), probe), y0, ts, grid, self._diffrax_adjoint(y0))
 
     def value_and_grad_fn(self, params, y0, ts, grid, data, loss_kernel):
         """``(value, (grad_params, grad_y0, probe_grad), (ys, stats))`` — pure and jit-able.
