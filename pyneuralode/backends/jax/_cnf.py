@@ -28,7 +28,7 @@ from . import _concat_squash  # noqa: F401  (registers ConcatSquash with the JAX
 from ._backsolve import make_backsolve
 from ._counting import new_probe, vjp_counted
 from ._diffrax import fixed_grid, integrate, make_solver
-from ._field import compile_field
+from ._field import compile_split
 from ._x64 import x64_scoped
 
 
@@ -88,7 +88,8 @@ class JaxCNFProgram:
         self.cnf = cnf
         self.dtype = jnp.dtype(cnf.dtype)
         self.dim = cnf.dim
-        self.field = compile_field(cnf.field)
+        # Split the flat parameters into tensors once per solve, outside the solver loop (see compile_split).
+        self.split, self.apply = compile_split(cnf.field)
         self.solver = make_solver(cnf.solver)
         times = np.array([cnf.t1, cnf.t0], dtype=cnf.dtype)  # data -> base
         self._times = times
@@ -109,19 +110,20 @@ class JaxCNFProgram:
 
     def density_fn(self, params, x, eps):
         """``(state(t0), stats)``: the augmented state at ``t0`` (``(N, D + 1)``) — no gradients."""
-        aug = augmented_dynamics(self.field, self.dim, eps is None, False)
-        sol, stats = self._solve(lambda t, y, a: aug(a, t, y), (params, eps), self._initial_state(x, False),
+        aug = augmented_dynamics(self.apply, self.dim, eps is None, False)
+        sol, stats = self._solve(lambda t, y, a: aug(a, t, y), (self.split(params), eps),
+                                 self._initial_state(x, False),
                                  diffrax.RecursiveCheckpointAdjoint(), diffrax.SaveAt(t1=True))
         return sol.ys[-1], stats
 
     def _predict(self, params, x, eps, probe, regularised):
         """The final augmented state, differentiable with the flow's adjoint; ``d/d probe`` counts backward NFE."""
-        aug = augmented_dynamics(self.field, self.dim, eps is None, regularised)
+        aug = augmented_dynamics(self.apply, self.dim, eps is None, regularised)
         state0 = self._initial_state(x, regularised)
         adjoint = self.cnf.adjoint
         if adjoint.name == "BacksolveAdjoint":
             def flow(p, t, y):
-                return aug((p, eps), t, y)
+                return aug((self.split(p), eps), t, y)
 
             def forward_solve(p, y0, ts, grid):
                 sol, stats = self._solve(lambda t, y, a: flow(a, t, y), p, y0,
@@ -133,7 +135,8 @@ class JaxCNFProgram:
         counted = vjp_counted(aug)
         diffrax_adjoint = (diffrax.RecursiveCheckpointAdjoint(checkpoints=adjoint.checkpoints)
                            if adjoint.name == "CheckpointAdjoint" else diffrax.DirectAdjoint())
-        sol, stats = self._solve(lambda t, y, a: counted(a[0], t, y, a[1]), ((params, eps), probe), state0,
+        sol, stats = self._solve(lambda t, y, a: counted(a[0], t, y, a[1]), ((self.split(params), eps), probe),
+                                 state0,
                                  diffrax_adjoint, diffrax.SaveAt(t1=True))
         return sol.ys[-1], stats
 
