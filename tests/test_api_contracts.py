@@ -233,6 +233,14 @@ def test_jax_native_ode_starts_from_init_and_counts_like_value_and_grad():
 
 
 # ----------------------------------------------------------------------------- float64 without global state
+def _assert_fresh_process_prints_ok(script: str) -> None:
+    """Run ``script`` in a fresh Python (this checkout importable, x64 not forced on) and require it to print ok."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("JAX_ENABLE_X64", None)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
 def test_float64_model_leaves_the_process_x64_flag_alone():
     """In a fresh process: a float64 model runs in float64, and afterwards the user's JAX is float32 as
     before (``jnp.arange``, a raw float32 diffrax solve), while the model keeps computing in float64."""
@@ -252,10 +260,7 @@ def test_float64_model_leaves_the_process_x64_flag_alone():
         assert err() < 1e-10, err()  # and the model is still float64 afterwards
         print("ok")
     """)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.pop("JAX_ENABLE_X64", None)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+    _assert_fresh_process_prints_ok(script)
 
 
 def test_numpy_array_met_by_float32_jax_code_is_safe_in_a_float64_model():
@@ -279,10 +284,7 @@ def test_numpy_array_met_by_float32_jax_code_is_safe_in_a_float64_model():
         assert np.array_equal(again, m2.solve(p, y0, ts.copy()).ys)
         print("ok")
     """)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.pop("JAX_ENABLE_X64", None)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+    _assert_fresh_process_prints_ok(script)
 
 
 # ----------------------------------------------------------------------------- smaller promises
