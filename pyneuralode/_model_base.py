@@ -52,7 +52,11 @@ class SpecParameters(metaclass=CheckedOptions):
     @property
     def num_params(self) -> int:
         """Length of the canonical flat parameter vector."""
-        return num_params(self._param_spec)
+        cached = self.__dict__.get("_num_params")  # the spec is frozen: laid out once, not on every solve
+        if cached is None:
+            cached = num_params(self._param_spec)
+            object.__setattr__(self, "_num_params", cached)
+        return cached
 
     def init(self, seed: int = 0) -> np.ndarray:
         """Canonical flat parameters drawn from ``seed`` — identical on every backend."""

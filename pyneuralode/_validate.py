@@ -27,20 +27,21 @@ def as_real_array(value, what: str, dtype: str) -> np.ndarray:
         arr = np.asarray(value)
     except Exception as err:  # ragged lists and other oddities
         raise SpecError(f"{what} must be a numeric array: {err}") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)) \
-            or arr.dtype == bool:
+    if arr.dtype.kind not in "fiu":  # object, bool, complex, strings, ...
         raise SpecError(f"{what} must be a real floating-point array, got dtype {arr.dtype}.")
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():
         raise SpecError(f"{what} contains NaN or infinite values.")
-    with np.errstate(over="ignore"):
-        # Always a fresh array that pyneuralode owns: the caller may change theirs later, and JAX (0.10.2) can hand
-        # back the device buffer it made for a NumPy object while x64 was off — float32 — when the same object is
-        # later passed to a float64 program, which then fails on the type mismatch and crashes the process.
-        cast = np.array(arr, dtype=dtype, order="C", copy=True)
-    if not np.all(np.isfinite(cast)):  # finite in the caller's dtype, overflowing the model's
-        raise SpecError(f"{what} has values out of {dtype} range (largest magnitude {np.finfo(dtype).max:.4g}): "
-                        f"rescale them, or use dtype='float64'.")
-    return cast
+    # Always a fresh array that pyneuralode owns: the caller may change theirs later, and JAX (0.10.2) can hand
+    # back the device buffer it made for a NumPy object while x64 was off — float32 — when the same object is
+    # later passed to a float64 program, which then fails on the type mismatch and crashes the process.
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > np.dtype(dtype).itemsize:  # only a narrowing cast overflows
+        with np.errstate(over="ignore"):
+            cast = np.array(arr, dtype=dtype, order="C", copy=True)
+        if not np.isfinite(cast).all():  # finite in the caller's dtype, overflowing the model's
+            raise SpecError(f"{what} has values out of {dtype} range (largest magnitude {np.finfo(dtype).max:.4g}): "
+                            f"rescale them, or use dtype='float64'.")
+        return cast
+    return np.array(arr, dtype=dtype, order="C", copy=True)
 
 
 def check_params(params, n_expected: int, dtype: str) -> np.ndarray:
