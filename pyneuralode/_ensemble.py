@@ -27,7 +27,7 @@ class EnsembleSolution:
     """The result of ``model.solve_ensemble(params, y0, ts)`` (see ``pn.ODEModel.solve_ensemble``).
 
     - ``ts``: the save times, shared by every member.
-    - ``ys``: ``(M, len(ts), *state)``; rows of a failed member are NaN.
+    - ``ys``: ``(M, len(ts), *state)``, read-only like ``Solution.ys``; rows of a failed member are NaN.
     - ``nfe_forward``, ``steps_accepted``, ``steps_rejected``: ``(M,)`` integer arrays, each member's exact counts
       (0 for a failed member); ``stats`` gives them as one :class:`pyneuralode.Stats` per member.
     - ``ok``: ``(M,)`` booleans, false where the member's solve failed.
@@ -59,7 +59,9 @@ class EnsembleSolution:
         counts of failed members are set to NaN and 0."""
         ok = np.array([e is None for e in errors], dtype=bool)
         counts = np.where(ok[:, None], np.asarray(counts, dtype=np.int64), 0)
-        ys[~ok] = np.nan
+        if not ok.all():  # NaN rows for the failed members, in a copy (a backend's buffer may be read-only, as
+            ys = np.array(ys)  # model.solve's ys are; copying 200 kB costs more than the rest of the call)
+            ys[~ok] = np.nan
         return cls(ts, ys, counts[:, 0], counts[:, 1], counts[:, 2], ok, tuple(errors))
 
     def raise_if_failed(self) -> EnsembleSolution:

@@ -199,11 +199,13 @@ class JaxProgram(AbstractProgram):
             params = np.concatenate([params, np.repeat(params[-1:], pad, axis=0)])
             y0 = np.concatenate([y0, np.repeat(y0[-1:], pad, axis=0)])
         if self._ensemble_jit is None:
-            self._ensemble_jit = jax.jit(jax.vmap(lambda p, y, t, g: self._solve_packed(p, y[None], t, g),
-                                                  in_axes=(0, 0, None, None)))
+            def member(p, y, t, g):  # one member: a batch of one inside, its batch axis dropped on the device
+                ys, report = self._solve_packed(p, y[None], t, g)
+                return ys[:, 0], report
+            self._ensemble_jit = jax.jit(jax.vmap(member, in_axes=(0, 0, None, None)))
         args = (put_batch(mesh, params), put_batch(mesh, y0), *put_replicated(mesh, (ts, self.grid(ts))))
         ys, reports = jax.device_get(self._ensemble_jit(*args))
-        ys, reports = np.array(ys[:members, :, 0]), np.asarray(reports[:members])
+        ys, reports = ys[:members], reports[:members]
         # Checked for all members at once; only a failed member's message is built one by one.
         kinds = np.rint(reports[:, _FORWARD.index("failed")])
         errors: list[str | None] = [None] * members
