@@ -34,8 +34,8 @@ from pyneuralode.backends.julia._program import (
     _status_error,
     describe_spec,
     julia_options,
-    loss_value_and_cotangent,
 )
+from pyneuralode.backends.julia._loss import host_loss_value_and_cotangent as loss_value_and_cotangent
 from pyneuralode.backends.julia._runtime import check_import_order
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,6 +15,11 @@ this map NumPy's broadcasting (align trailing axes, pad leading ones) is Julia's
 ones), NumPy axis ``k`` of a rank-``r`` value is Julia dimension ``r - k``, and a row-major reshape is a
 column-major reshape to the reversed shape. The small ``julia_*`` functions below hold each of these index maps;
 tests restate them on NumPy transposes (``x.T`` is exactly the Julia view of ``x``).
+
+:func:`loss_source` compiles the graph of a :func:`pyneuralode.loss` the same way (same op texts, same layout map)
+to ``function (a1, a2, ..., c) ... end`` over whole arrays: ``a1`` is ``ys``, ``a2`` the target, then the further
+arrays in the function's order; PyNeuralODEJL's ``GraphLoss`` (``julia/src/loss.jl``) takes its value and Zygote
+gradient with respect to ``ys``.
 """
 
 from __future__ import annotations
@@ -121,6 +126,8 @@ class _Emitter:
     """Julia source of one graph; ``constants`` collects the arrays passed in ``c`` (flat, row-major, with their
     NumPy shapes)."""
 
+    values = "per-sample values"  # what the graph's values are, for error messages
+
     def __init__(self, dyn, dtype: str):
         self.dyn, self.dtype = dyn, dtype
         self.slots = {slot.name: slot for slot in param_layout(dyn)}
@@ -209,8 +216,7 @@ class _Emitter:
         reduced = f"({fn}({x}; dims = {dims}){scale})"
         return reduced if node.attr("keepdims") else f"dropdims({reduced}; dims = {dims})"
 
-    @staticmethod
-    def matmul(args: list[str], shapes: list[tuple[int, ...]]) -> str:
+    def matmul(self, args: list[str], shapes: list[tuple[int, ...]]) -> str:
         a, b = args
         ranks = (len(shapes[0]), len(shapes[1]))
         if ranks == (1, 1):
@@ -219,7 +225,7 @@ class _Emitter:
             return f"(transpose({a}) * {b})"  # Julia holds A as (k, m): A @ b = transpose(A_jl) * b
         if ranks in ((1, 2), (2, 2)):
             return f"({b} * {a})"  # (A @ B) reversed is B_jl * A_jl
-        raise NotSupportedError(f"matmul of {len(shapes[0])}-D by {len(shapes[1])}-D per-sample values is not "
+        raise NotSupportedError(f"matmul of {len(shapes[0])}-D by {len(shapes[1])}-D {self.values} is not "
                                 "available on backend 'julia' yet (1-D and 2-D operands are): use backend='jax' or "
                                 "'torch', or write it with np.sum over a broadcast product.")
 
@@ -274,24 +280,58 @@ def _getitem_kept_shape(index: tuple, shape: tuple[int, ...]) -> tuple[int, ...]
     return tuple(kept) + tuple(shape[axis:])
 
 
-def julia_source(dyn, dtype: str = "float64") -> tuple[str, list[np.ndarray]]:
-    """``(source, constants)``: the generated Julia function of ``dyn`` (see the module docstring) and the arrays
-    (row-major, NumPy shapes) that the function reads as ``c[1], c[2], ...``."""
+def _function_source(graph: Graph, emitter: _Emitter, arguments: tuple[str, ...], dtype: str) -> str:
+    """The anonymous Julia function of ``arguments`` that computes ``graph``: one assignment per live node."""
     if dtype not in ("float32", "float64"):
         raise NotSupportedError(f"dtype {dtype!r} is not available on backend 'julia'.")
-    graph = dyn.graph
     unknown = {node.op for node in graph.nodes} - set(OPS)
     if unknown:
         raise NotSupportedError(f"The graph ops {sorted(unknown)} have no Julia translation.")
-    emitter = _Emitter(dyn, dtype)
     names: dict[int, str] = {}
     body = []
     for i in _live(graph):
         expr = emit_expression(emitter, graph, i, names)
         names[i] = f"v{i}"
         body.append(f"    v{i} = {expr}")
-    source = "\n".join([f"function ({', '.join(ARGS)})", *body, f"    return v{graph.output}", "end", ""])
-    return source, emitter.constants
+    return "\n".join([f"function ({', '.join(arguments)})", *body, f"    return v{graph.output}", "end", ""])
+
+
+def julia_source(dyn, dtype: str = "float64") -> tuple[str, list[np.ndarray]]:
+    """``(source, constants)``: the generated Julia function of ``dyn`` (see the module docstring) and the arrays
+    (row-major, NumPy shapes) that the function reads as ``c[1], c[2], ...``."""
+    emitter = _Emitter(dyn, dtype)
+    return _function_source(dyn.graph, emitter, ARGS, dtype), emitter.constants
+
+
+class _LossEmitter(_Emitter):
+    """Julia source of a :func:`pyneuralode.loss` graph: its ``constant`` leaves are the function's arguments, read
+    by position (``a1`` is ``ys``), its literal arrays go to ``c``. Every other op is emitted as for dynamics."""
+
+    values = "arrays in a pn.loss"
+
+    def __init__(self, names: tuple[str, ...], dtype: str):  # noqa: D107 - no dynamics: no parameters or networks
+        self.dtype = dtype
+        self.arguments = {name: f"a{k}" for k, name in enumerate(names, start=1)}
+        self.constants: list[np.ndarray] = []
+        self._constant_index: dict[object, int] = {}
+
+    def leaf(self, node: Node, args: list[str]) -> str:
+        if node.op == "constant":
+            ref = self.arguments[node.attr("name")]
+            return f"{ref}[1]" if node.shape == () else ref  # a 0-d array's value is a number
+        if node.op == "literal":
+            return super().leaf(node, args)
+        raise NotSupportedError(f"A pn.loss graph cannot hold the op {node.op!r} (it is a function of its arrays "
+                                "only).")
+
+
+def loss_source(graph: Graph, names: tuple[str, ...], dtype: str = "float64") -> tuple[str, list[np.ndarray]]:
+    """``(source, constants)`` for the traced graph of a :func:`pyneuralode.loss` function whose arguments are
+    ``names`` (``ys``, the target, then the further arrays): ``function (a1, ..., an, c) ... end`` returning the
+    scalar loss, and the literal arrays (row-major, NumPy shapes) it reads as ``c[1], c[2], ...``."""
+    emitter = _LossEmitter(names, dtype)
+    arguments = (*emitter.arguments.values(), "c")
+    return _function_source(graph, emitter, arguments, dtype), emitter.constants
 
 
 def dynamics_arguments(dyn, dtype: str) -> tuple:

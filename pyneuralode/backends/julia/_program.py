@@ -38,8 +38,8 @@ from ..._concat_squash import ConcatSquash
 from ..._control import fixed_step_grid
 from ..._dynamics import Dynamics
 from ._graph import dynamics_arguments
+from ._loss import JuliaLosses
 from ..._layers import Activation, Linear, walk
-from ..._losses import L1, MSE
 from ..._params import num_params
 from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram, refuse_devices
@@ -136,21 +136,6 @@ def julia_options(model) -> dict:
     return options
 
 
-def loss_value_and_cotangent(loss, ys: np.ndarray) -> tuple[float, np.ndarray]:
-    """The loss of ``ys`` and its derivative with respect to ``ys`` (numpy; L1 and MSE, with their weights)."""
-    diff = ys - loss.target
-    value = loss(ys)
-    weights = np.ones(diff.shape) if loss.weights is None else loss.weights
-    if type(loss) is L1:
-        cot = weights * np.sign(diff) / np.sum(weights)
-    elif type(loss) is MSE:
-        cot = 2.0 * weights * diff / np.sum(weights)
-    else:
-        raise NotSupportedError(f"{type(loss).__name__} is not available on backend 'julia' yet: it "
-                                "differentiates pn.L1 and pn.MSE.")
-    return value, np.asarray(cot, dtype=ys.dtype)
-
-
 BACKWARD = "backward (adjoint) solve"
 
 
@@ -206,6 +191,7 @@ class JuliaProgram(AbstractProgram):
         self._fixed_dt = None if model.solver.adaptive else model.control.dt
         self._model = model
         self._reversediff = self._options["sensealg"] == "reversediff"
+        self._losses = JuliaLosses(module, self._dtype, self._call)
         if self._device == "cuda":
             self._load_cuda()
         self._opts = self._call(module.solve_options, **self._options)
@@ -305,7 +291,7 @@ class JuliaProgram(AbstractProgram):
             raise NotSupportedError("backend 'julia' takes states of shape (D,) or (batch, D).")
         if ts.shape[0] == 1:
             ys = y0[None].copy()
-            value, cot = loss_value_and_cotangent(loss, ys)
+            value, cot = self._losses.value_and_cotangent(loss, ys)
             return ValueAndGrad(value, np.zeros(self._n, dtype=self._dtype), cot[0].copy(), Stats(), ys=ys)
         self._check_grid(ts)
         y2, batched = self._batch(y0)
@@ -320,7 +306,7 @@ class JuliaProgram(AbstractProgram):
         ys = self._ys(ys_jl, batched)
         if not np.all(np.isfinite(ys)):
             raise non_finite_error("state")
-        value, cot = loss_value_and_cotangent(loss, ys)
+        value, cot = self._losses.value_and_cotangent(loss, ys)
         cot3 = cot if batched else cot[:, None, :]
         grad_u, grad_p, nfe_b, text_b = self._call(self._module.vjp_backward, pending, cot3.transpose(2, 1, 0))
         _check_backward_warnings(text_b, self._model)
@@ -340,7 +326,8 @@ class JuliaProgram(AbstractProgram):
 
     def make_trainer(self, optimizer, loss_type, *, devices=None):
         """``pn.Trainer``'s step: ``value_and_grad`` in Julia, the optimiser's update rule on the host (the same
-        rule optax and ``torch.optim`` apply; :mod:`pyneuralode.train._host`). One device."""
+        rule optax and ``torch.optim`` apply; ``pn.LBFGS``: the two-loop recursion with SciPy's strong-Wolfe line
+        search, each trial one more ``value_and_grad``; :mod:`pyneuralode.train._host`). One device."""
         from ...train._host import HostTrainer
 
         refuse_devices(devices, "julia")

@@ -24,6 +24,9 @@ Entry points (all take and return plain arrays, so juliacall converts them witho
     image classifiers with ODE blocks) on Lux layers, parameters in the canonical flat layout
   - [`build_dynamics`](@ref): a user's `pn.dynamics` from the Julia source pyneuralode generates for its traced
     expression graph -> [`DynamicsField`](@ref), solved and differentiated by the same `forward`/`vjp_*`
+  - [`build_loss`](@ref), [`loss_value_and_grad`](@ref): a user's `pn.loss` from the Julia source generated for
+    its traced graph -> [`GraphLoss`](@ref); its value and Zygote gradient with respect to the saved states (the
+    cotangent [`vjp_backward`](@ref) takes)
   - [`device_functional`](@ref): whether a device (`:cuda`, via the CUDA extension) can be used
 
 Layouts: states are `(D, B)` matrices (features x batch, Julia's column-major convention); saved
@@ -58,12 +61,13 @@ using OrdinaryDiffEqSDIRK: ImplicitEuler, KenCarp3, KenCarp4, KenCarp5, Kvaerno3
 using OrdinaryDiffEqTsit5: Tsit5
 using OrdinaryDiffEqVerner: Vern7
 
-export AbstractField, ActivationSpec, CNFDynamics, ConcatSquashLayer, ConcatSquashSpec, DynamicsField, JuliaNetwork,
-    LatentModel, LinearSpec, NeuralField,
+export AbstractField, ActivationSpec, CNFDynamics, ConcatSquashLayer, ConcatSquashSpec, DynamicsField, GraphLoss,
+    JuliaNetwork, LatentModel, LinearSpec, NeuralField,
     Pointwise, SolveOptions, SpecNet
 export build_dynamics, build_field, build_network, field_vjp, cnf_density, cnf_logpx, cnf_value_and_grad, device_functional, ensemble_forward, evaluate,
     forward, get_params, network_apply, network_parameters, network_value_and_grad, parse_spec,
     set_block_options!, set_params!, solve_options, spec_jvp, vjp_backward, vjp_forward
+export build_loss, loss_value_and_grad
 export build_latent, get_latent_params, latent_encode, latent_predict, latent_value_and_grad, set_latent_params!
 
 include("layers.jl")
@@ -73,6 +77,7 @@ include("cnf.jl")
 include("latent.jl")
 include("network.jl")
 include("dynamics.jl")
+include("loss.jl")
 include("precompile.jl")
 
 end # module PyNeuralODEJL
