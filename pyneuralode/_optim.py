@@ -1,10 +1,11 @@
-"""Optimisers described neutrally; each backend runs them natively (optax on JAX, ``torch.optim`` on torch).
+"""Optimisers described neutrally; each backend runs them natively (optax on JAX, ``torch.optim`` on torch; Julia's
+trainer applies the same rules on the host, :mod:`pyneuralode.train._host`).
 
 The first-order rules follow PyTorch's documented update rules, which optax's ``adam``/``rmsprop``/``sgd``
 reproduce with the arguments chosen in each ``to_optax`` (RMSprop: optax's ``eps`` sits inside the square root
 unless ``eps_in_sqrt=False``, so it is set to match torch). Their ``lr`` is a number or a schedule
 (:mod:`pyneuralode._schedules`). :class:`LBFGS` is a quasi-Newton method with a line search; see its docstring
-for exactly what agrees between its two implementations.
+for exactly what agrees between its implementations.
 """
 
 from __future__ import annotations
@@ -124,15 +125,21 @@ class LBFGS(AbstractOptimizer):
     L-BFGS), for deterministic full-batch losses. One :meth:`pyneuralode.Trainer.step` is one L-BFGS iteration.
 
     JAX runs optax's ``lbfgs`` (its zoom line search, Nocedal & Wright Alg. 3.5/3.6); torch runs
-    ``torch.optim.LBFGS(line_search_fn="strong_wolfe", max_iter=1)``. Both keep the last ``memory_size`` curvature
-    pairs, scale the initial inverse Hessian by ``sᵀy / yᵀy``, try the unit step first, accept a step under the
-    same strong Wolfe conditions (``c1 = 1e-4``, ``c2 = 0.9``) and give the line search ``max_linesearch_steps``
-    trials. They differ in details that change the iterates after the first step — torch scales the very first
-    trial step by ``min(1, 1/‖g‖₁)``, the two line searches interpolate differently, optax switches to Hager–Zhang's
-    approximate Wolfe test near convergence — so the backends do NOT follow the same path; what agrees is where
-    they go: on a problem with a unique minimum both converge to it (tested on a convex least-squares fit through
-    the ODE solver). Each step evaluates the loss and gradient once at the current parameters and then once per
-    line-search trial (``StepInfo.evaluations`` counts them; ``StepInfo.stats`` are those of the first).
+    ``torch.optim.LBFGS(line_search_fn="strong_wolfe", max_iter=1)``; Julia, whose trainer updates on the host,
+    runs the two-loop recursion (Nocedal & Wright Alg. 7.4) in NumPy with SciPy's strong-Wolfe line search
+    (``scipy.optimize.line_search``; SciPy must be installed: ``pip install scipy``), re-solving in Julia at each
+    trial. All three keep the last ``memory_size`` curvature pairs, scale the initial inverse Hessian by
+    ``sᵀy / yᵀy``, try the unit step first, accept a step under the same strong Wolfe conditions (``c1 = 1e-4``,
+    ``c2 = 0.9``) and give the line search at most ``max_linesearch_steps`` trials. They differ in details that
+    change the iterates after the first step — torch and Julia scale the very first trial step by
+    ``min(1, 1/‖g‖₁)``, the line searches interpolate differently, optax switches to Hager–Zhang's approximate
+    Wolfe test near convergence, and when no trial meets the Wolfe conditions Julia moves to the best trial that
+    lowered the loss (if any) and drops its curvature pairs — so the backends do NOT follow the same path; what
+    agrees is where they go: on a problem with a unique minimum they converge to it (tested on a convex
+    least-squares fit through the ODE solver). Each step evaluates the loss and gradient once at the current
+    parameters and then once per line-search trial (``StepInfo.evaluations`` counts them; ``StepInfo.stats`` are
+    those of the first). On Julia a trial whose solve fails (too many steps, a blow-up) counts as an infinite loss
+    and the search backs off; its state (``s``, ``y``, the number of pairs) is saved in checkpoints.
     """
 
     memory_size: int = 10

@@ -23,9 +23,6 @@ SCHEDULES = {
     "cosine": pn.CosineDecay(init_value=0.1, decay_steps=20, alpha=0.05),
     "piecewise": pn.PiecewiseConstant(init_value=0.1, boundaries=(5, 12), factors=(0.3, 0.1)),
 }
-JULIA_LBFGS = ("pn.LBFGS needs the loss inside the backend's step; the julia trainer updates on the host "
-               "(NotSupportedError, tested in test_lbfgs_only_where_the_loss_is_full_batch)")
-JULIA_CUSTOM = "pn.loss graphs run on the JAX and torch op tables; the julia backend differentiates pn.L1/pn.MSE only"
 STEPS = 30  # beyond the cosine's decay_steps: optax holds its final value, so must torch
 
 CONTROL = pn.StepControl(rtol=1e-8, atol=1e-10)
@@ -164,9 +161,8 @@ def test_trainer_step_with_mask(backend, linear_data):
 # ---------------------------------------------------------------------------------------------------- L-BFGS
 def test_lbfgs_reaches_the_minimum_on_every_backend(backend, linear_data):
     """Noise-free data from W_TRUE: the least-squares fit has its minimum (loss 0) at W_TRUE. L-BFGS from a
-    perturbed start reaches it on each backend, though the two implementations take different paths."""
-    if backend == "julia":
-        pytest.skip(JULIA_LBFGS)
+    perturbed start reaches it on each backend, though the implementations take different paths (Julia's runs on
+    the host: tests/test_host_lbfgs.py)."""
     m = _linear_model(backend)
     trainer = pn.Trainer(m, optimizer=pn.LBFGS(), loss=pn.MSE)
     trainer.init((W_TRUE + np.array([[0.3, -0.2], [0.25, 0.2]])).reshape(-1))
@@ -185,8 +181,6 @@ def test_scheduled_and_lbfgs_checkpoints_resume_exactly(backend, linear_data, op
     L-BFGS resume is covered by the UDE run's resume test, which shares its compiled step.)"""
     if backend == "jax" and optimizer.needs_value_fn:
         pytest.skip("covered by tests/test_ude.py::test_ude_resume_is_exact_in_both_phases (shares its compile)")
-    if backend == "julia" and optimizer.needs_value_fn:
-        pytest.skip(JULIA_LBFGS)
     m = _linear_model(backend)
     start = (W_TRUE + 0.2).reshape(-1)
     straight = pn.Trainer(m, optimizer=optimizer, loss=pn.MSE)
@@ -211,9 +205,6 @@ def test_lbfgs_only_where_the_loss_is_full_batch():
         pn.FlowTrainer(cnf, optimizer=pn.LBFGS())
     with pytest.raises(pn.SpecError, match="LBFGS memory_size must be a positive integer"):
         pn.LBFGS(memory_size=0)
-    from pyneuralode.train._host import HostTrainer
-    with pytest.raises(pn.NotSupportedError, match="train with it on backend='jax' or 'torch'"):
-        HostTrainer(None, pn.LBFGS(), pn.MSE)
 
 
 # ------------------------------------------------------------------------------------------------ custom losses
@@ -226,8 +217,6 @@ def relative_mse(ys, target, mask):
 def test_custom_loss_value_and_gradient(backend, linear_data):
     """A pn.loss runs natively in the backend's step: its value equals the function called on NumPy arrays and
     its gradient equals central finite differences of that NumPy value."""
-    if backend == "julia":
-        pytest.skip(JULIA_CUSTOM)
     target, mask = _masked(linear_data)
     target = np.where(mask, target, 0.0)
     m = _linear_model(backend)

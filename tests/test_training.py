@@ -71,7 +71,8 @@ def test_host_update_rules_equal_the_native_optimisers(spiral, optimizer):
     native.init(m.init(0))
     host.init(m.init(0))
     for batch in _batches(spiral, 4):
-        a, _ = host.step(*batch)
+        a, _, evaluations = host.step(*batch)
+        assert evaluations == 1
         assert native.step(*batch).loss == pytest.approx(a, rel=1e-10)
     np.testing.assert_allclose(host.params(), native.params, rtol=1e-9, atol=1e-12)
 

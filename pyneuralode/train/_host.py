@@ -2,7 +2,9 @@
 
 The backend (Julia) computes the loss and its gradient in the canonical layout; the optimiser's update rule runs in
 NumPy on the host, as PyTorch documents it (``torch.optim.Adam``/``RMSprop``/``SGD``, which optax reproduces with
-the arguments pyneuralode passes in ``to_optax``), so a Julia run follows the same rule as a JAX or torch run. The
+the arguments pyneuralode passes in ``to_optax``), so a Julia run follows the same rule as a JAX or torch run.
+``pn.LBFGS`` runs its iteration here too (:mod:`._host_lbfgs`: the two-loop recursion and SciPy's strong-Wolfe line
+search), re-solving through the backend's ``value_and_grad`` at each line-search trial on the step's batch. The
 update is computed in full before anything is assigned, so a step that raises changes nothing.
 """
 
@@ -12,7 +14,8 @@ import numpy as np
 
 from .._errors import NotSupportedError
 from .._losses import AbstractLoss
-from .._optim import SGD, Adam, AbstractOptimizer, RMSprop
+from .._optim import LBFGS, SGD, Adam, AbstractOptimizer, RMSprop
+from ._host_lbfgs import lbfgs_step, new_state, require_scipy
 
 
 def host_update(optimizer: AbstractOptimizer, params: np.ndarray, grad: np.ndarray, state: dict,
@@ -47,26 +50,46 @@ class HostTrainer:
     """Runs :class:`pyneuralode.train.Trainer` steps for a program that offers ``value_and_grad`` only."""
 
     def __init__(self, program, optimizer: AbstractOptimizer, loss_type):
-        if optimizer.needs_value_fn:
+        if optimizer.needs_value_fn and not isinstance(optimizer, LBFGS):
             raise NotSupportedError(f"{type(optimizer).__name__} needs the loss as a function of the parameters "
                                     "inside the backend, which this backend does not offer: train with it on "
                                     "backend='jax' or 'torch'.")
+        if isinstance(optimizer, LBFGS):
+            require_scipy()
         self.program, self.optimizer, self.loss_type = program, optimizer, loss_type
         self._params: np.ndarray | None = None
         self._state: dict[str, np.ndarray] = {}
         self._steps = 0
 
+    def _fresh_state(self, n: int) -> dict[str, np.ndarray]:
+        # L-BFGS's memory has a fixed shape from the start, so a checkpoint's arrays can be checked against it.
+        return new_state(n, self.optimizer.memory_size) if isinstance(self.optimizer, LBFGS) else {}
+
     def init(self, params: np.ndarray) -> None:
-        self._params, self._state, self._steps = np.array(params), {}, 0
+        self._params, self._steps = np.array(params), 0
+        self._state = self._fresh_state(self._params.size)
 
     def step(self, y0, ts, loss):
         """One update; ``loss`` is the step's bound loss (``pn.Trainer`` passes one) or a target for
-        ``loss_type``."""
+        ``loss_type``. Returns ``(loss value, stats, evaluations)``: the loss and statistics at the parameters
+        before the update, and the number of loss-and-gradient evaluations (1, plus the line-search trials of
+        ``pn.LBFGS``)."""
         loss = loss if isinstance(loss, AbstractLoss) else self.loss_type(loss)
         result = self.program.value_and_grad(self._params, y0, ts, loss)
-        params, state = host_update(self.optimizer, self._params, result.grad_params, self._state, self._steps)
-        self._params, self._state, self._steps = params.astype(self._params.dtype), state, self._steps + 1
-        return result.value, result.stats
+        dtype = self._params.dtype
+        if isinstance(self.optimizer, LBFGS):
+            def value_and_grad(x):  # a line-search trial: the same batch at other parameters
+                trial = self.program.value_and_grad(x.astype(dtype), y0, ts, loss)
+                return trial.value, trial.grad_params
+
+            params, state, trials = lbfgs_step(
+                value_and_grad, self._params, result.value, result.grad_params, self._state,
+                memory_size=self.optimizer.memory_size, max_linesearch_steps=self.optimizer.max_linesearch_steps)
+        else:
+            params, state = host_update(self.optimizer, self._params, result.grad_params, self._state, self._steps)
+            trials = 0
+        self._params, self._state, self._steps = params.astype(dtype), state, self._steps + 1
+        return result.value, result.stats, 1 + trials
 
     def params(self) -> np.ndarray:
         return self._params.copy()
@@ -76,4 +99,5 @@ class HostTrainer:
 
     def load_optimizer_arrays(self, arrays) -> None:
         self._steps = int(arrays.get("opt_steps", 0))
-        self._state = {k[len("opt_"):]: np.array(v) for k, v in arrays.items() if k != "opt_steps"}
+        self._state = {**self._fresh_state(self._params.size),
+                       **{k[len("opt_"):]: np.array(v) for k, v in arrays.items() if k != "opt_steps"}}
