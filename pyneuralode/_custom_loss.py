@@ -14,8 +14,9 @@
 The function takes ``ys`` (shape ``(len(ts), *y0.shape)``, as the caller's ``y0`` is batched or not), then the
 target and any further named arrays, and returns a scalar. It is traced with symbolic arrays into the same neutral
 expression graph as :func:`pyneuralode.dynamics` (same supported NumPy, same errors) — once per combination of
-input shapes — and each backend runs the graph with its own op table inside its compiled step: one graph, one op
-compiler per backend, no second pipeline. Calling the bound loss on a NumPy ``ys`` evaluates the same graph in
+input shapes — and each backend runs the graph with its own op table inside its compiled step (JAX, torch) or
+compiles it to generated Julia source differentiated by Zygote (Julia): one graph, one op compiler per backend, no
+second pipeline. Calling the bound loss on a NumPy ``ys`` evaluates the same graph in
 NumPy (the reference). Boolean arrays stay boolean (``np.where`` conditions); real arrays take the model's dtype.
 """
 

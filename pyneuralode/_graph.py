@@ -23,8 +23,9 @@ to one sample ``x`` at the field's time ``t`` (inputs: ``(x,)``); backends compi
 compiler, so a network call is one node of the graph.
 
 Losses (:func:`pyneuralode.loss`) are graphs of the same ops over whole arrays (no per-sample vectorisation):
-their inputs are ``constant`` leaves named after the function's arguments, supplied by the caller, and each
-backend evaluates them with the op table it registered (:func:`register_namespace`) for its array namespace.
+their inputs are ``constant`` leaves named after the function's arguments, supplied by the caller. JAX and torch
+evaluate them with the op table they registered (:func:`register_namespace`) for their array namespace; Julia
+compiles them to generated source with its dynamics compiler (``loss_source``).
 """
 
 from __future__ import annotations
