@@ -16,6 +16,11 @@ struct GraphLoss{F, C <: Tuple}
     eltype::DataType
 end
 
+# A flat (row-major) array from Python as the Julia array of shape `shape` (NumPy's reversed): booleans stay
+# boolean, reals become `T`. The shape goes in as a tuple, so a 0-d array (`shape == ()`) is `reshape(v, ())`.
+_loss_array(::Type{T}, x::AbstractArray, shape) where {T} =
+    reshape(Array{eltype(x) <: Bool ? Bool : T}(vec(x)), Tuple(Int.(shape)))
+
 """
     build_loss(source, consts, const_shapes; dtype = "float64") -> GraphLoss
 
@@ -26,7 +31,7 @@ function build_loss(source::AbstractString, consts, const_shapes; dtype::Abstrac
     T = _float_type(dtype)
     # `include_string` (Base), as in `build_dynamics`: parse and evaluate in a fresh module, return the function.
     fn = include_string(Module(:PyNeuralODELoss), source, "pn.loss")
-    c = Tuple(_const_array(T, x, s) for (x, s) in zip(consts, const_shapes))
+    c = Tuple(_loss_array(T, x, s) for (x, s) in zip(consts, const_shapes))
     return GraphLoss(fn, c, T)
 end
 
@@ -39,7 +44,7 @@ the same order as `ys` came in. A loss that does not depend on `ys` has a zero g
 """
 function loss_value_and_grad(l::GraphLoss, arrays, shapes)
     T = l.eltype
-    xs = Tuple(_const_array(T, x, s) for (x, s) in zip(arrays, shapes))
+    xs = Tuple(_loss_array(T, x, s) for (x, s) in zip(arrays, shapes))
     ys, data = first(xs), Base.tail(xs)
     value, back = Zygote.pullback(y -> l.fn(y, data..., l.consts), ys)
     grad = only(back(one(value)))
