@@ -210,8 +210,9 @@ def test_jax_native_ode_starts_from_init_and_counts_like_value_and_grad():
 
     m = model(spiral_field(), backend="jax", control=pn.StepControl(rtol=1e-6, atol=1e-8),
               adjoint=pn.BacksolveAdjoint())
-    with pytest.raises(pn.SpecError, match=r"jax.config.update\('jax_enable_x64', True\)"):
-        m.native()  # float64 in the caller's float32 JAX: refused with the fix
+    # float64 in the caller's float32 JAX: refused with the fix (x64 off here whatever earlier tests switched on)
+    with jax.enable_x64(False), pytest.raises(pn.SpecError, match=r"jax.config.update\('jax_enable_x64', True\)"):
+        m.native()
     target = np.zeros((len(TS), *Y0.shape))
     params = m.init(3)
     res = m.value_and_grad(params, Y0, TS, loss=pn.MSE(target))
