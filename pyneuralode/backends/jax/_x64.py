@@ -42,7 +42,9 @@ def x64_scoped(cls):
         @functools.wraps(method)
         def scoped(self, *args, **kwargs):
             dtype = _dtype_of(args[0]) if name == "__init__" else _dtype_of(self)
-            with x64_scope(dtype):
+            if jax.config.jax_enable_x64 or jnp.dtype(dtype) != jnp.float64:  # already on (an outer call), or
+                return method(self, *args, **kwargs)                        # float32: nothing to enter
+            with jax.enable_x64(True):
                 return method(self, *args, **kwargs)
         return scoped
 
