@@ -68,11 +68,11 @@ class AbstractLoss(metaclass=CheckedOptions):
     def __init__(self, target, *, mask=None, weights=None):
         owner = type(self).__name__
         target = np.asarray(target)
-        if not np.issubdtype(target.dtype, np.floating) and not np.issubdtype(target.dtype, np.integer):
+        if target.dtype.kind not in "fiu":
             raise SpecError(f"{owner} target must be a real array, got dtype {target.dtype}.")
         weights = observation_weights(target, mask, weights, owner)
         finite = np.isfinite(target)
-        if weights is None and not np.all(finite):
+        if weights is None and not finite.all():
             raise SpecError(f"{owner} target contains NaN or infinite values; if they mark unobserved entries, "
                             f"pass mask=np.isfinite(target) to leave them out of the loss.")
         if weights is not None:

@@ -75,8 +75,8 @@ def check_times(ts, dtype: str) -> np.ndarray:
     if arr.ndim != 1 or arr.shape[0] < 1:
         raise SpecError(f"ts must be a 1-D array with at least one time, got shape {arr.shape}.")
     if arr.shape[0] > 1:
-        d = np.diff(arr)
-        if not (np.all(d > 0) or np.all(d < 0)):
+        d = arr[1:] - arr[:-1]
+        if not ((d > 0).all() or (d < 0).all()):
             raise SpecError("ts must be strictly monotonic (all increasing or all decreasing) with no repeated "
                             "times.")
     return arr

@@ -141,6 +141,8 @@ class JaxProgram(AbstractProgram):
 
     def raise_failure(self, kind, where: str = "forward solve") -> None:
         """Raise the shared error of a failure kind carried out of compiled code (nothing when it is OK)."""
+        if kind == OK:  # the common case, first: this runs twice on every training step
+            return
         backsolve = where != "forward solve" and self.model.adjoint.name == "BacksolveAdjoint"
         error = solve_failure(int(round(float(kind))), where=where, max_steps=self.model.control.max_steps,
                               solver=self.model.solver, backend="jax", backsolve=backsolve)
