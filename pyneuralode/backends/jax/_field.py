@@ -57,9 +57,35 @@ _COMPILERS: dict[type, Callable[[AbstractLayer], LayerFn]] = {Linear: _linear, A
                                                              Augment: _augment}
 
 
-def register_layer(layer_type: type, compiler: Callable[[AbstractLayer], LayerFn]) -> None:
-    """Teach the JAX backend a new primitive layer type (used by problem modules that add layers)."""
+_PACKED: set[type] = set()
+"""Layer types whose own parameters arrive as ONE flat vector (their slice of the canonical vector) rather than one
+tensor each — for layers with many small parameters read elementwise (:class:`pyneuralode.Dynamics`'s scalars):
+each separate tensor costs the gradient its own kernels, and a slice feeding elementwise maths fuses for free."""
+
+
+def register_layer(layer_type: type, compiler: Callable[[AbstractLayer], LayerFn], *, packed: bool = False) -> None:
+    """Teach the JAX backend a new primitive layer type (used by problem modules that add layers); ``packed``: its
+    compiler takes its own parameters as one flat vector first (see :data:`_PACKED`)."""
     _COMPILERS[layer_type] = compiler
+    if packed:
+        _PACKED.add(layer_type)
+
+
+def tensor_plan(root: AbstractLayer) -> tuple[list[tuple[int, int, tuple | None]], list[int]]:
+    """``(tensors, slot_tensor)``: the tensors :func:`compile_split` cuts from the flat vector, each ``(start,
+    stop, shape)`` (``shape`` None for a packed layer's flat vector), and the tensor each parameter slot of
+    ``param_layout(root)`` lives in."""
+    tensors: list[tuple[int, int, tuple | None]] = []
+    slot_tensor: list[int] = []
+    previous = None
+    for s in param_layout(root):
+        if type(s.layer) in _PACKED and previous is not None and previous.layer_index == s.layer_index:
+            tensors[-1] = (tensors[-1][0], s.stop, None)  # the packed layer's next parameter: extend its vector
+        else:
+            tensors.append((s.offset, s.stop, None if type(s.layer) in _PACKED else s.shape))
+        slot_tensor.append(len(tensors) - 1)
+        previous = s
+    return tensors, slot_tensor
 
 
 def compile_field(spec: AbstractLayer) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
@@ -74,12 +100,16 @@ def compile_split(spec: AbstractLayer):
     A solver loop should split once, outside the loop, and pass the tensors as its arguments: slicing the flat
     vector inside every evaluation costs a dozen small ops per call, which XLA does not hoist out of a while loop
     whose arguments are not constants (a third of a small UDE's forward solve)."""
-    slices = [(s.offset, s.stop, s.shape) for s in param_layout(spec.expand())]
-    return (lambda params: [params[a:b].reshape(shape) for a, b, shape in slices]), compile_tensors(spec)
+    tensors, _ = tensor_plan(spec.expand())
+
+    def split(params):
+        return [params[a:b] if shape is None else params[a:b].reshape(shape) for a, b, shape in tensors]
+    return split, compile_tensors(spec)
 
 
 def compile_tensors(spec: AbstractLayer) -> LayerFn:
-    """``apply(tensors, t, y)`` for the whole spec, ``tensors`` its parameter tensors in canonical order.
+    """``apply(tensors, t, y)`` for the whole spec, ``tensors`` its parameter tensors in canonical order (as
+    :func:`tensor_plan` cuts them: a packed layer's parameters are one flat vector).
 
     ``Sequential`` chains its children; every other layer gets its own tensors from its registered compiler — a
     layer with sublayers of its own (:class:`pyneuralode.Dynamics` and its networks) gets its whole subtree's
@@ -87,8 +117,9 @@ def compile_tensors(spec: AbstractLayer) -> LayerFn:
     """
     root = spec.expand()
     positions: dict[int, list[int]] = {}
-    for k, s in enumerate(param_layout(root)):
-        positions.setdefault(s.layer_index, []).append(k)
+    for s, k in zip(param_layout(root), tensor_plan(root)[1]):
+        if k not in positions.setdefault(s.layer_index, []):
+            positions[s.layer_index].append(k)
     counter = iter(range(len(walk(root))))
 
     def build(layer: AbstractLayer):

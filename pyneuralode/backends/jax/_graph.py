@@ -14,8 +14,7 @@ import jax.numpy as jnp
 
 from ..._dynamics import Dynamics
 from ..._graph import evaluate, namespace_ops, register_namespace
-from ..._params import param_layout
-from ._field import compile_tensors, register_layer
+from ._field import compile_tensors, register_layer, tensor_plan
 
 JAX_OPS = namespace_ops(jnp)
 """``op -> fn(node, *values)`` for every non-leaf graph op."""
@@ -26,11 +25,16 @@ register_namespace(jnp, JAX_OPS, lambda array, like: jnp.asarray(
 
 def compile_dynamics(layer: Dynamics):
     """``apply(tensors, t, y)`` with ``y`` of shape ``(batch, *state)``; ``tensors`` are the declared parameters
-    then each network's tensors (the canonical order)."""
-    own = {name: k for k, (name, _) in enumerate(layer.params)}
-    nets, start = {}, len(layer.params)
+    packed in one flat vector (when there are any; the layer is registered ``packed``), then each network's
+    tensors (the canonical order). Each parameter is a static slice of the packed vector, which fuses into the
+    elementwise maths that reads it."""
+    own, offset = {}, 0
+    for name, value in layer.params:
+        own[name] = (offset, offset + value.array.size, value.array.shape)
+        offset += value.array.size
+    nets, start = {}, 1 if layer.params else 0
     for name, net in layer.nets:
-        count = len(param_layout(net))
+        count = len(tensor_plan(net)[0])
         nets[name] = (compile_tensors(net), start, start + count)
         start += count
     constants = dict(layer.constants)
@@ -43,7 +47,8 @@ def compile_dynamics(layer: Dynamics):
             if op == "state":
                 return u
             if op == "param":
-                return tensors[own[node.attr("name")]]
+                a, b, shape = own[node.attr("name")]
+                return tensors[0][a:b].reshape(shape)
             if op == "call":
                 apply, a, b = nets[node.attr("net")]
                 return apply(tensors[a:b], t, args[0][None])[0]  # the layer compilers take a batch axis
@@ -59,4 +64,4 @@ def compile_dynamics(layer: Dynamics):
     return apply
 
 
-register_layer(Dynamics, compile_dynamics)
+register_layer(Dynamics, compile_dynamics, packed=True)
