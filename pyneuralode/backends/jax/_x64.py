@@ -25,8 +25,11 @@ from ..._errors import SpecError
 
 
 def x64_scope(dtype):
-    """``jax.enable_x64(True)`` for float64, else a no-op (float32 programs cast their arrays explicitly)."""
-    return jax.enable_x64(True) if jnp.dtype(dtype) == jnp.float64 else contextlib.nullcontext()
+    """``jax.enable_x64(True)`` for float64, else a no-op (float32 programs cast their arrays explicitly). Also a
+    no-op where x64 is already on (an outer call entered it, or the caller's flag), so nested calls enter it once."""
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
 
 
 def _dtype_of(obj):
@@ -42,9 +45,7 @@ def x64_scoped(cls):
         @functools.wraps(method)
         def scoped(self, *args, **kwargs):
             dtype = _dtype_of(args[0]) if name == "__init__" else _dtype_of(self)
-            if jax.config.jax_enable_x64 or jnp.dtype(dtype) != jnp.float64:  # already on (an outer call), or
-                return method(self, *args, **kwargs)                        # float32: nothing to enter
-            with jax.enable_x64(True):
+            with x64_scope(dtype):
                 return method(self, *args, **kwargs)
         return scoped
 

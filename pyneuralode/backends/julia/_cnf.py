@@ -16,19 +16,16 @@ import warnings
 
 import numpy as np
 
-from ..._errors import NotSupportedError, non_finite_error
+from ..._errors import non_finite_error
 from ..._flow_results import Density, FlowValueAndGrad
 from ..._params import num_params
 from ..._solution import Stats
-from ._program import _check_backward_warnings, _status_error, _to_numpy, describe_spec, julia_options
+from ._program import _check_backward_warnings, _status_error, _to_numpy, cpu_only_options, describe_spec
 
 
 def cnf_options(cnf) -> dict:
     """``solve_options`` keywords for the CNF's solve (its solver, step control and adjoint)."""
-    if cnf.device == "cuda":
-        raise NotSupportedError("CNF on backend 'julia' runs on the CPU only for now: use device=None/'cpu', or "
-                                "backend='jax'/'torch' for the GPU.")
-    return julia_options(cnf)
+    return cpu_only_options(cnf, "CNF")
 
 
 class JuliaCNFProgram:

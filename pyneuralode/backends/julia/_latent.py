@@ -24,7 +24,7 @@ from ..._errors import NotSupportedError, non_finite_error
 from ..._latent import LatentValueAndGrad
 from ..._params import num_params
 from ..._solution import Stats
-from ._program import _check_backward_warnings, _status_error, _to_numpy, describe_spec, julia_options
+from ._program import _check_backward_warnings, _status_error, _to_numpy, cpu_only_options, describe_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,10 +53,7 @@ def latent_parts(model) -> tuple[LatentPart, ...]:
 
 def latent_options(model) -> dict:
     """``solve_options`` keywords for the latent solve (the model's solver, step control and adjoint)."""
-    if model.device == "cuda":
-        raise NotSupportedError("pn.LatentODE on backend 'julia' runs on the CPU only for now: use device=None/'cpu', "
-                                "or backend='jax'/'torch' for the GPU.")
-    return julia_options(model)
+    return cpu_only_options(model, "pn.LatentODE")
 
 
 class JuliaLatentProgram:

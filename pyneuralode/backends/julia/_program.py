@@ -136,6 +136,15 @@ def julia_options(model) -> dict:
     return options
 
 
+def cpu_only_options(model, what: str) -> dict:
+    """:func:`julia_options` for a model family that runs on the CPU only on Julia (``what``: its name in the
+    message); ``device='cuda'`` is refused naming the backends that run it on the GPU."""
+    if model.device == "cuda":
+        raise NotSupportedError(f"{what} on backend 'julia' runs on the CPU only for now: use device=None/'cpu', "
+                                "or backend='jax'/'torch' for the GPU.")
+    return julia_options(model)
+
+
 BACKWARD = "backward (adjoint) solve"
 
 
