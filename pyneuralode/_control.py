@@ -29,6 +29,19 @@ class StepControl(metaclass=CheckedOptions):
       step may shrink or grow (diffrax's ``PIDController`` and torchdiffeq's ``safety/dfactor/ifactor``).
     - ``max_steps``: the most steps (accepted + rejected) one solve may take before raising
       :class:`pyneuralode.MaxStepsError`.
+    - ``jump_ts``: times at which the vector field is discontinuous in ``t`` (a switched input, a dose, piecewise
+      forcing written with ``np.where(t < 0.5, ...)``). An adaptive solver steps up to each one, restarts just
+      after it and evaluates the field afresh there instead of reusing the last stage of the step before (the
+      "first same as last" shortcut of Dopri5, Tsit5 and Bosh3 would carry the old branch across the jump).
+      Without them it must shrink its steps to locate the jump by trial and rejection. The same meaning as
+      diffrax's ``PIDController(jump_ts=...)``, torchdiffeq's ``options={"jump_t": ...}`` and OrdinaryDiffEq's
+      ``d_discontinuities``; each costs one more evaluation for a solver that reuses its last stage.
+    - ``step_ts``: times an adaptive solver must step to exactly (without restarting there), e.g. where the
+      field changes fast; diffrax's ``step_ts``, torchdiffeq's ``step_t``, OrdinaryDiffEq's ``tstops``.
+
+    Times in ``jump_ts``/``step_ts`` outside the open interval of a solve are ignored by it, so one control
+    serves any save times. They apply to adaptive solvers: a fixed-step solver steps on a grid that has every
+    save time as a step boundary, so put such a time in ``ts`` instead.
     """
 
     rtol: float = 1e-6
@@ -39,6 +52,8 @@ class StepControl(metaclass=CheckedOptions):
     factormin: float = 0.2
     factormax: float = 10.0
     max_steps: int = 4096
+    jump_ts: tuple[float, ...] = ()
+    step_ts: tuple[float, ...] = ()
 
     def __post_init__(self):
         for name in ("rtol", "atol", "safety", "factormin", "factormax"):
@@ -61,6 +76,31 @@ class StepControl(metaclass=CheckedOptions):
         if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, numbers.Integral) or self.max_steps < 1:
             raise SpecError(f"StepControl max_steps must be a positive integer, got {self.max_steps!r}.")
         object.__setattr__(self, "max_steps", int(self.max_steps))  # numpy integers too
+        for name in ("jump_ts", "step_ts"):
+            object.__setattr__(self, name, _sorted_times(getattr(self, name), name))
+        if (self.jump_ts or self.step_ts) and self.dt is not None:
+            raise SpecError("StepControl jump_ts/step_ts are for adaptive solvers; a fixed-step solver (dt=...) "
+                            "makes every save time a step boundary, so put these times in ts instead.")
+
+    def breaks_inside(self, t0: float, t1: float, which: str):
+        """The ``which`` times (``"jump_ts"`` or ``"step_ts"``) strictly between ``t0`` and ``t1``, as a tuple in
+        increasing order: the ones a solve from ``t0`` to ``t1`` (either direction) acts on."""
+        lo, hi = min(t0, t1), max(t0, t1)
+        return tuple(t for t in getattr(self, which) if lo < t < hi)
+
+
+def _sorted_times(value, name: str) -> tuple[float, ...]:
+    """``value`` (a number or a sequence of numbers) as a sorted tuple of distinct finite floats."""
+    import numpy as np
+
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.dtype.kind not in "iuf" or not np.all(np.isfinite(array)):
+        raise SpecError(f"StepControl {name} must be a sequence of finite times, e.g. {name}=(0.5, 2.0), "
+                        f"got {value!r}.")
+    return tuple(float(t) for t in np.unique(array.astype(np.float64)))
 
 
 def check_solver_control(solver, control: StepControl, *, give: str = "give it a step with "

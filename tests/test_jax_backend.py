@@ -68,7 +68,8 @@ def test_forward_nfe_counts_rejected_steps():
     model, program, counters = _program(control=control)
     sol = program.solve(model.init(0), Y0, TS)
     assert sol.stats.steps_rejected > 0
-    # Dopri5 with a given dt0: 1 first stage + 6 per step + 1 per rejected step (the first stage is redone)
+    # Dopri5 with a given dt0: 1 first stage + 6 per step + 1 per rejection of the first step (no step was
+    # accepted yet, so the first stage is evaluated afresh)
     assert sol.stats.nfe_forward == counters.forward.count == 1 + 6 * sol.stats.steps + sol.stats.steps_rejected
 
 

@@ -10,9 +10,16 @@ torchdiffeq does, so it is not evaluated twice. Gradients do not flow through th
 Forward NFE then follow from diffrax's step statistics, because an explicit Runge–Kutta step costs a fixed number
 of evaluations (diffrax#315), checked against an independent host-callback counter in tests/test_jax_backend.py:
 
-    nfe = [2 if dt0 is picked by Hairer's rule, else 1 for an FSAL method's first stage]
+    nfe = [2 if dt0 is picked by Hairer's rule]
         + steps * (stages - [1 if FSAL])       # accepted and rejected steps alike
-        + [rejected steps if FSAL]             # diffrax re-evaluates the first stage after a rejection
+        + [restarts if FSAL]                   # steps that evaluate their first stage afresh
+
+An FSAL ("first same as last") method takes each step's first stage from the step before, except in a step that
+starts fresh: diffrax evaluates it when ``first_step | made_jump`` (``runge_kutta.py``), and both flags survive a
+rejected step. So the attempts that start fresh are the first step and its retries when ``dt0`` is given (with
+Hairer's rule, the rule's own ``f(t0, y0)`` is handed over as the first stage) and every attempt after stepping
+across a StepControl jump time until one is accepted. The watched controller counts them; a step rejected
+elsewhere reuses its first stage, as torchdiffeq's does. Fixed-step solvers (none of them FSAL) have no restarts.
 
 Implicit methods (Kvaerno, KenCarp, ImplicitEuler) evaluate the field a data-dependent number of times inside
 Newton iterations; they carry an exact count through the solve instead (``_implicit``), with no host callback.
@@ -88,11 +95,10 @@ def stage_cost(diffrax_solver) -> tuple[int, bool]:
     return tableau.num_stages, bool(tableau.fsal)
 
 
-def nfe_from_steps(diffrax_solver, num_steps, num_rejected, *, auto_dt0: bool):
+def nfe_from_steps(diffrax_solver, num_steps, restarts, *, auto_dt0: bool):
     """Exact evaluations of an explicit method (see the module docstring for the rule and its proof)."""
     stages, fsal = stage_cost(diffrax_solver)
-    start = 2 if auto_dt0 else int(fsal)
-    return start + num_steps * (stages - int(fsal)) + (num_rejected if fsal else 0)
+    return (2 if auto_dt0 else 0) + num_steps * (stages - int(fsal)) + (restarts if fsal else 0)
 
 
 def hairer_initial_step(fn, t0, y0, direction, *, order: int, rtol: float, atol: float, norm, floor=0.0):
@@ -126,7 +132,9 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
 
     Every attempted step is checked; a blow-up or a stiff stall ends the solve (the step is rejected and the
     solve jumps to its end), and the kind (``BLOW_UP``/``STIFF``) is kept in the controller state, which
-    :func:`integrate` saves and reads before diffrax's own result.
+    :func:`integrate` saves and reads before diffrax's own result. The state also counts the attempted steps
+    that start fresh (``restarts``, see the module docstring): ``fresh`` says whether the next one does, which
+    is true at the start unless the first stage was handed to the solver (``first_stage_given``).
     diffrax flips decreasing times to increasing ones before the controller sees them, so the rule's absolute
     values are unchanged.
     """
@@ -137,6 +145,7 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
     rtol: float
     atol: float
     norm: Callable = eqx.field(static=True)
+    first_stage_given: bool = eqx.field(static=True, default=False)
     stall_is_stiffness: bool = eqx.field(static=True, default=True)
     """False for implicit solvers: their small steps are the problem's own time scales (Robertson's early
     transient), not an explicit method's stability limit, and a stiff solver is already in use."""
@@ -148,12 +157,15 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
         tnext, inner = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
         real = jnp.result_type(t1)
         zero = jnp.zeros((), jnp.int32)
-        return tnext, (inner, jnp.asarray(t1), zero, zero, jnp.zeros((), real), zero)
+        return tnext, (inner, jnp.asarray(t1), zero, zero, jnp.zeros((), real), jnp.array(not self.first_stage_given), zero,
+                       zero)
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
-        inner, t_end, steps, run, ref, kind = controller_state
+        inner, t_end, steps, run, ref, fresh, restarts, kind = controller_state
         keep, next_t0, next_t1, jump, inner, result = self.inner.adapt_step_size(
             t0, t1, y0, y1_candidate, args, y_error, error_order, inner)
+        restarts = restarts + fresh.astype(restarts.dtype)  # this attempt started fresh
+        fresh = jnp.where(keep, jump, fresh)  # diffrax: made_jump of an accepted step, else the flags it had
         h = jnp.abs(t1 - t0)
         blow_up = ~(h > self.eps * jnp.maximum(jnp.abs(t0), jnp.abs(t_end)))
         stiff = False
@@ -176,7 +188,19 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
         tripped = kind != OK
         keep = keep & ~tripped
         next_t0, next_t1 = jnp.where(tripped, t_end, next_t0), jnp.where(tripped, t_end, next_t1)
-        return keep, next_t0, next_t1, jump, (inner, t_end, steps, run, ref, kind), result
+        return keep, next_t0, next_t1, jump, (inner, t_end, steps, run, ref, fresh, restarts, kind), result
+
+
+def _times_inside(times: tuple[float, ...], t0, t1):
+    """``times`` as an array for diffrax's ``ClipStepSizeController``, each one not strictly between ``t0`` and
+    ``t1`` moved to infinity in the solve's direction, where the solve never arrives (``t0``/``t1`` may be traced,
+    so the mask is in the graph). ``None`` when there are none. Keeping a time at or past the end would step to
+    just before it and stop short; one at ``t0`` would count a rejected first step as a restart."""
+    if not times:
+        return None
+    ts = jnp.asarray(times, dtype=jnp.result_type(t0))
+    lo, hi = jnp.minimum(t0, t1), jnp.maximum(t0, t1)
+    return jnp.where((ts > lo) & (ts < hi), ts, jnp.sign(t1 - t0) * jnp.inf)
 
 
 def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_solver, control: StepControl,
@@ -185,7 +209,8 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
 
     - Adaptive methods: an integral controller (PID with pcoeff=dcoeff=0, icoeff=1 — the controller torchdiffeq
       and OrdinaryDiffEq's defaults also use) with the StepControl's safety and factor limits, and Hairer's
-      initial step unless ``control.dt0`` is given.
+      initial step unless ``control.dt0`` is given; the control's ``jump_ts``/``step_ts`` inside the solve's
+      interval through diffrax's ``ClipStepSizeController``.
     - Fixed-step methods: ``grid`` (from :func:`pyneuralode._control.fixed_step_grid`) through ``StepTo``, or a
       constant step ``dt`` when no grid is given.
 
@@ -201,8 +226,6 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
             rtol=control.rtol, atol=control.atol, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, safety=control.safety,
             factormin=control.factormin, factormax=control.factormax, norm=norm)
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0)).name  # the model's dtype
-        controller = WatchedController(pid, control.max_steps, EPS[dtype], control.rtol, control.atol, norm,
-                                       stall_is_stiffness=not model_solver.stiff)
         saveat = eqx.tree_at(lambda s: s.controller_state, saveat, True)
         if control.dt0 is None:
             auto = True
@@ -214,6 +237,11 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
                 solver_state = (jnp.array(False), f0)  # reuse f0 as the first FSAL stage, as torchdiffeq does
         else:
             dt0 = direction * control.dt0
+        inner = pid if not (control.jump_ts or control.step_ts) else diffrax.ClipStepSizeController(
+            pid, step_ts=_times_inside(control.step_ts, t0, t1), jump_ts=_times_inside(control.jump_ts, t0, t1))
+        controller = WatchedController(inner, control.max_steps, EPS[dtype], control.rtol, control.atol, norm,
+                                       first_stage_given=solver_state is not None,
+                                       stall_is_stiffness=not model_solver.stiff)
     elif grid is not None:
         controller, dt0 = diffrax.StepTo(ts=grid), None
     else:
@@ -232,7 +260,8 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
         controller_state, counted = controller_state
         nfe = counted.astype(jnp.int32) + (2 if auto else 0)  # + Hairer's two evaluations
     else:
-        nfe = nfe_from_steps(diffrax_solver, steps, steps - accepted, auto_dt0=auto)
+        restarts = controller_state[-2] if model_solver.adaptive else 0
+        nfe = nfe_from_steps(diffrax_solver, steps, restarts, auto_dt0=auto)
     watched = controller_state[-1] if model_solver.adaptive else OK  # BLOW_UP or STIFF if the watch stopped it
     kind = jnp.where(watched != OK, watched, jnp.where(sol.result == diffrax.RESULTS.successful, OK,
                                                        jnp.where(max_steps, MAX_STEPS, FAILED)))

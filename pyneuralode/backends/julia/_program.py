@@ -133,6 +133,9 @@ def julia_options(model) -> dict:
         solver=SOLVERS[solver.name], rtol=control.rtol, atol=control.atol, dt0=control.dt0, dt=control.dt,
         max_steps=control.max_steps, safety=control.safety, factormin=control.factormin,
         factormax=control.factormax, jac=jac, dtype=model.dtype)
+    if control.jump_ts or control.step_ts:  # numpy arrays arrive in Julia as vectors of Float64
+        options.update(jump_ts=np.asarray(control.jump_ts, dtype=np.float64),
+                       step_ts=np.asarray(control.step_ts, dtype=np.float64))
     return options
 
 

@@ -158,7 +158,27 @@ def forward_options(solver: AbstractSolver, control: StepControl, ts: torch.Tens
         # constructor receives and returns times in the user's direction.
         return {"grid_constructor": lambda func, y0, t: grid}
     options = _controller_options(control)
-    options["step_t"] = ts[-1:].detach()  # clip the last step onto ts[-1], as diffrax does
+    options.update(_break_options(control, ts, ts[-1:]))  # ts[-1]: clip the last step onto it, as diffrax does
+    return options
+
+
+def _break_options(control: StepControl, ts: torch.Tensor, stops: torch.Tensor) -> dict:
+    """torchdiffeq's ``step_t`` (``stops`` and the control's step times) and ``jump_t`` (its jump times) for a
+    solve over save times ``ts``, each strictly inside the solve; none repeated, which torchdiffeq refuses.
+
+    torchdiffeq steps onto a jump time, evaluates its last stage just before it and restarts with a fresh
+    evaluation just after it (``rk_common.py``, ``Perturb.PREV``/``Perturb.NEXT``); diffrax steps to the float
+    just before and restarts at the float just after. The same steps to the last few ULPs of ``t``. A jump at a
+    stop is dropped from ``jump_t``: the solves that stop there are separate solves (BacksolveAdjoint's intervals)
+    and start afresh anyway."""
+    t0, t1 = float(ts[0]), float(ts[-1])
+    stop_list = [float(t) for t in stops.detach().cpu()]
+    jumps = [t for t in control.breaks_inside(t0, t1, "jump_ts") if t not in stop_list]
+    steps = [t for t in control.breaks_inside(t0, t1, "step_ts") if t not in jumps and t not in stop_list]
+    like = dict(dtype=ts.dtype, device=ts.device)
+    options = {"step_t": torch.cat([torch.as_tensor(steps, **like), stops.detach()])}
+    if jumps:
+        options["jump_t"] = torch.as_tensor(jumps, **like)
     return options
 
 
@@ -178,7 +198,7 @@ def adjoint_options(solver: AbstractSolver, control: StepControl, ts: torch.Tens
             return inside if bool((t[-1] - t[0]) * (inside[-1] - inside[0]) > 0) else inside.flip(0)
         return {"grid_constructor": interval_grid}
     options = _controller_options(control)
-    options["step_t"] = ts.detach()
+    options.update(_break_options(control, ts, ts))
     if seminorm:
         options["norm"] = "seminorm"
     return options

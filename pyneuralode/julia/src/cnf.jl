@@ -111,7 +111,7 @@ function cnf_density(f::NeuralField, opts::SolveOptions, x::AbstractMatrix, eps:
     logger = WarnCollector()
     f.nfe[] = 0
     sol = Logging.with_logger(logger) do
-        solve(prob, opts.alg; saveat = s, _solve_kwargs(opts, s)...)
+        solve(prob, opts.alg; saveat = s, _solve_kwargs(opts, s; reversed)...)
     end
     nfe = f.nfe[]
     status = _status(sol, 2)
@@ -152,7 +152,7 @@ function cnf_value_and_grad(f::NeuralField, opts::SolveOptions, x::AbstractMatri
     prob = flat_problem(rhs, vcat(X, pad), (s[1], s[2]), f.p)
     rec = _SolveRecord((-1, -1, -1, -1), 0)
     sensealg = opts.sensealg
-    kwargs = _solve_kwargs(opts, s)
+    kwargs = _solve_kwargs(opts, s; reversed)
     function objective(xx, p)
         sol = solve(prob, opts.alg; u0 = vec(vcat(xx, pad)), p = p, saveat = s, sensealg, kwargs...)
         _record!(rec, sol, 2)
@@ -170,7 +170,7 @@ function cnf_value_and_grad(f::NeuralField, opts::SolveOptions, x::AbstractMatri
     result = try
         Logging.with_logger(() -> Zygote.pullback(objective, X, f.p), logger)
     catch err
-        failed = Logging.with_logger(() -> _failure(err, prob, opts, s), logger)
+        failed = Logging.with_logger(() -> _failure(err, prob, opts, s; reversed), logger)
         failed === nothing && rethrow()
         failed
     end

@@ -295,7 +295,7 @@ function _apply(n::ODENode, x, p, t)
     s = reversed ? T[0, -n.t1] : T[0, n.t1]
     rhs = reversed ? Reversed(BlockField(n)) : BlockField(n)
     prob = flat_problem(rhs, x, (s[1], s[2]), q)      # a flat state: see `FlatRHS` (solve.jl)
-    sol = solve(prob, opts.alg; saveat = s, sensealg = opts.sensealg, _solve_kwargs(opts, s)...)
+    sol = solve(prob, opts.alg; saveat = s, sensealg = opts.sensealg, _solve_kwargs(opts, s; reversed)...)
     _record_block!(n, sol)
     return reshape(Array(sol)[:, end], size(x))
 end

@@ -134,35 +134,43 @@ struct SolveOptions{A, S, K <: NamedTuple}
     eltype::DataType
     dt::Union{Nothing, Float64}     # the step of a fixed-step solver (see `_solve_kwargs`), else nothing
     stiff::Bool                     # an implicit method (see `STIFF`): no stiff-stall stop in the step watch
+    jump_ts::Vector{Float64}        # times where the field jumps: `d_discontinuities` (see `_solve_kwargs`)
+    step_ts::Vector{Float64}        # times to step onto: `tstops`
 end
 
 """
     solve_options(; solver = "tsit5", rtol = 1e-6, atol = 1e-8, dt0 = nothing, dt = nothing,
         max_steps = 4096, safety = 0.9, factormin = 0.2, factormax = 10.0, sensealg = "interpolating",
-        vjp = "zygote", checkpointing = false, jac = "forwarddiff", dtype = "float64") -> SolveOptions
+        vjp = "zygote", checkpointing = false, jac = "forwarddiff", dtype = "float64", jump_ts = Float64[],
+        step_ts = Float64[]) -> SolveOptions
 
 `max_steps` becomes `maxiters` (OrdinaryDiffEq counts accepted and rejected steps, as pyneuralode does).
 Fixed-step solvers need `dt` (they step on pyneuralode's shared grid, see [`_solve_kwargs`](@ref)); adaptive
 ones start from `dt0` when given, else from OrdinaryDiffEq's Hairer-Wanner initial step rule. `qndf`/`fbdf`
-keep their own controllers.
+keep their own controllers. `jump_ts` (times where the field is discontinuous) and `step_ts` (times to step
+onto) apply to adaptive solvers, as OrdinaryDiffEq's `d_discontinuities` and `tstops`.
 """
 function solve_options(; solver::AbstractString = "tsit5", rtol::Real = 1e-6, atol::Real = 1e-8,
         dt0 = nothing, dt = nothing, max_steps::Integer = 4096, safety::Real = 0.9, factormin::Real = 0.2,
         factormax::Real = 10.0, sensealg::AbstractString = "interpolating", vjp::AbstractString = "zygote",
-        checkpointing::Bool = false, jac::AbstractString = "forwarddiff", dtype::AbstractString = "float64")
+        checkpointing::Bool = false, jac::AbstractString = "forwarddiff", dtype::AbstractString = "float64",
+        jump_ts = Float64[], step_ts = Float64[])
     T = _float_type(dtype)
     alg = make_alg(solver; jac)
     sa = make_sensealg(sensealg, vjp; checkpointing, rtol, atol)
     if solver in FIXED_STEP
         dt === nothing && throw(ArgumentError("$solver is a fixed-step method: give it a step dt"))
         kwargs = (; adaptive = false, maxiters = Int(max_steps))
-        return SolveOptions(alg, sa, kwargs, Int(max_steps), T, Float64(dt), solver in STIFF)
+        isempty(jump_ts) && isempty(step_ts) ||
+            throw(ArgumentError("jump_ts/step_ts are for adaptive solvers; put these times in the save times"))
+        return SolveOptions(alg, sa, kwargs, Int(max_steps), T, Float64(dt), solver in STIFF, Float64[], Float64[])
     end
     kwargs = (; reltol = T(rtol), abstol = T(atol), maxiters = Int(max_steps))
     dt0 === nothing || (kwargs = merge(kwargs, (; dt = T(dt0))))
     solver in OWN_CONTROLLER ||
         (kwargs = merge(kwargs, _controller_kwargs(alg, safety, factormin, factormax)))
-    return SolveOptions(alg, sa, kwargs, Int(max_steps), T, nothing, solver in STIFF)
+    return SolveOptions(alg, sa, kwargs, Int(max_steps), T, nothing, solver in STIFF,
+        sort(Float64.(collect(jump_ts))), sort(Float64.(collect(step_ts))))
 end
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -217,15 +225,26 @@ end
 ChainRulesCore.@non_differentiable _step_grid(::Any, ::Any)
 
 """
-    _solve_kwargs(opts, s) -> NamedTuple
+    _solve_kwargs(opts, s; reversed = false) -> NamedTuple
 
 `opts.kwargs` plus what depends on the save times `s`. A fixed-step solver gets the grid of [`_step_grid`](@ref)
 as `tstops` and the largest grid spacing as `dt`: OrdinaryDiffEq shortens a step that would pass the next
 `tstop` to end exactly on it (OrdinaryDiffEqCore `modify_dt_for_tstops!`), so it takes exactly the grid's steps,
 as diffrax (`StepTo`) and torchdiffeq (`grid_constructor`) do. `saveat` alone would only interpolate.
+
+An adaptive solver gets the options' jump times strictly inside the solve as `d_discontinuities` (stepped onto,
+then the next step starts one ULP past it with a fresh evaluation, as diffrax's `jump_ts`) and its step times as
+`tstops`. `reversed`: `s` is `-t` (a decreasing solve run forward, see [`Reversed`](@ref)), so are they.
 """
-function _solve_kwargs(opts::SolveOptions, s::AbstractVector)
-    opts.dt === nothing && return opts.kwargs
+function _solve_kwargs(opts::SolveOptions, s::AbstractVector; reversed::Bool = false)
+    if opts.dt === nothing
+        isempty(opts.jump_ts) && isempty(opts.step_ts) && return opts.kwargs
+        lo, hi = extrema((first(s), last(s)))
+        inside(ts) = [reversed ? -t : t for t in ts if lo < (reversed ? -t : t) < hi]
+        jumps, stops = inside(opts.jump_ts), inside(opts.step_ts)
+        kwargs = isempty(jumps) ? opts.kwargs : merge(opts.kwargs, (; d_discontinuities = jumps))
+        return isempty(stops) ? kwargs : merge(kwargs, (; tstops = stops))
+    end
     grid = _step_grid(s, opts.dt)
     return merge(opts.kwargs, (; dt = maximum(diff(grid)), tstops = grid))
 end
@@ -365,7 +384,8 @@ function forward(f::AbstractField, opts::SolveOptions, u0::AbstractMatrix, ts::A
     logger = WarnCollector()
     f.nfe[] = 0
     watch = _watch(f, opts, s)
-    kwargs = watch === nothing ? _solve_kwargs(opts, s) : merge(_solve_kwargs(opts, s), (; unstable_check = watch))
+    kwargs = _solve_kwargs(opts, s; reversed)
+    watch === nothing || (kwargs = merge(kwargs, (; unstable_check = watch)))
     sol = Logging.with_logger(logger) do
         watch === nothing && return solve(prob, opts.alg; saveat = s, kwargs...)
         solve!(_lift_first_step!(init(prob, opts.alg; saveat = s, kwargs...), watch))
@@ -412,7 +432,8 @@ function ensemble_forward(f::AbstractField, opts::SolveOptions, P::AbstractMatri
     prob = _problem(f, U1, s, reversed)
     u0s = [vec(_to_device(f.device, Matrix{f.eltype}(U0[:, i:i]))) for i in 1:M]
     eprob = EnsembleProblem(prob; prob_func = _EnsembleMember(ps, u0s), safetycopy = false)
-    esol = solve(eprob, opts.alg, EnsembleThreads(); trajectories = M, saveat = s, _solve_kwargs(opts, s)...)
+    esol = solve(eprob, opts.alg, EnsembleThreads(); trajectories = M, saveat = s,
+        _solve_kwargs(opts, s; reversed)...)
     D, T = size(U0, 1), length(s)
     ys = fill(f.eltype(NaN), D, T, M)
     stats = zeros(Int, 3, M)
@@ -448,7 +469,7 @@ end
 ChainRulesCore.@non_differentiable _record!(::Any, ::Any, ::Any)
 
 """
-    _failure(err, prob, opts, s) -> Union{_SolveFailed, Nothing}
+    _failure(err, prob, opts, s; reversed = false) -> Union{_SolveFailed, Nothing}
 
 What an exception thrown by a differentiated solve means. `_SolveFailed` is ours (`_record!` saw the return code).
 Anything else may still be a failed solve in disguise: without checkpointing, `InterpolatingAdjoint`,
@@ -458,9 +479,9 @@ Unstable) raises SciMLBase's "Solution interpolation cannot extrapolate past the
 `_record!` runs. Then this re-solves `prob` without AD (only on this error path) and returns the failure its
 return code names, or `nothing` if that solve succeeds (a genuine error: the caller rethrows it).
 """
-function _failure(err, prob, opts::SolveOptions, s::AbstractVector)
+function _failure(err, prob, opts::SolveOptions, s::AbstractVector; reversed::Bool = false)
     err isa _SolveFailed && return err
-    sol = solve(prob, opts.alg; saveat = s, _solve_kwargs(opts, s)...)
+    sol = solve(prob, opts.alg; saveat = s, _solve_kwargs(opts, s; reversed)...)
     status = _status(sol, length(s))
     return status == "Success" ? nothing : _SolveFailed(status)
 end
@@ -492,7 +513,7 @@ function vjp_forward(f::AbstractField, opts::SolveOptions, u0::AbstractMatrix, t
     rec = _SolveRecord((-1, -1, -1, -1), 0)
     nsaved = length(s)
     sensealg = opts.sensealg
-    kwargs = _solve_kwargs(opts, s)
+    kwargs = _solve_kwargs(opts, s; reversed)
     function loss_free_forward(u, p)
         sol = solve(prob, opts.alg; u0 = vec(u), p = p, saveat = s, sensealg, kwargs...)
         _record!(rec, sol, nsaved)
@@ -503,7 +524,7 @@ function vjp_forward(f::AbstractField, opts::SolveOptions, u0::AbstractMatrix, t
     result = try
         Logging.with_logger(() -> Zygote.pullback(loss_free_forward, U0, f.p), logger)
     catch err
-        failed = Logging.with_logger(() -> _failure(err, prob, opts, s), logger)
+        failed = Logging.with_logger(() -> _failure(err, prob, opts, s; reversed), logger)
         failed === nothing && rethrow()
         failed
     end
