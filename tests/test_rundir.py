@@ -195,6 +195,14 @@ def test_existing_run_needs_resume_or_overwrite(run_copy, capsys):
     assert (run_copy / "notes.txt").read_text() == "mine"
 
 
+def test_resume_with_other_options_names_each_difference(run_copy, capsys, no_training):
+    """The refusal printed the checkpoint's whole config and left the user to find what differed."""
+    assert main([*SPIRAL, "--out", str(run_copy), "--resume", "--lr", "0.5", "--seed", "3", "--iters", "6"]) == 2
+    err = _one_line_error(capsys)
+    assert "use the same options (--seed: the checkpoint has 0, this run 3; --lr: the checkpoint has" in err
+    assert "this run 0.5)" in err and "--iters" not in err, err  # the length may grow: not a difference
+
+
 # -- item 4: checked before training; a full disk mid-run keeps the last consistent state ------------------------
 
 def test_out_that_is_a_file_is_refused_before_training(tmp_path, capsys, no_training):

@@ -77,6 +77,20 @@ def _why(err: OSError) -> str:
     return err.strerror or type(err).__name__
 
 
+def _config_differences(saved: dict, now: dict, budget_key: str) -> str:
+    """The settings in which the checkpoint's ``saved`` config and this run's ``now`` differ, one per option as
+    its command-line flag (``--lr: the checkpoint has 0.02, this run 0.1``); the run length may grow, so it is not
+    one of them."""
+    missing = object()
+    parts = []
+    for key in sorted(set(saved) | set(now), key=lambda k: (list(now) + list(saved)).index(k)):
+        if key == budget_key or saved.get(key, missing) == now.get(key, missing):
+            continue
+        old, new = saved.get(key, "(not set)"), now.get(key, "(not set)")
+        parts.append(f"--{key.replace('_', '-')}: the checkpoint has {old!r}, this run {new!r}")
+    return "; ".join(parts)
+
+
 def _lock(fd: int) -> None:
     """Take an exclusive lock on ``fd`` without waiting (raises ``OSError`` if another process holds it)."""
     if os.name == "nt":
@@ -212,7 +226,7 @@ class RunDirectory:
         budget = self.config[self.budget_key]
         if {**meta["config"], self.budget_key: budget} != self.config:
             raise SpecError("--resume found a checkpoint trained with other settings: use the same options "
-                            f"(checkpoint: {meta['config']}).")
+                            f"({_config_differences(meta['config'], self.config, self.budget_key)}).")
         if done > budget:
             flag = "--" + self.budget_key.replace("_", "-")
             raise SpecError(f"--resume found a checkpoint at {self.counter} {done}, beyond {flag} {budget}: pass "
