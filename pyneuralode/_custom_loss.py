@@ -105,12 +105,51 @@ class LossFunction:
         return f"pn.loss({self.__name__}({', '.join(self.names)}))"
 
 
+def bound_loss_mistake(value) -> str:
+    """What is wrong with a value passed as ``loss=`` where a loss with its target is needed, and the fix."""
+    if isinstance(value, type) and issubclass(value, AbstractLoss):
+        name = f"pn.{value.__name__}"
+        return (f"got the class {name}: give it the target, loss={name}(target) (it is pn.Trainer that takes "
+                f"the class, loss={name}, and each trainer.step passes the target).")
+    if isinstance(value, LossFunction):
+        rest = ", ".join(value.names[1:])
+        return (f"got {value.__name__}, a pn.loss function without its arrays: call it with them, "
+                f"loss={value.__name__}({rest}).")
+    return f"got {type(value).__name__}."
+
+
+def loss_family_mistake(value) -> str:
+    """What is wrong with a value passed as ``pn.Trainer(loss=...)``, and the fix."""
+    if isinstance(value, AbstractLoss):
+        kind = value.function.__name__ if isinstance(value, CustomLoss) else f"pn.{type(value).__name__}"
+        return (f"got {value!r}, a loss with its data bound: pass {kind} itself, and the target (with mask=/"
+                "weights= or your loss's arrays) to each trainer.step(y0, ts, target, ...).")
+    return f"got {value!r}."
+
+
 def loss(fn):
     """Make a loss from a NumPy function ``fn(ys, target, *arrays) -> scalar`` (usable as a decorator).
 
-    See :mod:`pyneuralode._custom_loss` for the rules; what may be used inside is what :func:`pyneuralode.dynamics`
-    supports (``np.mean``, ``np.sum``, ``np.where``, ``np.abs``, ``**``, indexing...). The function is traced when
-    it first meets arrays of given shapes; anything untraceable raises one ``SpecError`` naming it.
+    ```python
+    @pn.loss
+    def relative_mse(ys, target, mask):
+        r = np.where(mask, (ys - target) / (np.abs(target) + 0.1), 0.0)
+        return np.sum(r * r) / np.sum(mask)
+
+    model.value_and_grad(params, y0, ts, loss=relative_mse(target, mask=observed))
+    trainer = pn.Trainer(model, optimizer=pn.Adam(lr=1e-2), loss=relative_mse)
+    trainer.step(y0, ts, target, mask=observed)
+    ```
+
+    ``fn`` takes ``ys`` (the solution, shape ``(len(ts), *y0.shape)``), then the target, then any further arrays,
+    each a plain argument without a default, and returns a real scalar. Inside it may use what
+    :func:`pyneuralode.dynamics` supports (``np.mean``, ``np.sum``, ``np.where``, ``np.abs``, ``**``,
+    indexing...), but no Python ``if`` on values (use ``np.where``). Boolean arrays stay boolean (``np.where``
+    conditions); real ones take the model's dtype and must be finite: ``np.where`` keeps a NaN out of the value but
+    not out of the gradient, so mark unobserved entries with a mask argument instead of NaN. The function is traced
+    when it first meets arrays of given shapes (each backend then runs the traced graph inside its compiled step);
+    anything untraceable raises one ``SpecError`` naming it. A pn.loss cannot take per-sample times (``ts`` of
+    shape ``(batch, T)``); ``pn.MSE`` and ``pn.L1`` can.
     """
     return functools.update_wrapper(LossFunction(fn), fn, updated=())
 
@@ -130,6 +169,16 @@ class CustomLoss(AbstractLoss):
                 raise SpecError(f"{function.__name__} array {name!r} must be real or boolean, got dtype "
                                 f"{array.dtype}.")
             self.arrays[name] = array if array.dtype == np.bool_ else array.astype(np.float64)
+        for name, array in {"target": target, **self.arrays}.items():
+            if array.dtype != np.bool_ and not np.all(np.isfinite(array)):
+                # np.where(mask, f(target), 0) keeps a NaN out of the value but not out of the gradient (its
+                # unselected branch is differentiated too), so such a fit would stop on a NaN gradient blamed on
+                # the dynamics.
+                raise SpecError(f"{function.__name__} {'target' if name == 'target' else f'array {name!r}'} "
+                                "contains NaN or infinite values: a pn.loss function sees every entry, and "
+                                "np.where does not keep a NaN out of the gradient. Replace them with finite "
+                                "values (e.g. np.nan_to_num(...)) and leave those entries out with a mask "
+                                "argument of your loss.")
         # Traced now, on the caller's shapes, so an untraceable function fails here and not inside a backend.
         self.function.graph(tuple((n, tuple(v.shape), _kind(v)) for n, v in
                                   {function.names[0]: target, function.names[1]: target, **self.arrays}.items()))

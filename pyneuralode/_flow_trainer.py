@@ -12,7 +12,7 @@ import dataclasses
 
 from ._errors import SpecError
 from ._nll import NLL
-from ._optim import AbstractOptimizer
+from ._optim import AbstractOptimizer, optimizer_mistake
 from ._solution import Stats
 from .train._resume import NativeTrainerState
 from ._validate import check_params
@@ -40,7 +40,10 @@ class FlowTrainer(NativeTrainerState):
     def __init__(self, cnf, *, optimizer: AbstractOptimizer, loss: NLL | None = None, devices=None):
         import importlib
 
-        if not isinstance(optimizer, AbstractOptimizer) or optimizer.needs_value_fn:
+        if not isinstance(optimizer, AbstractOptimizer):
+            raise SpecError(f"optimizer must be pn.Adam(...), pn.RMSprop(...) or pn.SGD(...), "
+                            f"{optimizer_mistake(optimizer)}")
+        if optimizer.needs_value_fn:
             raise SpecError(f"optimizer must be pn.Adam(...), pn.RMSprop(...) or pn.SGD(...), got {optimizer!r} "
                             "(a line-search optimiser such as pn.LBFGS needs a deterministic full-batch loss; "
                             "it is available in pn.Trainer).")

@@ -9,6 +9,7 @@ import numpy as np
 from ._adjoints import AbstractAdjoint, DirectAdjoint
 from ._augment import augmented_loss, check_augment, pad_features
 from ._control import StepControl
+from ._custom_loss import bound_loss_mistake
 from ._ensemble import EnsembleSolution, ensemble_inputs
 from ._errors import SpecError
 from ._layers import AbstractLayer, check_state_preserving
@@ -146,7 +147,7 @@ class ODEModel(SpecParameters):
     def _value_and_grad_per_sample(self, params, y0, ts, loss) -> ValueAndGrad:
         y0, ts, union, index = self._per_sample_grid(y0, ts)
         if not isinstance(loss, AbstractLoss):
-            raise SpecError(f"loss must be a pyneuralode loss such as pn.L1(target), got {type(loss).__name__}.")
+            raise SpecError(f"loss must be a pyneuralode loss such as pn.L1(target), {bound_loss_mistake(loss)}")
         loss.check_shape((ts.shape[1], *y0.shape))
         res = self.value_and_grad(params, y0, union, loss=loss.on_union(index, union.size))
         return dataclasses.replace(res, ys=None if res.ys is None else self._per_sample_states(res.ys, index))
@@ -165,7 +166,7 @@ class ODEModel(SpecParameters):
             return self._value_and_grad_per_sample(params, y0, ts, loss)
         params, y0, ts = self._inputs(params, y0, ts)
         if not isinstance(loss, AbstractLoss):
-            raise SpecError(f"loss must be a pyneuralode loss such as pn.L1(target), got {type(loss).__name__}.")
+            raise SpecError(f"loss must be a pyneuralode loss such as pn.L1(target), {bound_loss_mistake(loss)}")
         loss.check_shape((ts.shape[0], *y0.shape))
         if not self.augment:
             return self.program.value_and_grad(params, y0, ts, loss)

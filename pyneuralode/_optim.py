@@ -167,3 +167,15 @@ class LBFGS(AbstractOptimizer):
         return torch.optim.LBFGS(params, lr=1.0, max_iter=1, max_eval=self.max_linesearch_steps + 1,
                                  tolerance_grad=0.0, tolerance_change=0.0, history_size=self.memory_size,
                                  line_search_fn="strong_wolfe")
+
+
+def optimizer_mistake(optimizer) -> str:
+    """What is wrong with a value passed as ``optimizer=`` that is not an optimiser instance, and the fix."""
+    if isinstance(optimizer, type) and issubclass(optimizer, AbstractOptimizer):
+        return (f"got the class pn.{optimizer.__name__}: create one with its options, e.g. "
+                f"pn.{optimizer.__name__}({'' if optimizer is LBFGS else 'lr=1e-3'}).")
+    if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
+        return (f"got {type(optimizer).__name__}, an optax transformation: a trainer takes pyneuralode's "
+                "optimisers, which it runs as optax/torch.optim itself; to drive your own optax loop, call "
+                "model.value_and_grad(params, y0, ts, loss=...) and apply res.grad_params.")
+    return f"got {optimizer!r}."

@@ -148,3 +148,64 @@ def test_non_finite_state(backend):
     m = model(spec, backend=backend, solver=pn.Euler(), control=pn.StepControl(dt=0.1))
     with pytest.raises(pn.NonFiniteError, match=r"state became NaN or infinite.*float64"):
         m.solve(np.array([1.0]), np.array([10.0]), np.linspace(0.0, 2.0, 3))
+
+
+@pn.loss
+def _relative_mse(ys, target, mask):
+    r = np.where(mask, (ys - target) / (np.abs(target) + 0.1), 0.0)
+    return np.sum(r * r) / np.sum(mask)
+
+
+_TARGET = np.ones((len(TS), *Y0.shape))
+_MASK = np.ones(_TARGET.shape, bool)
+
+
+class _OptaxLike:
+    """What an optax GradientTransformation looks like to a trainer: an object with init and update."""
+
+    init = update = staticmethod(lambda *a: None)
+
+
+# A loss or an optimiser given in the form the *other* entry point takes: the error names the form this one takes.
+WRONG_FORM = [
+    ("vg-loss-class", lambda m: m.value_and_grad(m.init(0), Y0, TS, loss=pn.MSE),
+     r"got the class pn.MSE: give it the target, loss=pn.MSE\(target\) \(it is pn.Trainer that takes the class"),
+    ("vg-loss-function", lambda m: m.value_and_grad(m.init(0), Y0, TS, loss=_relative_mse),
+     r"got _relative_mse, a pn.loss function without its arrays: call it with them, loss=_relative_mse\(target, "
+     r"mask\)"),
+    ("trainer-bound-loss", lambda m: pn.Trainer(m, optimizer=pn.Adam(), loss=pn.MSE(_TARGET)),
+     r"a loss with its data bound: pass pn.MSE itself, and the target .* to each trainer.step"),
+    ("trainer-bound-custom", lambda m: pn.Trainer(m, optimizer=pn.Adam(), loss=_relative_mse(_TARGET, _MASK)),
+     r"a loss with its data bound: pass _relative_mse itself"),
+    ("trainer-optimizer-class", lambda m: pn.Trainer(m, optimizer=pn.Adam),
+     r"got the class pn.Adam: create one with its options, e.g. pn.Adam\(lr=1e-3\)"),
+    ("trainer-optax", lambda m: pn.Trainer(m, optimizer=_OptaxLike()),
+     r"an optax transformation: .* call model.value_and_grad\(params, y0, ts, loss=...\) and apply "
+     r"res.grad_params"),
+]
+
+
+@pytest.mark.parametrize("case", WRONG_FORM, ids=[c[0] for c in WRONG_FORM])
+def test_loss_and_optimizer_in_the_wrong_form_name_the_right_one(backend, case):
+    """value_and_grad reported ``got CheckedOptions`` for ``loss=pn.MSE`` (the form pn.Trainer takes), and the
+    trainers printed a class or an optax object's repr without saying what to pass instead."""
+    _, call, pattern = case
+    with pytest.raises(pn.SpecError, match=pattern):
+        call(model(spiral_field(), backend=backend, control=CONTROL))
+
+
+@pytest.mark.parametrize("bad", ["target", "mask-array"])
+def test_custom_loss_refuses_nan_data_naming_the_mask_fix(bad):
+    """NaN in a pn.loss's data reached the gradient through np.where's unselected branch, and the step stopped
+    with 'the dynamics blew up'."""
+
+    @pn.loss
+    def weighted(ys, target, w):
+        return np.sum(w * (ys - target) ** 2)
+
+    target, w = _TARGET.copy(), np.ones(_TARGET.shape)
+    (target if bad == "target" else w)[1] = np.nan
+    what = "target" if bad == "target" else "array 'w'"
+    with pytest.raises(pn.SpecError, match=rf"weighted {what} contains NaN or infinite values: .* np.where does not "
+                                           r"keep a NaN out of the gradient. .* mask argument"):
+        weighted(target, w)

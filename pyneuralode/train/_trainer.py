@@ -13,9 +13,9 @@ import numpy as np
 
 from .._augment import augmented_loss, pad_features
 from .._errors import SpecError
-from .._custom_loss import LossFunction
+from .._custom_loss import LossFunction, loss_family_mistake
 from .._losses import AbstractLoss, L1
-from .._optim import AbstractOptimizer
+from .._optim import AbstractOptimizer, optimizer_mistake
 from .._solution import Stats
 from .._validate import check_params, check_state, check_times
 from ._resume import NativeTrainerState
@@ -35,8 +35,8 @@ class StepInfo:
 def _check_loss_family(loss) -> None:
     """Raise unless ``loss`` makes losses from a step's arrays and has a static ``evaluate`` kernel."""
     if not (isinstance(loss, type) and issubclass(loss, AbstractLoss)) and not isinstance(loss, LossFunction):
-        raise SpecError("loss must be a loss type such as pn.L1 or pn.MSE, or a function made with pn.loss, got "
-                        f"{loss!r}.")
+        raise SpecError("loss must be a loss type such as pn.L1 or pn.MSE, or a function made with pn.loss, "
+                        f"{loss_family_mistake(loss)}")
 
 
 class Trainer(NativeTrainerState):
@@ -61,8 +61,8 @@ class Trainer(NativeTrainerState):
 
     def __init__(self, model, *, optimizer: AbstractOptimizer, loss=L1, devices=None):
         if not isinstance(optimizer, AbstractOptimizer):
-            raise SpecError("optimizer must be pn.Adam(...), pn.RMSprop(...), pn.SGD(...) or pn.LBFGS(...), got "
-                            f"{optimizer!r}.")
+            raise SpecError("optimizer must be pn.Adam(...), pn.RMSprop(...), pn.SGD(...) or pn.LBFGS(...), "
+                            f"{optimizer_mistake(optimizer)}")
         _check_loss_family(loss)
         self.model, self.optimizer, self.loss = model, optimizer, loss
         self._impl = model.program.make_trainer(optimizer, loss, devices=devices)
