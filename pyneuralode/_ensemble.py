@@ -130,3 +130,17 @@ def loop_ensemble(solve_one, params: np.ndarray, y0: np.ndarray, ts: np.ndarray)
         counts[m] = sol.stats.nfe_forward, sol.stats.steps_accepted, sol.stats.steps_rejected
         errors.append(None)
     return EnsembleSolution.from_counts(ts, ys, counts, errors)
+
+
+def refuse_ensemble_devices(devices, backend: str) -> None:
+    """``devices=`` shards an ensemble's members over JAX devices; the other backends spread members their own
+    way, which the message names."""
+    if devices is None or backend == "jax":
+        return
+    from ._errors import NotSupportedError
+    how = {"torch": "backend 'torch' solves the members one after another on the model's device",
+           "julia": "backend 'julia' spreads the members over Julia's threads (EnsembleThreads; start Julia with "
+                    "threads, e.g. PYTHON_JULIACALL_THREADS=auto)"}.get(backend, f"backend {backend!r} has no "
+                                                                         "sharding")
+    raise NotSupportedError(f"devices= shards an ensemble over JAX devices, on backend 'jax' only: {how}. Drop "
+                            "devices=, or use backend='jax'.")

@@ -10,7 +10,7 @@ from ._adjoints import AbstractAdjoint, DirectAdjoint
 from ._augment import augmented_loss, check_augment, pad_features
 from ._control import StepControl
 from ._custom_loss import bound_loss_mistake
-from ._ensemble import EnsembleSolution, ensemble_inputs
+from ._ensemble import EnsembleSolution, ensemble_inputs, refuse_ensemble_devices
 from ._errors import SpecError
 from ._layers import AbstractLayer, check_state_preserving
 from ._losses import AbstractLoss
@@ -184,9 +184,11 @@ class ODEModel(SpecParameters):
         members or ``(members, *state)``; ``ts`` is shared. Each member is solved as if alone (its own adaptive
         steps and statistics), and a member that fails is reported in ``ok``/``errors`` while the others still
         return. JAX vectorises the members in one compiled solve; ``devices`` (JAX only: a number of devices, a
-        list of ``jax.Device`` or a ``jax.sharding.Mesh``) shards the member axis over several devices. torch and
-        Julia solve the members one after another.
+        list of ``jax.Device`` or a ``jax.sharding.Mesh``) shards the member axis over several devices. torch
+        solves the members one after another (torchdiffeq steps a batch with one shared step size); Julia solves
+        them as one SciMLBase ``EnsembleProblem`` with ``EnsembleThreads()``, spread over Julia's threads.
         """
+        refuse_ensemble_devices(devices, self.backend)
         params, y0 = ensemble_inputs(params, y0, num_params=self.num_params, state_shape=self.state_shape,
                                      dtype=self.dtype)
         if self.augment:

@@ -65,10 +65,18 @@ def test_member_axes_are_checked(params_shape, y0, message):
         model.solve_ensemble(np.zeros(params_shape), y0, TS)
 
 
-def test_devices_is_jax_only():
-    model = _model("torch")
-    with pytest.raises(pn.NotSupportedError, match=r"devices= shards an ensemble on backend 'jax' only"):
-        model.solve_ensemble(model.init(0), Y0, TS, devices=2)
+@pytest.mark.parametrize("backend, how", [
+    ("torch", "backend 'torch' solves the members one after another on the model's device"),
+    ("julia", "backend 'julia' spreads the members over Julia's threads"),  # refused before Julia starts
+])
+def test_devices_is_jax_only(backend, how):
+    """The torch refusal named an internal class (TorchProgram); each backend now says how it spreads members."""
+    model = pn.ODEModel(pn.MLP([2, 2]), backend=backend)
+    with pytest.raises(pn.NotSupportedError) as info:
+        model.solve_ensemble(model.init(0), np.zeros((2, 2)), TS, devices=2)
+    assert str(info.value) == (f"devices= shards an ensemble over JAX devices, on backend 'jax' only: {how}"
+                               + ("" if backend == "torch" else " (EnsembleThreads; start Julia with threads, e.g. "
+                                  "PYTHON_JULIACALL_THREADS=auto)") + ". Drop devices=, or use backend='jax'.")
 
 
 def test_more_devices_than_jax_sees_names_the_cpu_flag():
