@@ -66,3 +66,17 @@ def test_help_is_plain_text(argv, capsys):
     assert out.startswith("usage: pyneuralode")
     for markup in ("``", "`", ":func:", ":class:", "**"):
         assert markup not in out, f"{markup!r} in {' '.join(argv)} --help"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backend", "torch"], "--backend torch has no stiff solver: use --backend jax or julia."),
+    (["--solver", "Rodas5P"], "--solver Rodas5P does not run on --backend jax: use --backend julia, or a stiff "
+                              "solver that --backend jax has: --solver ImplicitEuler, Kvaerno3, Kvaerno4, Kvaerno5, "
+                              "KenCarp3, KenCarp4, KenCarp5."),
+])
+def test_stiff_solver_the_backend_lacks_is_one_line_in_flags(argv, message, tmp_path, capsys):
+    """--backend torch was offered and then failed with the Python API's advice (choose Dopri5, which --solver does
+    not accept); --solver Rodas5P on jax suggested backend='julia' rather than the flag."""
+    assert main(["stiff", *argv, "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"pyneuralode: error: {message}\n"
+    assert not (tmp_path / "r").exists()

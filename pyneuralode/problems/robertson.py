@@ -112,3 +112,22 @@ class RobertsonConfig:
 
     def __post_init__(self):
         check_options(self)
+        check_stiff_solver(self.backend, self.solver)
+
+
+def check_stiff_solver(backend: str, solver: str) -> None:
+    """Refuse, before anything is built, a stiff ``solver`` that ``backend`` does not run, naming the backends
+    that run it and the stiff solvers this backend has (as the command's flags)."""
+    from .._errors import SpecError
+    from .._solvers import STIFF_SOLVERS
+    from ..backends._registry import REGISTRY, entry
+
+    have = [s for s in STIFF_SOLVERS if s in entry(backend).solvers]
+    if solver in have:
+        return
+    others = [name for name, e in REGISTRY.items() if solver in e.solvers]
+    if not have:
+        raise SpecError(f"--backend {backend} has no stiff solver: use --backend "
+                        f"{' or '.join(n for n, e in REGISTRY.items() if set(STIFF_SOLVERS) & e.solvers)}.")
+    raise SpecError(f"--solver {solver} does not run on --backend {backend}: use --backend {' or '.join(others)}, "
+                    f"or a stiff solver that --backend {backend} has: --solver {', '.join(have)}.")
