@@ -165,6 +165,19 @@ def config_from_args(config_class, args):
     return config_class(**config_fields(config_class, args))
 
 
+def check_devices_divide_batch(devices: int | None, cfg, *, has_batch_flag: bool) -> None:
+    """``--devices N`` splits each training batch evenly: refuse, before anything starts, an N that does not
+    divide the run's batch, naming the device counts that do (and ``--batch`` where the command has it)."""
+    batch = getattr(cfg, "batch", None) or getattr(cfg, "batch_size", None)
+    if not devices or not batch or batch % devices == 0:
+        return
+    counts = ", ".join(str(d) for d in range(1, batch + 1) if batch % d == 0 and d <= max(devices, 8))
+    batch_fix = (f", or a --batch that is a multiple of {devices} (e.g. {batch - batch % devices or devices})"
+                 if has_batch_flag else "")
+    raise SpecError(f"--devices {devices} does not divide the batch of {batch} samples: use --devices {counts}"
+                    f"{batch_fix}.")
+
+
 def run_problem(args, cfg, out, *, train, format_summary, plot: str | None = None, devices: bool = False) -> int:
     """Train ``cfg`` into the run directory ``out`` (``train(cfg, out, resume=..., overwrite=..., show_progress=...)``
     with the flags of ``args``, and ``devices=`` from ``--devices`` when ``devices``), print
@@ -172,6 +185,7 @@ def run_problem(args, cfg, out, *, train, format_summary, plot: str | None = Non
     command's exit code."""
     options = dict(resume=args.resume, overwrite=args.overwrite, show_progress=not args.no_progress)
     if devices:
+        check_devices_divide_batch(args.devices, cfg, has_batch_flag=hasattr(args, "batch"))
         options["devices"] = use_devices(args.devices, args.backend)
     summary = train(cfg, out, **options)
     print(format_summary(summary))
