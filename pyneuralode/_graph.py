@@ -108,13 +108,15 @@ BINARY = ("add", "subtract", "multiply", "divide", "power", "maximum", "minimum"
 REDUCTIONS = ("sum", "mean", "prod", "max", "min")
 """Reductions with attrs ``axis`` (a sorted tuple of non-negative ints, or ``None`` for all) and ``keepdims``."""
 
-OTHER = ("integer_power", "where", "matmul", "stack", "concatenate", "getitem", "reshape", "transpose",
+OTHER = ("integer_power", "where", "matmul", "stack", "concatenate", "getitem", "take", "reshape", "transpose",
          "broadcast_to")
 """Structural ops. Attributes: ``integer_power`` ``exponent`` (int; ``x ** n`` is exact for negative ``x``);
 ``where`` ``(condition, a, b)``; ``matmul`` NumPy's ``@``; ``stack``/``concatenate`` ``axis`` (non-negative);
 ``getitem`` ``index`` (a tuple, one entry per indexed axis or new axis: an int ``i >= 0`` drops the axis,
 ``None`` inserts one, ``(start, stop, step)`` with ``0 <= start <= stop`` and ``step > 0`` is the slice
-``start:stop:step``; axes after the last entry are kept whole); ``reshape`` ``shape`` (no ``-1``; row-major);
+``start:stop:step``; axes after the last entry are kept whole); ``take`` ``axis`` (non-negative) and ``indices``
+(a non-empty tuple of ints ``>= 0``, repeats allowed): ``np.take(x, indices, axis)``, the elements of one axis in
+any order (``x[::-1]``, ``x[[2, 0, 1]]``, ``x[mask]`` with a constant mask, ``np.flip``, ``np.roll``); ``reshape`` ``shape`` (no ``-1``; row-major);
 ``transpose`` ``axes`` (a full permutation); ``broadcast_to`` ``shape``."""
 
 LEAVES = ("time", "state", "param", "constant", "literal", "call")
@@ -147,6 +149,7 @@ def namespace_ops(xp) -> dict[str, Callable]:
         "stack": lambda node, *xs: xp.stack(xs, axis=node.attr("axis")),
         "concatenate": lambda node, *xs: xp.concatenate(xs, axis=node.attr("axis")),
         "getitem": lambda node, x: x[index_of(node)],
+        "take": lambda node, x: x[(slice(None),) * node.attr("axis") + (np.asarray(node.attr("indices")),)],
         "reshape": lambda node, x: xp.reshape(x, node.attr("shape")),
         "transpose": lambda node, x: xp.transpose(x, node.attr("axes")),
         "broadcast_to": lambda node, x: xp.broadcast_to(x, node.attr("shape")),

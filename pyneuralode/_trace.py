@@ -26,10 +26,12 @@ _UFUNC_NAMES = sorted({f"np.{u.__name__}" for u in _UFUNCS} | {"np.square", "np.
 _FUNCTION_NAMES = ("np.sum", "np.mean", "np.prod", "np.max", "np.min", "np.amax", "np.amin", "np.stack",
                    "np.concatenate", "np.where", "np.clip", "np.reshape", "np.ravel", "np.transpose",
                    "np.squeeze", "np.expand_dims", "np.broadcast_to", "np.dot", "np.outer", "np.zeros_like",
-                   "np.ones_like", "np.hstack", "np.vstack", "np.linalg.norm (2-norm)")
+                   "np.ones_like", "np.hstack", "np.vstack", "np.linalg.norm (2-norm)", "np.take", "np.flip",
+                   "np.roll")
 SUPPORTED = (*_UFUNC_NAMES, *_FUNCTION_NAMES, "+ - * / ** @, unary -, abs()", "comparisons < <= > >= == !=",
              "& | ~ on booleans",
-             "indexing and slicing with constants (x[0], x[1:3], x[:, None], x[..., 0], x[[2, 0]])",
+             "indexing and slicing with constants (x[0], x[1:3], x[::-1], x[:, None], x[..., 0], x[[2, 0]], "
+             "x[mask] with a constant boolean mask)",
              "x.T, x.reshape, x.sum/mean/prod/max/min, x.transpose, x.ravel, x.squeeze, x.clip, x.dot",
              "p.<net>(x) for the networks in nets=")
 """What a traced field may use (listed in the error for anything else)."""
@@ -141,11 +143,7 @@ class Tracer(np.lib.mixins.NDArrayOperatorsMixin):
         raise SpecError(_ASSIGNMENT)
 
     def __getitem__(self, index):
-        if isinstance(index, (list, np.ndarray)) and np.asarray(index).dtype.kind in "iu" \
-                and np.asarray(index).ndim == 1 and self.ndim > 0:
-            # x[[i, j, ...]]: NumPy's integer-array indexing along the first axis, as a stack of x[i]
-            return _stack(self._tape, [self[int(i)] for i in np.asarray(index)])
-        return self._tape.emit("getitem", (self,), (("index", _normalise_index(index, self.shape)),), what="x[...]")
+        return _getitem(self._tape, self, index)
 
     # ------------------------------------------------------------------ ndarray-style methods
     @property
@@ -266,6 +264,101 @@ def _axis(axis, ndim: int, what: str) -> int:
     if not -ndim <= axis < ndim:
         raise SpecError(f"{what}: axis {axis} is out of range for {ndim} dimensions.")
     return int(axis) % ndim
+
+
+class _Picks:
+    """One integer-array (or constant boolean-mask) entry of an index, as the non-negative positions it picks."""
+
+    def __init__(self, positions: np.ndarray):
+        self.positions = positions
+
+
+def _index_entry(e, tracer_shape):
+    """``e`` as ints, slices, ``None``, ``...`` or :class:`_Picks`; constant arrays of ints or booleans allowed."""
+    if isinstance(e, Tracer):
+        raise SpecError("Indexing with a traced value is not supported in a pn.dynamics function: indices must "
+                        "be constants (use np.where to select by a condition).")
+    if isinstance(e, (list, np.ndarray)):
+        array = np.asarray(e)
+        if array.ndim == 0 and array.dtype.kind in "iu":
+            return int(array)
+        if array.ndim == 1 and array.size and array.dtype.kind in "iub":
+            return _Picks(array)
+        raise SpecError(f"Index {e!r} is not supported in a pn.dynamics function: an array index must be a "
+                        "non-empty 1-D array of integers or booleans (a constant mask), e.g. x[[2, 0, 1]].")
+    if not (e is None or e is Ellipsis or isinstance(e, slice)
+            or (isinstance(e, (int, np.integer)) and not isinstance(e, (bool, np.bool_)))):
+        raise SpecError(f"Index {e!r} is not supported in a pn.dynamics function: use integers, slices with "
+                        "constant bounds, None, ... and constant integer arrays or boolean masks.")
+    return e
+
+
+def _getitem(tape, x: Tracer, index) -> Tracer:
+    """``x[index]`` with NumPy's semantics: basic indexing is one ``getitem`` node; a negative-step slice, an
+    integer array or a constant boolean mask is a full slice there followed by a ``take`` along its axis."""
+    entries = [_index_entry(e, x.shape) for e in (index if isinstance(index, tuple) else (index,))]
+    if sum(e is Ellipsis for e in entries) > 1:
+        raise SpecError("An index can only have a single ellipsis (...).")
+    used = sum(e is not None and e is not Ellipsis for e in entries)
+    if used > x.ndim:
+        raise SpecError(f"Too many indices {index!r} for a traced value of shape {x.shape}.")
+    expanded: list = []
+    for e in entries:
+        expanded.extend([slice(None)] * (x.ndim - used) if e is Ellipsis else [e])
+    basic, takes, advanced, axis, out_axis, array_axis = [], [], [], 0, 0, None
+    for position, e in enumerate(expanded):
+        if e is None:
+            basic.append(None)
+            out_axis += 1
+            continue
+        dim = x.shape[axis]
+        if isinstance(e, _Picks):
+            picks = e.positions
+            if picks.dtype == np.bool_:
+                if picks.size != dim:
+                    raise SpecError(f"Boolean index of length {picks.size} does not match axis {axis} with size "
+                                    f"{dim}.")
+                picks = np.flatnonzero(picks)
+                if not picks.size:
+                    raise SpecError("A boolean mask that selects nothing gives an empty array, which a "
+                                    "pn.dynamics function cannot use.")
+            bad = picks[(picks < -dim) | (picks >= dim)]
+            if bad.size:
+                raise SpecError(f"Index {int(bad[0])} is out of bounds for axis {axis} with size {dim}.")
+            if array_axis is not None:
+                raise SpecError("Indexing with more than one integer array or mask at once (x[[0, 1], [2, 0]]) is "
+                                "not supported in a pn.dynamics function: index one axis at a time, or select the "
+                                "elements with np.stack([x[0, 2], x[1, 0]]).")
+            takes.append((out_axis, tuple(int(i) % dim for i in picks)))
+            advanced.append(position)
+            array_axis = out_axis
+            e = slice(None)
+        elif isinstance(e, slice) and e.step is not None and e.step < 0:
+            picks = tuple(range(*e.indices(dim)))
+            if not picks:
+                raise SpecError(f"The slice {e} selects nothing from an axis of size {dim}: a pn.dynamics function "
+                                "cannot use an empty array.")
+            takes.append((out_axis, picks))
+            e = slice(None)
+        elif not isinstance(e, slice):
+            advanced.append(position)  # an int next to an integer array is an advanced index too (NumPy)
+        basic.append(e)
+        out_axis += isinstance(e, slice)
+        axis += 1
+    normalised = _normalise_index(tuple(basic), x.shape)
+    if not all(isinstance(e, tuple) and e == (0, d, 1) for e, d in zip(normalised, x.shape)) \
+            or None in normalised:
+        x = tape.emit("getitem", (x,), (("index", normalised),), what="x[...]")
+    for at, picks in takes:
+        x = _take(tape, x, at, picks)
+    if array_axis and advanced != list(range(advanced[0], advanced[-1] + 1)):
+        # NumPy puts the axis of an integer array first when a slice separates it from an int (also advanced)
+        x = _transpose(tape, x, (array_axis, *(k for k in range(x.ndim) if k != array_axis)))
+    return x
+
+
+def _take(tape, x: Tracer, axis: int, indices: tuple[int, ...]) -> Tracer:
+    return tape.emit("take", (x,), (("axis", axis), ("indices", tuple(indices))), what="x[...]")
 
 
 def _normalise_index(index, shape) -> tuple:
@@ -452,13 +545,58 @@ def _vstack(tape, tup, **extra):
     return _concatenate(tape, [x.reshape(1, -1) if x.ndim < 2 else x for x in xs], axis=0)
 
 
+def _axes_of(axis, ndim: int, what: str) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    return tuple(_axis(a, ndim, what) for a in (axis if isinstance(axis, tuple) else (axis,)))
+
+
+def _np_take(tape, a, indices, axis=None, out=None, mode="raise"):
+    _no_extra("np.take", out=out)
+    if mode != "raise":
+        raise _unsupported(f"np.take(..., mode={mode!r})")
+    a = _as_tracer(tape, a, "np.take")
+    if axis is None:
+        a, axis = _ravel(tape, a), 0
+    axis = _axis(axis, a.ndim, "np.take")
+    indices = np.asarray(indices)
+    if indices.ndim > 1:
+        raise _unsupported("np.take with a multi-dimensional array of indices")
+    return _getitem(tape, a, (slice(None),) * axis + (indices if indices.ndim else int(indices),))
+
+
+def _flip(tape, m, axis=None):
+    m = _as_tracer(tape, m, "np.flip")
+    return _getitem(tape, m, tuple(slice(None, None, -1 if k in _axes_of(axis, m.ndim, "np.flip") else None)
+                                   for k in range(m.ndim)))
+
+
+def _roll(tape, a, shift, axis=None):
+    a = _as_tracer(tape, a, "np.roll")
+    if axis is None:
+        return _reshape(tape, _roll(tape, _ravel(tape, a), shift, 0), a.shape)
+    shifts = shift if isinstance(shift, tuple) else (shift,)
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    if len(shifts) == 1:
+        shifts = shifts * len(axes)
+    if len(shifts) != len(axes) or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in shifts):
+        raise SpecError(f"np.roll needs constant integer shifts, one per axis, got shift={shift!r}, axis={axis!r}.")
+    for k, axis_k in zip(shifts, axes):
+        axis_k = _axis(axis_k, a.ndim, "np.roll")
+        n = a.shape[axis_k]
+        if int(k) % n:
+            a = _take(tape, a, axis_k, tuple((i - int(k)) % n for i in range(n)))
+    return a
+
+
 _FUNCTIONS: dict[Callable, Callable] = {
     np.sum: _reduce("sum"), np.mean: _reduce("mean"), np.prod: _reduce("prod"), np.max: _reduce("max"),
     np.min: _reduce("min"), np.amax: _reduce("max"), np.amin: _reduce("min"), np.stack: _stack,
     np.concatenate: _concatenate, np.where: _where, np.clip: _clip, np.reshape: _reshape, np.ravel: _ravel,
     np.transpose: _transpose, np.squeeze: _squeeze, np.expand_dims: _expand_dims, np.broadcast_to: _broadcast_to,
     np.dot: _dot, np.outer: _outer, np.zeros_like: _filled_like(0.0), np.ones_like: _filled_like(1.0),
-    np.linalg.norm: _norm, np.hstack: _hstack, np.vstack: _vstack,
+    np.linalg.norm: _norm, np.hstack: _hstack, np.vstack: _vstack, np.take: _np_take, np.flip: _flip,
+    np.roll: _roll,
 }
 
 

@@ -55,7 +55,10 @@ CASES = {
                                           + np.stack([p.w, p.c]).sum(0)),
     "independent_of_u": lambda t, u, p: p.w * t + p.c,
     "indexing": lambda t, u, p: (u[np.int64(0)] * u + u[-1] + p.M[1] + p.M[:, 2] + p.M[1:, ::2].sum()
-                                 + u[None, :][0] + u[..., 1] + p.M[..., 0] + u[0:3:2].sum()),
+                                 + u[None, :][0] + u[..., 1] + p.M[..., 0] + u[0:3:2].sum() + u[::-1] * p.w
+                                 + p.M[::-1, 2] + p.M[1, ::-2].sum() + np.flip(p.M, axis=1)[0] + np.roll(u, 1)
+                                 + np.roll(p.M, -1, axis=1)[:, 0] + u[np.array([True, False, True])].sum()
+                                 + p.M[0, :, None][[2, 2, 0], 0] + np.take(u, [1, 1, 0]) * u),
     "iterate_and_len": lambda t, u, p: np.stack([x * len(u) for x in u]),
     "lowered_helpers": lambda t, u, p: (u[[2, 0, 1]] + p.M[np.array([1, 1, 0])][:, 0] + np.linalg.norm(u)
                                         + np.linalg.norm(p.M * u, axis=1) + np.hstack([u[:2], u[0]])
@@ -329,9 +332,14 @@ def test_parameters_read_by_key_as_from_a_dict():
         "p.beta is not declared in pn.dynamics (declared params: alpha)."
 
 
-def test_traced_index_and_negative_step():
+def test_traced_index_and_array_indices():
     assert "indices must be constants" in _error(lambda t, u, p: u * u[u[0]])
-    assert "negative step" in _error(lambda t, u, p: u[::-1])
+    assert _error(lambda t, u, p: u * u[[0, 1], [1, 0]].sum(), state=(2, 2)).startswith(
+        "Indexing with more than one integer array or mask at once (x[[0, 1], [2, 0]]) is not supported")
+    assert _error(lambda t, u, p: u * u[[]].sum()).startswith("Index [] is not supported")
+    assert _error(lambda t, u, p: u * u[0:1:-1].sum()) == ("The slice slice(0, 1, -1) selects nothing from an axis "
+                                                           "of size 2: a pn.dynamics function cannot use an empty "
+                                                           "array.")
 
 
 def test_invalid_declarations():

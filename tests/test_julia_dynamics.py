@@ -27,6 +27,7 @@ from pyneuralode.backends.julia._graph import (
     julia_permutation,
     julia_source,
     julia_stack_dim,
+    julia_take_index,
 )
 
 from test_dynamics import CASES, _make
@@ -112,6 +113,9 @@ EXPECTED_SHAPED = [
     ("getitem", (("index", (1,)),), [(2, 3)], (3,), "a[:, 2]"),
     ("getitem", (("index", ((1, 2, 1), (0, 3, 2))),), [(2, 3)], (1, 2), "a[1:2:3, 2:2]"),
     ("getitem", (("index", (None, (0, 3, 1))),), [(3,)], (1, 3), "reshape(a[1:3], 3, 1)"),
+    ("take", (("axis", 0), ("indices", (2, 1, 0))), [(3,)], (3,), "a[[3, 2, 1]]"),
+    ("take", (("axis", 1), ("indices", (0, 0))), [(2, 3)], (2, 2), "a[[1, 1], :]"),
+    ("take", (("axis", 0), ("indices", (1,))), [(2, 3)], (1, 3), "a[:, [2]]"),
     ("reshape", (("shape", (3, 2)),), [(2, 3)], (3, 2), "reshape(a, 2, 3)"),
     ("reshape", (("shape", ()),), [(1,)], (), "a[1]"),
     ("reshape", (("shape", (2,)),), [()], (2,), "fill(a, 2)"),
@@ -197,6 +201,14 @@ def test_indices():
                                                          if isinstance(e, range) else e) for e in julia)
         numpy_index = tuple(slice(*e) if isinstance(e, tuple) else e for e in index)
         np.testing.assert_array_equal(x.T[python], np.asarray(x[numpy_index]).T)
+
+
+def test_take_indices():
+    x = np.arange(24.0).reshape(2, 3, 4)
+    for axis, indices in [(0, (1, 0)), (1, (2, 2, 0)), (2, (3,)), (2, (0, 3, 1, 1))]:
+        julia = julia_take_index(axis, indices, x.ndim)
+        python = tuple([i - 1 for i in e] if isinstance(e, list) else e for e in julia)
+        np.testing.assert_array_equal(x.T[python], np.take(x, indices, axis).T)
 
 
 @pytest.mark.parametrize("shape", [(3,), (2, 3)])

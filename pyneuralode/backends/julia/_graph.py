@@ -92,7 +92,17 @@ def julia_index(index: tuple, rank: int) -> list:
     return list(reversed(numpy_axes))
 
 
+def julia_take_index(axis: int, indices: tuple[int, ...], rank: int) -> list:
+    """Julia indices, one per input dimension in Julia order, for ``np.take(x, indices, axis)``: the 1-based
+    positions as a vector at Julia dimension ``rank - axis``, ``Colon`` elsewhere."""
+    entries: list = [slice(None)] * rank
+    entries[rank - 1 - axis] = [i + 1 for i in indices]
+    return entries
+
+
 def _index_text(entry) -> str:
+    if isinstance(entry, list):
+        return f"[{', '.join(map(str, entry))}]"
     if isinstance(entry, int):
         return str(entry)
     if isinstance(entry, slice):
@@ -185,6 +195,9 @@ class _Emitter:
             return f"cat({', '.join(args)}; dims = {rank - node.attr('axis')})"
         if op == "getitem":
             return self.getitem(node, args[0], shapes[0])
+        if op == "take":  # a vector index: Zygote's getindex rule accumulates repeated positions
+            entries = julia_take_index(node.attr("axis"), node.attr("indices"), rank)
+            return f"{args[0]}[{', '.join(_index_text(e) for e in entries)}]"
         if op == "reshape":
             target = node.attr("shape")
             if rank == 0:

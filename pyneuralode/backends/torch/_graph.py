@@ -121,6 +121,17 @@ def _getitem(node, batched, ranks):
     return lambda x: x[index]
 
 
+def _take(node, batched, ranks):
+    dim, indices, on_device = node.attr("axis") + int(batched[0]), node.attr("indices"), {}
+
+    def apply(x):  # the index tensor is made once per device, not per call
+        index = on_device.get(x.device)
+        if index is None:
+            index = on_device[x.device] = torch.tensor(indices, dtype=torch.long, device=x.device)
+        return x.index_select(dim, index)
+    return apply
+
+
 def _reshape(node, batched, ranks):
     shape = tuple(node.attr("shape"))
     return (lambda x: x.reshape((x.shape[0],) + shape)) if batched[0] else (lambda x: x.reshape(shape))
@@ -155,6 +166,7 @@ TORCH_OPS: dict[str, Builder] = {
     "stack": _joined(torch.stack),
     "concatenate": _joined(torch.cat),
     "getitem": _getitem,
+    "take": _take,
     "reshape": _reshape,
     "transpose": _transpose,
     "broadcast_to": _broadcast_to,
