@@ -98,7 +98,7 @@ class Graph:
 
 
 UNARY = ("negative", "exp", "log", "log1p", "expm1", "sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh",
-         "cosh", "tanh", "sqrt", "abs", "sign", "logical_not")
+         "cosh", "tanh", "arcsinh", "arccosh", "arctanh", "sqrt", "abs", "sign", "logical_not")
 """Elementwise one-input ops (NumPy's functions of the same names; ``abs`` is ``np.absolute``)."""
 
 BINARY = ("add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "arctan2", "logaddexp", "less",

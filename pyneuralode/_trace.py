@@ -12,6 +12,7 @@ indexing.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from typing import Any, Callable
 
@@ -22,17 +23,24 @@ from ._graph import BINARY, NUMPY_OPS, UNARY, Graph, Literal, Node
 
 _UFUNCS: dict[Any, str] = {getattr(np, name): name for name in (*UNARY, *BINARY)}  # np.abs is np.absolute
 _UFUNC_NAMES = sorted({f"np.{u.__name__}" for u in _UFUNCS} | {"np.square", "np.reciprocal", "np.positive",
-                                                                 "np.fabs", "np.matmul"})
-_FUNCTION_NAMES = ("np.sum", "np.mean", "np.prod", "np.max", "np.min", "np.amax", "np.amin", "np.stack",
+                                                                 "np.fabs", "np.matmul", "np.log2", "np.log10",
+                                                                 "np.exp2", "np.cbrt", "np.hypot", "np.heaviside",
+                                                                 "np.float_power", "np.deg2rad", "np.rad2deg",
+                                                                 "np.logical_xor", "np.fmax", "np.fmin"})
+_FUNCTION_NAMES = ("np.sum", "np.mean", "np.prod", "np.max", "np.min", "np.amax", "np.amin", "np.var", "np.std",
+                   "np.any", "np.all", "np.cumsum", "np.diff", "np.einsum", "np.inner", "np.vdot", "np.stack",
                    "np.concatenate", "np.where", "np.clip", "np.reshape", "np.ravel", "np.transpose",
                    "np.squeeze", "np.expand_dims", "np.broadcast_to", "np.dot", "np.outer", "np.zeros_like",
-                   "np.ones_like", "np.hstack", "np.vstack", "np.linalg.norm (2-norm)", "np.take", "np.flip",
-                   "np.roll")
+                   "np.ones_like", "np.full_like", "np.copy", "np.atleast_1d", "np.hstack", "np.vstack",
+                   "np.column_stack", "np.linalg.norm (vector ord 1, 2, inf, p; matrix 'fro')", "np.take", "np.flip",
+                   "np.roll", "np.repeat", "np.tile", "np.cross", "np.shape", "np.ndim", "np.size",
+                   "np.array([...]) of traced values")
 SUPPORTED = (*_UFUNC_NAMES, *_FUNCTION_NAMES, "+ - * / ** @, unary -, abs()", "comparisons < <= > >= == !=",
              "& | ~ on booleans",
              "indexing and slicing with constants (x[0], x[1:3], x[::-1], x[:, None], x[..., 0], x[[2, 0]], "
              "x[mask] with a constant boolean mask)",
-             "x.T, x.reshape, x.sum/mean/prod/max/min, x.transpose, x.ravel, x.squeeze, x.clip, x.dot",
+             "x.T, x.reshape, x.sum/mean/prod/max/min/var/std/any/all, x.transpose, x.ravel, x.squeeze, x.clip, "
+             "x.dot, x.copy(), x.astype(float), x.shape/ndim/size",
              "p.<net>(x) for the networks in nets=")
 """What a traced field may use (listed in the error for anything else)."""
 
@@ -44,7 +52,13 @@ def _unsupported(what: str) -> SpecError:
 _CONTROL_FLOW = ("cannot be used in Python control flow (if/while/and/or/bool()/float()/int()) inside a "
                  "pn.dynamics function: the function is traced once, so the value is symbolic. Write branches "
                  "as np.where(condition, a, b), use np.minimum/np.maximum/np.clip for limits, and NumPy's "
-                 "functions (np.exp, np.sin...) rather than the math module's.")
+                 "functions (np.exp, np.sin...) rather than the math module's. (A NumPy function on np.array([...]) of traced "
+                 "values compares its elements in Python: build that array with np.stack([...]) instead.)")
+
+
+_NO_ARRAY = ("A traced value cannot become a concrete numpy array of numbers (np.array(..., dtype=float), "
+             "np.asarray(x, float), or a numpy function outside the supported set) inside a pn.dynamics function: "
+             "build arrays of traced values with np.stack([...]) or np.concatenate([...]).")
 
 
 _ASSIGNMENT = ("Assigning into an array (du[i] = ...) is not supported in a pn.dynamics function, which must not "
@@ -97,10 +111,15 @@ class Tracer(np.lib.mixins.NDArrayOperatorsMixin):
 
     __bool__ = __float__ = __int__ = __index__ = __complex__ = _no_value
 
-    def __array__(self, *args, **kwargs):
-        raise SpecError("A traced value cannot become a concrete numpy array (np.array/np.asarray, or a numpy "
-                        "function outside the supported set) inside a pn.dynamics function: build arrays of traced "
-                        "values with np.stack([...]) or np.concatenate([...]).")
+    def __array__(self, dtype=None, copy=None):
+        """``np.array([a, b])`` of traced values (as ``jnp.array`` in JAX): a NumPy *object* array of traced
+        scalars, which becomes one ``stack`` when it meets a traced value, a ufunc or the function's return."""
+        if dtype is not None and np.dtype(dtype) != np.dtype(object):
+            raise SpecError(_NO_ARRAY)
+        out = np.empty(self.shape, dtype=object)
+        for index in np.ndindex(self.shape):
+            out[index] = self[index] if self.shape else self
+        return out
 
     # ------------------------------------------------------------------ NumPy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -127,6 +146,8 @@ class Tracer(np.lib.mixins.NDArrayOperatorsMixin):
         if ufunc is np.power and not isinstance(inputs[1], Tracer) and _is_integral_scalar(inputs[1]):
             # x ** n with an integer literal n: exact for negative x on every backend (JAX's float pow is NaN there)
             return tape.emit("integer_power", inputs[:1], (("exponent", int(np.asarray(inputs[1]))),), what=name)
+        if ufunc in _LOWERED_UFUNCS:  # NumPy ufuncs written with the graph's ops
+            return _LOWERED_UFUNCS[ufunc](tape, *inputs)
         if ufunc not in _UFUNCS:
             raise _unsupported(name)
         return tape.emit(_UFUNCS[ufunc], inputs, what=name)
@@ -185,6 +206,39 @@ class Tracer(np.lib.mixins.NDArrayOperatorsMixin):
     def min(self, axis=None, keepdims=False):
         return _reduce("min")(self._tape, self, axis=axis, keepdims=keepdims)
 
+    def var(self, axis=None, ddof=0, keepdims=False):
+        return _var(self._tape, self, axis=axis, ddof=ddof, keepdims=keepdims)
+
+    def std(self, axis=None, ddof=0, keepdims=False):
+        return _std(self._tape, self, axis=axis, ddof=ddof, keepdims=keepdims)
+
+    def any(self, axis=None, keepdims=False):
+        return _any(self._tape, self, axis=axis, keepdims=keepdims)
+
+    def all(self, axis=None, keepdims=False):
+        return _all(self._tape, self, axis=axis, keepdims=keepdims)
+
+    def copy(self):
+        return self  # traced values are never mutated
+
+    def astype(self, dtype, copy=True):
+        if np.dtype(dtype).kind != "f":
+            raise _unsupported(f"x.astype({np.dtype(dtype).name}) (a traced value is real; only float types)")
+        return self
+
+    def __round__(self, ndigits=None):
+        raise _unsupported("round()")
+
+    def __getattr__(self, name):  # any other ndarray attribute: name it and list what is supported
+        if name.startswith("__") or name.startswith("_"):
+            raise AttributeError(name)
+        raise _unsupported(f"x.{name}")
+
+
+for _name in (*UNARY, "log2", "log10", "exp2", "cbrt", "deg2rad", "rad2deg"):
+    # NumPy's object-dtype loops call the method named after the ufunc on each element: np.exp(np.array([a, b]))
+    if _name not in ("negative", "abs", "sign", "logical_not"):
+        setattr(Tracer, _name, (lambda ufunc: lambda self: ufunc(self))(getattr(np, _name)))
 
 _BITWISE = {np.bitwise_and: np.logical_and, np.bitwise_or: np.logical_or, np.invert: np.logical_not}
 
@@ -222,6 +276,8 @@ class _Tape:
             return x._index
         if isinstance(x, (list, tuple)) and any(isinstance(e, Tracer) for e in _flatten(x)):
             raise SpecError(f"{what} got a Python list of traced values: build the array with np.stack([...]).")
+        if isinstance(x, np.ndarray) and x.dtype == object:  # np.array([a, b]) of traced values (see __array__)
+            return self._lift_objects(x, what)
         try:
             array = np.asarray(x)
         except Exception:  # noqa: BLE001 - any non-numeric object
@@ -232,6 +288,20 @@ class _Tape:
         literal = Literal(array)
         return self.add(Node("literal", (), (("value", literal),), literal.array.shape,
                              "bool" if literal.array.dtype == np.bool_ else "float"))._index
+
+    def _lift_objects(self, x: np.ndarray, what: str) -> int:
+        if x.size == 0:
+            raise SpecError(f"{what} got an empty object array.")
+        if x.ndim == 0:
+            return self.lift(x[()], what)
+        flat = [Tracer(self, self.lift(e, what)) for e in x.reshape(-1)]
+        if any(e.shape != () for e in flat):
+            raise SpecError(f"{what} got a NumPy object array whose elements are arrays: build arrays of traced "
+                            "values with np.stack([...]).")
+        if all(e.dtype == flat[0].dtype for e in flat) is False:
+            raise SpecError(f"{what} got a NumPy object array mixing booleans and numbers.")
+        stacked = self.emit("stack", flat, (("axis", 0),), what="np.array([...])")
+        return (stacked if x.ndim == 1 else _reshape(self, stacked, x.shape))._index
 
     def emit(self, op: str, inputs, attrs=(), *, what: str) -> Tracer:
         """Append ``op(inputs; attrs)``; its shape/dtype come from running NumPy on placeholder inputs."""
@@ -528,10 +598,23 @@ def _filled_like(value: float) -> Callable:
 
 
 def _norm(tape, x, ord=None, axis=None, keepdims=False):
-    if ord not in (None, 2, "fro") or (ord == 2 and axis is None and np.ndim(x) > 1):
-        raise _unsupported(f"np.linalg.norm(..., ord={ord!r})")
-    x = _as_tracer(tape, x, "np.linalg.norm")  # the 2-norm (Frobenius for matrices): sqrt(sum(x**2))
-    return tape.emit("sqrt", (_reduce("sum")(tape, x * x, axis=axis, keepdims=keepdims),), what="np.linalg.norm")
+    x = _as_tracer(tape, x, "np.linalg.norm")
+    vector = isinstance(axis, (int, np.integer)) or (axis is None and x.ndim == 1) \
+        or (isinstance(axis, tuple) and len(axis) == 1)
+    if ord in (None, "fro") or (ord == 2 and vector):  # the 2-norm (Frobenius for matrices): sqrt(sum(x**2))
+        if ord == "fro" and vector:
+            raise SpecError("np.linalg.norm(..., ord='fro') is for matrices; use ord=2 (or None) for a vector.")
+        return tape.emit("sqrt", (_reduce("sum")(tape, x * x, axis=axis, keepdims=keepdims),), what="np.linalg.norm")
+    if not vector or isinstance(ord, (bool, str)) or not isinstance(ord, (int, float, np.integer, np.floating)) \
+            or ord == 0:
+        raise _unsupported(f"np.linalg.norm(..., ord={ord!r})" + (" of a matrix (only the Frobenius norm)"
+                                                                  if not vector else ""))
+    size = abs(x)
+    if math.isinf(ord):
+        return _reduce("max" if ord > 0 else "min")(tape, size, axis=axis, keepdims=keepdims)
+    if ord == 1:
+        return _reduce("sum")(tape, size, axis=axis, keepdims=keepdims)
+    return _reduce("sum")(tape, size ** float(ord), axis=axis, keepdims=keepdims) ** (1.0 / float(ord))
 
 
 def _hstack(tape, tup, **extra):
@@ -543,6 +626,242 @@ def _hstack(tape, tup, **extra):
 def _vstack(tape, tup, **extra):
     xs = [_as_tracer(tape, x, "np.vstack") for x in _sequence(tape, tup, "np.vstack")]
     return _concatenate(tape, [x.reshape(1, -1) if x.ndim < 2 else x for x in xs], axis=0)
+
+
+# ---------------------------------------------------------------------- NumPy written with the graph's ops
+def _heaviside(tape, x, h0):
+    return tape.emit("where", (tape.emit("less", (x, 0.0), what="np.heaviside"), 0.0,
+                               tape.emit("where", (tape.emit("greater", (x, 0.0), what="np.heaviside"), 1.0, h0),
+                                         what="np.heaviside")), what="np.heaviside")
+
+
+def _cbrt(tape, x):  # sign(x) |x|^(1/3): real for negative x
+    return tape.emit("multiply", (tape.emit("sign", (x,), what="np.cbrt"),
+                                  tape.emit("power", (tape.emit("abs", (x,), what="np.cbrt"), 1.0 / 3.0),
+                                            what="np.cbrt")), what="np.cbrt")
+
+
+def _logical_xor(tape, a, b):
+    if not (_is_bool(a) and _is_bool(b)):
+        raise _unsupported("np.logical_xor on non-boolean values")
+    return tape.emit("not_equal", (a, b), what="np.logical_xor")
+
+
+def _scaled(op: str, factor: float, what: str) -> Callable:
+    return lambda tape, x: tape.emit(op, (tape.emit("log", (x,), what=what) if op == "divide" else x, factor),
+                                     what=what)
+
+
+_LOWERED_UFUNCS: dict[Any, Callable] = {
+    np.log2: _scaled("divide", float(np.log(2.0)), "np.log2"),
+    np.log10: _scaled("divide", float(np.log(10.0)), "np.log10"),
+    np.exp2: lambda tape, x: tape.emit("exp", (tape.emit("multiply", (x, float(np.log(2.0))), what="np.exp2"),),
+                                       what="np.exp2"),
+    np.cbrt: _cbrt,
+    np.hypot: lambda tape, a, b: tape.emit("sqrt", (tape.emit("add", (tape.emit("multiply", (a, a), what="np.hypot"),
+                                                                       tape.emit("multiply", (b, b), what="np.hypot")),
+                                                              what="np.hypot"),), what="np.hypot"),
+    np.heaviside: _heaviside,
+    np.float_power: lambda tape, a, b: tape.emit("power", (a, b), what="np.float_power"),
+    np.deg2rad: _scaled("multiply", math.pi / 180.0, "np.deg2rad"),
+    np.rad2deg: _scaled("multiply", 180.0 / math.pi, "np.rad2deg"),
+    np.logical_xor: _logical_xor,
+    np.fmax: lambda tape, a, b: tape.emit("maximum", (a, b), what="np.fmax"),  # NaN handling aside, the same
+    np.fmin: lambda tape, a, b: tape.emit("minimum", (a, b), what="np.fmin"),
+}
+"""Ufuncs that are not graph ops, as graphs of ops (values and gradients as NumPy's, away from NaN)."""
+
+
+def _var(tape, a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **extra):
+    _no_extra("np.var", dtype=dtype, out=out, **extra)
+    a = _as_tracer(tape, a, "np.var")
+    axes = _axes_of(axis, a.ndim, "np.var")
+    count = int(np.prod([a.shape[k] for k in axes]))
+    if isinstance(ddof, bool) or not isinstance(ddof, (int, np.integer)) or not 0 <= ddof < count:
+        raise SpecError(f"np.var/np.std: ddof must be an integer constant in [0, {count}), got {ddof!r}.")
+    centred = a - _reduce("mean")(tape, a, axis=axes, keepdims=True)
+    return _reduce("sum")(tape, centred * centred, axis=axes, keepdims=keepdims) / float(count - ddof)
+
+
+def _std(tape, a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **extra):
+    _no_extra("np.std", dtype=dtype, out=out, **extra)
+    return tape.emit("sqrt", (_var(tape, a, axis=axis, ddof=ddof, keepdims=keepdims),), what="np.std")
+
+
+def _count_true(tape, a, axis, keepdims, what):
+    a = _as_tracer(tape, a, what)
+    if not _is_bool(a):
+        a = tape.emit("not_equal", (a, 0.0), what=what)
+    return _reduce("sum")(tape, tape.emit("where", (a, 1.0, 0.0), what=what), axis=axis, keepdims=keepdims), a
+
+
+def _any(tape, a, axis=None, out=None, keepdims=False, **extra):
+    _no_extra("np.any", out=out, **extra)
+    count, _ = _count_true(tape, a, axis, keepdims, "np.any")
+    return tape.emit("greater", (count, 0.0), what="np.any")
+
+
+def _all(tape, a, axis=None, out=None, keepdims=False, **extra):
+    _no_extra("np.all", out=out, **extra)
+    count, a = _count_true(tape, a, axis, keepdims, "np.all")
+    total = int(np.prod([a.shape[k] for k in _axes_of(axis if not isinstance(axis, list) else tuple(axis), a.ndim,
+                                                      "np.all")]))
+    return tape.emit("equal", (count, float(total)), what="np.all")
+
+
+def _cumsum(tape, a, axis=None, dtype=None, out=None):
+    _no_extra("np.cumsum", dtype=dtype, out=out)
+    a = _as_tracer(tape, a, "np.cumsum")
+    if axis is None:
+        a, axis = _ravel(tape, a), 0
+    axis = _axis(axis, a.ndim, "np.cumsum")
+    n = a.shape[axis]
+    moved = _moveaxis(tape, a, axis, a.ndim - 1)  # (..., n) @ upper-triangular ones: the running sums
+    summed = tape.emit("matmul", (moved, np.triu(np.ones((n, n)))), what="np.cumsum")
+    return _moveaxis(tape, summed, a.ndim - 1, axis)
+
+
+def _moveaxis(tape, a, source: int, destination: int):
+    if source == destination:
+        return a
+    order = [k for k in range(a.ndim) if k != source]
+    order.insert(destination, source)
+    return _transpose(tape, a, tuple(order))
+
+
+def _diff(tape, a, n=1, axis=-1, prepend=np._NoValue, append=np._NoValue):
+    _no_extra("np.diff", prepend=prepend, append=append)
+    a = _as_tracer(tape, a, "np.diff")
+    if a.ndim == 0:
+        raise SpecError("np.diff needs an array of at least one dimension.")
+    axis = _axis(axis, a.ndim, "np.diff")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < a.shape[axis]:
+        raise SpecError(f"np.diff: n must be an integer constant in [0, {a.shape[axis]}), got {n!r}.")
+    before = (slice(None),) * axis
+    for _ in range(int(n)):
+        a = a[before + (slice(1, None),)] - a[before + (slice(None, -1),)]
+    return a
+
+
+def _einsum(tape, subscripts, *operands, out=None, optimize=False, **extra):
+    """``np.einsum`` without ``...`` or a letter repeated in one operand: each operand's axes ordered by letter and
+    broadcast against the others, one product, a sum over the letters not in the output."""
+    _no_extra("np.einsum", out=out, **extra)
+    if not isinstance(subscripts, str):
+        raise _unsupported("np.einsum with the operand/sublist form")
+    spec = subscripts.replace(" ", "")
+    inputs, arrow, output = spec.partition("->")
+    terms = inputs.split(",")
+    if "." in spec or len(terms) != len(operands) or not all(t.isalpha() or not t for t in terms)             or any(len(set(t)) != len(t) for t in terms):
+        raise _unsupported(f"np.einsum({subscripts!r}, ...) (supported: explicit letters, none repeated within "
+                           "one operand, no '...')")
+    letters = sorted(set("".join(terms)))
+    if not arrow:  # implicit output: the letters that appear once, in alphabetical order
+        output = "".join(c for c in letters if "".join(terms).count(c) == 1)
+    if not output.isalpha() and output or set(output) - set(letters) or len(set(output)) != len(output):
+        raise _unsupported(f"np.einsum({subscripts!r}, ...) (its output letters must appear in an input, once)")
+    xs = [_as_tracer(tape, x, "np.einsum") for x in operands]
+    sizes: dict[str, int] = {}
+    for term, x in zip(terms, xs):
+        if len(term) != x.ndim:
+            raise SpecError(f"np.einsum({subscripts!r}): operand of shape {x.shape} has {x.ndim} axes but "
+                            f"{term!r} names {len(term)}.")
+        for c, d in zip(term, x.shape):
+            if sizes.setdefault(c, d) != d and d != 1 and sizes[c] != 1:
+                raise SpecError(f"np.einsum({subscripts!r}): letter {c!r} has sizes {sizes[c]} and {d}.")
+            sizes[c] = max(sizes[c], d)
+    order = [c for c in output] + [c for c in letters if c not in output]  # output letters first, then summed
+    product = None
+    for term, x in zip(terms, xs):
+        present = [c for c in order if c in term]
+        if present != list(term):
+            x = _transpose(tape, x, tuple(term.index(c) for c in present))
+        x = _reshape(tape, x, tuple(sizes[c] if c in term else 1 for c in order)) if len(present) < len(order) \
+            or x.ndim != len(order) else x
+        product = x if product is None else product * x
+    summed = tuple(range(len(output), len(order)))
+    if summed:
+        product = _reduce("sum")(tape, product, axis=summed)
+    return _broadcast_to(tape, product, tuple(sizes[c] for c in output)) \
+        if product.shape != tuple(sizes[c] for c in output) else product
+
+
+def _inner(tape, a, b):
+    a, b = _as_tracer(tape, a, "np.inner"), _as_tracer(tape, b, "np.inner")
+    if a.ndim == 0 or b.ndim == 0:
+        return a * b
+    if a.ndim > 1 or b.ndim > 1:
+        raise _unsupported("np.inner of arrays with more than 1 dimension (use np.einsum or @)")
+    return tape.emit("matmul", (a, b), what="np.inner")
+
+
+def _vdot(tape, a, b):
+    a, b = _as_tracer(tape, a, "np.vdot"), _as_tracer(tape, b, "np.vdot")
+    return tape.emit("matmul", (_ravel(tape, a), _ravel(tape, b)), what="np.vdot")
+
+
+def _full_like(tape, a, fill_value, dtype=None, order="K", subok=True, shape=None, **extra):
+    _no_extra("np.full_like", dtype=dtype, shape=shape, **extra)
+    if isinstance(fill_value, Tracer):
+        return _broadcast_to(tape, fill_value, _as_tracer(tape, a, "np.full_like").shape)
+    return Tracer(tape, tape.lift(np.full(_as_tracer(tape, a, "np.full_like").shape, fill_value, dtype=float),
+                                  "np.full_like"))
+
+
+def _copy(tape, a, order="K", subok=False):
+    return _as_tracer(tape, a, "np.copy")
+
+
+def _atleast_1d(tape, *arys):
+    out = [_reshape(tape, x, (1,)) if x.ndim == 0 else x for x in (_as_tracer(tape, a, "np.atleast_1d")
+                                                                     for a in arys)]
+    return out[0] if len(out) == 1 else out
+
+
+def _column_stack(tape, tup):
+    xs = [_as_tracer(tape, x, "np.column_stack") for x in _sequence(tape, tup, "np.column_stack")]
+    return _concatenate(tape, [x.reshape(-1, 1) if x.ndim < 2 else x for x in xs], axis=1)
+
+
+def _cross(tape, a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    if axis is not None or (axisa, axisb, axisc) != (-1, -1, -1):
+        raise _unsupported("np.cross(..., axis=...) (vectors along the last axis are)")
+    a, b = _as_tracer(tape, a, "np.cross"), _as_tracer(tape, b, "np.cross")
+    if a.ndim == 0 or b.ndim == 0 or a.shape[-1] not in (2, 3) or b.shape[-1] not in (2, 3):
+        raise SpecError(f"np.cross needs vectors of 2 or 3 components along the last axis, got shapes {a.shape} and "
+                        f"{b.shape}.")
+    ax, ay = a[..., 0], a[..., 1]
+    bx, by = b[..., 0], b[..., 1]
+    az = a[..., 2] if a.shape[-1] == 3 else 0.0
+    bz = b[..., 2] if b.shape[-1] == 3 else 0.0
+    z = ax * by - ay * bx
+    if a.shape[-1] == 2 and b.shape[-1] == 2:
+        return z  # NumPy: the z component only
+    return _stack(tape, [ay * bz - az * by, az * bx - ax * bz, z], axis=-1)
+
+
+def _repeat(tape, a, repeats, axis=None):
+    a = _as_tracer(tape, a, "np.repeat")
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise SpecError(f"np.repeat needs a constant integer number of repeats >= 1, got {repeats!r}.")
+    if axis is None:
+        a, axis = _ravel(tape, a), 0
+    axis = _axis(axis, a.ndim, "np.repeat")
+    return _take(tape, a, axis, tuple(i for i in range(a.shape[axis]) for _ in range(int(repeats))))
+
+
+def _tile(tape, a, reps):
+    a = _as_tracer(tape, a, "np.tile")
+    reps = (reps,) if isinstance(reps, (int, np.integer)) else tuple(reps)
+    if any(isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1 for r in reps):
+        raise SpecError(f"np.tile needs constant integer repetitions >= 1, got {reps!r}.")
+    if len(reps) > a.ndim:
+        a = _reshape(tape, a, (1,) * (len(reps) - a.ndim) + a.shape)
+    reps = (1,) * (a.ndim - len(reps)) + reps
+    for axis, r in enumerate(reps):
+        if r > 1:
+            a = _take(tape, a, axis, tuple(range(a.shape[axis])) * int(r))
+    return a
 
 
 def _axes_of(axis, ndim: int, what: str) -> tuple[int, ...]:
@@ -596,7 +915,14 @@ _FUNCTIONS: dict[Callable, Callable] = {
     np.transpose: _transpose, np.squeeze: _squeeze, np.expand_dims: _expand_dims, np.broadcast_to: _broadcast_to,
     np.dot: _dot, np.outer: _outer, np.zeros_like: _filled_like(0.0), np.ones_like: _filled_like(1.0),
     np.linalg.norm: _norm, np.hstack: _hstack, np.vstack: _vstack, np.take: _np_take, np.flip: _flip,
-    np.roll: _roll,
+    np.roll: _roll, np.var: _var, np.std: _std, np.any: _any, np.all: _all, np.cumsum: _cumsum, np.diff: _diff,
+    np.einsum: _einsum, np.inner: _inner, np.vdot: _vdot, np.full_like: _full_like, np.copy: _copy,
+    np.atleast_1d: _atleast_1d, np.column_stack: _column_stack, np.cross: _cross, np.repeat: _repeat,
+    np.tile: _tile,
+    np.shape: lambda tape, a: _as_tracer(tape, a, "np.shape").shape,
+    np.ndim: lambda tape, a: _as_tracer(tape, a, "np.ndim").ndim,
+    np.size: lambda tape, a, axis=None: (_as_tracer(tape, a, "np.size").size if axis is None
+                                         else a.shape[_axis(axis, a.ndim, "np.size")]),
 }
 
 

@@ -29,7 +29,8 @@ CASES = {
     "neg_pos_abs": lambda t, u, p: -u + (+p.w) + abs(u - 0.5) + np.abs(p.w - 0.5) + np.fabs(u - 0.6),
     "exp_log": lambda t, u, p: np.exp(u) * np.log(u + 1.0) + np.log1p(u) - np.expm1(p.w),
     "trig": lambda t, u, p: np.sin(u) + np.cos(p.w * u) + np.tan(u) + np.arcsin(u) + np.arccos(u) + np.arctan(u),
-    "hyperbolic": lambda t, u, p: np.sinh(u) + np.cosh(u) * np.tanh(p.w),
+    "hyperbolic": lambda t, u, p: (np.sinh(u) + np.cosh(u) * np.tanh(p.w) + np.arcsinh(u - 0.4)
+                                   + np.arccosh(u + 1.5) * p.w + np.arctanh(u - 0.2)),
     "sqrt_sign_square": lambda t, u, p: np.sqrt(u) + np.sign(u - 0.5) * np.square(u) + np.reciprocal(u + 1),
     "powers": lambda t, u, p: u ** 3 + (u - 0.6) ** 5 + u ** 0.5 + 2.0 ** u + u ** p.w + np.power(u, 2),
     "max_min": lambda t, u, p: np.maximum(u, p.w) + np.minimum(u, 0.5) + np.clip(u, 0.4, 0.6) + u.clip(max=0.5),
@@ -68,6 +69,22 @@ CASES = {
                                           + u.reshape((3, 1)).ravel() + np.ravel(p.M)[:3] + p.M.flatten()[3:6]),
     "squeeze_expand_broadcast": lambda t, u, p: (np.squeeze(np.expand_dims(u, 0)) + u[:, None].squeeze(1)
                                                  + np.broadcast_to(u[0], (3,)) + np.zeros_like(u) + np.ones_like(u)),
+    # NumPy written with the graph's ops (no op of their own): what users port from JAX/SciML code
+    "lowered_numpy": lambda t, u, p: (np.einsum("ij,j->i", p.M, u) + np.einsum("i,i", u, p.w) * u
+                                      + np.einsum("ij,i->j", np.outer(u, u), p.w) + np.var(p.M * u, axis=1)
+                                      + np.std(u, ddof=1) + np.cumsum(u * p.w) + np.cumsum(p.M * u, axis=0)[1]
+                                      + np.concatenate([np.diff(u * u), u[:1]]) + np.log2(u) + np.log10(u + p.w)
+                                      + np.exp2(u) + np.cbrt(u - 0.5) + np.hypot(u, p.w) + np.heaviside(u - 0.5, 0.5)
+                                      + np.linalg.norm(u - 0.5, ord=1) + np.linalg.norm(u - 0.6, np.inf)
+                                      + np.linalg.norm(u * p.w, 3) + np.inner(u, p.w) + np.vdot(p.M, p.M) * u
+                                      + np.cross(u, p.w) + np.array([u[1] * u[2], -u[0], p.s])
+                                      + np.array([[u[0], 1.0, 0.0], [0.0, u[1], 0.0], [0.0, 0.0, -1.0]]) @ u
+                                      + np.exp(np.array([u[1], -u[0], t])) + np.repeat(u[:1], 3)
+                                      + np.tile(u[1:2], 3) + np.full_like(u, 2.0) * u.copy() + u.astype(float)
+                                      + np.atleast_1d(u[0]) + np.column_stack([u, p.w])[:, 1]
+                                      + np.deg2rad(u) * np.float_power(u, 1.5)
+                                      + np.where(np.any(u > 0.6) & np.all(u > 0.2), u, -u)
+                                      + np.where(np.logical_xor(u > 0.5, p.w > 0.5), u, 0.0) + np.arctan(u).var()),
     "time_and_constants": lambda t, u, p: np.sin(t) * u + t ** 2 * p.c + p.s * np.exp(-t) + t,
     "literal_array": lambda t, u, p: u * np.array([1.0, 2.0, 3.0]) + np.array(0.5) + np.float64(2.0) * u,
 }
@@ -279,12 +296,22 @@ def test_float_of_a_traced_value_says_use_np_where():
 
 
 def test_unsupported_function_is_named_and_supported_ones_listed():
-    msg = _error(lambda t, u, p: np.cumsum(u))
-    assert msg.startswith("np.cumsum is not supported in a pn.dynamics function. Supported: ")
+    msg = _error(lambda t, u, p: np.sort(u))
+    assert msg.startswith("np.sort is not supported in a pn.dynamics function. Supported: ")
     assert "np.exp" in msg and "np.stack" in msg and "np.where" in msg
     assert _error(lambda t, u, p: np.floor(u)).startswith("np.floor is not supported")
     assert _error(lambda t, u, p: u // 2).startswith("np.floor_divide is not supported")
     assert _error(lambda t, u, p: u & u).startswith("np.bitwise_and on non-boolean values is not supported")
+    assert _error(lambda t, u, p: u * u.argmax()).startswith("x.argmax is not supported in a pn.dynamics function. "
+                                                             "Supported: ")
+    assert _error(lambda t, u, p: round(u)).startswith("round() is not supported")
+    assert _error(lambda t, u, p: u.astype(int)).startswith("x.astype(int64) (a traced value is real; only float "
+                                                            "types) is not supported")
+    assert _error(lambda t, u, p: np.einsum("ii->i", np.outer(u, u))).startswith(
+        "np.einsum('ii->i', ...) (supported: explicit letters, none repeated within one operand, no '...') is not "
+        "supported")
+    assert _error(lambda t, u, p: u * np.linalg.norm(np.outer(u, u), 1)).startswith(
+        "np.linalg.norm(..., ord=1) of a matrix (only the Frobenius norm) is not supported")
 
 
 def test_wrong_derivative_shape():
@@ -293,9 +320,19 @@ def test_wrong_derivative_shape():
                    "the state's shape.")
 
 
-def test_np_array_of_traced_values_says_use_np_stack():
-    assert "np.stack" in _error(lambda t, u, p: np.array([u[1], u[0]]))
+def test_np_array_of_traced_values_works_and_float_arrays_say_use_np_stack():
+    """``np.array([a, b])`` as ``jnp.array`` in JAX (a NumPy object array, stacked when it is used or returned)."""
+    swap = pn.dynamics(lambda t, u, p: np.array([u[1], -u[0]]), state=2)
+    assert [node.op for node in swap.graph.nodes] == ["time", "state", "getitem", "getitem", "negative", "stack"]
+    np.testing.assert_array_equal(swap.evaluate(np.zeros(0), 0.0, [1.0, 2.0]), [2.0, -1.0])
+    msg = ("A traced value cannot become a concrete numpy array of numbers (np.array(..., dtype=float), "
+           "np.asarray(x, float), or a numpy function outside the supported set) inside a pn.dynamics function: "
+           "build arrays of traced values with np.stack([...]) or np.concatenate([...]).")
+    assert _error(lambda t, u, p: np.array([u[1], u[0]], dtype=float)) == msg
     assert "np.stack" in _error(lambda t, u, p: [u[1], u[0]])
+    assert _error(lambda t, u, p: np.maximum(np.array([u[1], u[0]]), 0.0)).endswith(
+        "(A NumPy function on np.array([...]) of traced values compares its elements in Python: build that array "
+        "with np.stack([...]) instead.)")
 
 
 def test_assignment_into_an_array_says_build_with_np_stack():

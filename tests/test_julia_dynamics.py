@@ -82,7 +82,8 @@ def test_generated_sources_lint_clean(tmp_path):
 EXPECTED = {
     "negative": "-(a)", "exp": "(exp).(a)", "log": "(log).(a)", "log1p": "(log1p).(a)", "expm1": "(expm1).(a)",
     "sin": "(sin).(a)", "cos": "(cos).(a)", "tan": "(tan).(a)", "arcsin": "(asin).(a)", "arccos": "(acos).(a)",
-    "arctan": "(atan).(a)", "sinh": "(sinh).(a)", "cosh": "(cosh).(a)", "tanh": "(tanh).(a)", "sqrt": "(sqrt).(a)",
+    "arctan": "(atan).(a)", "sinh": "(sinh).(a)", "cosh": "(cosh).(a)", "tanh": "(tanh).(a)",
+    "arcsinh": "(asinh).(a)", "arccosh": "(acosh).(a)", "arctanh": "(atanh).(a)", "sqrt": "(sqrt).(a)",
     "abs": "(abs).(a)", "sign": "(sign).(a)", "logical_not": "(!).(a)",
     "add": "(a .+ b)", "subtract": "(a .- b)", "multiply": "(a .* b)", "divide": "(a ./ b)", "power": "(a .^ b)",
     "maximum": "(max.(a, b))", "minimum": "(min.(a, b))", "arctan2": "(atan.(a, b))",

@@ -35,7 +35,7 @@ from ..._params import param_layout
 UNARY_JULIA: dict[str, str] = {
     "negative": "-", "exp": "exp", "log": "log", "log1p": "log1p", "expm1": "expm1", "sin": "sin", "cos": "cos",
     "tan": "tan", "arcsin": "asin", "arccos": "acos", "arctan": "atan", "sinh": "sinh", "cosh": "cosh",
-    "tanh": "tanh", "sqrt": "sqrt", "abs": "abs", "sign": "sign", "logical_not": "!",
+    "tanh": "tanh", "arcsinh": "asinh", "arccosh": "acosh", "arctanh": "atanh", "sqrt": "sqrt", "abs": "abs", "sign": "sign", "logical_not": "!",
 }
 """NumPy unary op -> the Julia scalar function broadcast over the value (``f.(x)``)."""
 

@@ -27,7 +27,8 @@ from ._compile import register_layer
 _UNARY = {"negative": torch.negative, "exp": torch.exp, "log": torch.log, "log1p": torch.log1p,
           "expm1": torch.expm1, "sin": torch.sin, "cos": torch.cos, "tan": torch.tan, "arcsin": torch.arcsin,
           "arccos": torch.arccos, "arctan": torch.arctan, "sinh": torch.sinh, "cosh": torch.cosh,
-          "tanh": torch.tanh, "sqrt": torch.sqrt, "abs": torch.abs, "sign": torch.sign,
+          "tanh": torch.tanh, "arcsinh": torch.asinh, "arccosh": torch.acosh, "arctanh": torch.atanh,
+          "sqrt": torch.sqrt, "abs": torch.abs, "sign": torch.sign,
           "logical_not": torch.logical_not}
 _BINARY = {"add": torch.add, "subtract": torch.sub, "multiply": torch.mul, "divide": torch.div,
            "power": torch.pow, "maximum": torch.maximum, "minimum": torch.minimum, "arctan2": torch.atan2,
