@@ -74,12 +74,33 @@ class EnsembleSolution:
         return self
 
 
-def ensemble_inputs(params, y0, *, num_params: int, state_shape: tuple[int, ...] | None, dtype: str):
-    """``(params (M, P), y0 (M, *state))`` with the member axis made explicit and checked.
+@dataclasses.dataclass(frozen=True)
+class EnsembleInputs:
+    """Checked ensemble inputs, a shared value kept once: ``params`` is ``(P,)`` when every member shares it
+    (``params_shared``), else ``(M, P)``; ``y0`` is one state when shared (``y0_shared``), else ``(M, *state)``.
+    A vectorising backend maps only the member axes (JAX: ``in_axes=None`` for a shared value, so a parameter
+    sweep does not copy the initial state ``M`` times, nor a sweep over initial states the weights)."""
+
+    params: np.ndarray
+    y0: np.ndarray
+    members: int
+    params_shared: bool
+    y0_shared: bool
+
+    def expanded(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(params (M, P), y0 (M, *state))``: every member's own row, shared values repeated."""
+        p = np.repeat(self.params[None], self.members, axis=0) if self.params_shared else self.params
+        y = np.repeat(self.y0[None], self.members, axis=0) if self.y0_shared else self.y0
+        return p, y
+
+
+def ensemble_inputs(params, y0, *, num_params: int, state_shape: tuple[int, ...] | None, dtype: str,
+                    pad=None) -> EnsembleInputs:
+    """The checked :class:`EnsembleInputs` of ``model.solve_ensemble``.
 
     ``params`` is one flat vector ``(P,)`` shared by every member or ``(M, P)``; ``y0`` is one state (the field's
     sample shape) shared by every member or ``(M, *state)``. Where both carry a member axis their lengths must
-    match. A shared value is repeated for every member.
+    match. ``pad(y)`` (the model's augmented dimensions) is applied to the checked states.
     """
     p = as_real_array(params, "params", dtype)
     if p.ndim == 1:
@@ -106,15 +127,14 @@ def ensemble_inputs(params, y0, *, num_params: int, state_shape: tuple[int, ...]
     m = sizes.pop()
     if m < 1:
         raise SpecError("an ensemble needs at least one member.")
-    p = p if p.ndim == 2 else np.repeat(p[None], m, axis=0)
-    y = y if member_y else np.repeat(y[None], m, axis=0)
-    return p, y
+    return EnsembleInputs(p, y if pad is None else pad(y), m, params_shared=p.ndim == 1, y0_shared=not member_y)
 
 
-def loop_ensemble(solve_one, params: np.ndarray, y0: np.ndarray, ts: np.ndarray) -> EnsembleSolution:
+def loop_ensemble(solve_one, inputs: EnsembleInputs, ts: np.ndarray) -> EnsembleSolution:
     """Solve the members one after another with ``solve_one(params, y0, ts) -> Solution``, catching each
     member's pyneuralode error (the backends that cannot vectorise members exactly use this)."""
     from ._errors import PyNeuralODEError, SpecError as _SpecError
+    params, y0 = inputs.expanded()
     ys = np.full((params.shape[0], ts.shape[0], *y0.shape[1:]), np.nan, dtype=y0.dtype)
     counts = np.zeros((params.shape[0], 3), dtype=np.int64)
     errors = []

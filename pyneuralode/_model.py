@@ -189,12 +189,11 @@ class ODEModel(SpecParameters):
         them as one SciMLBase ``EnsembleProblem`` with ``EnsembleThreads()``, spread over Julia's threads.
         """
         refuse_ensemble_devices(devices, self.backend)
-        params, y0 = ensemble_inputs(params, y0, num_params=self.num_params, state_shape=self.state_shape,
-                                     dtype=self.dtype)
-        if self.augment:
-            y0 = pad_features(y0, self.augment)
+        inputs = ensemble_inputs(params, y0, num_params=self.num_params, state_shape=self.state_shape,
+                                 dtype=self.dtype,
+                                 pad=(lambda y: pad_features(y, self.augment)) if self.augment else None)
         ts = check_times(ts, self.dtype)
-        return self.program.solve_ensemble(params, y0, ts, devices=devices)
+        return self.program.solve_ensemble(inputs, ts, devices=devices)
 
     @checked_options
     def native(self, params=None):

@@ -17,14 +17,15 @@ class AbstractProgram(abc.ABC):
     def value_and_grad(self, params, y0, ts, loss):
         """Return a :class:`pyneuralode.ValueAndGrad` with gradients in the canonical layout."""
 
-    def solve_ensemble(self, params, y0, ts, *, devices=None):
-        """Members ``(params[m], y0[m])`` solved one after another (backends that vectorise override this)."""
+    def solve_ensemble(self, inputs, ts, *, devices=None):
+        """The members of ``inputs`` (a :class:`pyneuralode._ensemble.EnsembleInputs`) solved one after another
+        (backends that vectorise override this)."""
         from .._ensemble import loop_ensemble
         if devices is not None:
             from .._errors import NotSupportedError
             raise NotSupportedError(f"devices= shards an ensemble on backend 'jax' only; {type(self).__name__} "
                                     "solves the members one after another on its own device.")
-        return loop_ensemble(self.solve, params, y0, ts)
+        return loop_ensemble(self.solve, inputs, ts)
 
     def make_trainer(self, optimizer, loss_type, *, devices=None):
         """A native training loop for :class:`pyneuralode.train.Trainer` (backends that support training)."""

@@ -75,7 +75,7 @@ class JaxProgram(AbstractProgram):
         self.solver = make_solver(model.solver)
         self._solve_jit = jax.jit(self._solve_packed)
         self._vg_jit = jax.jit(self._value_and_grad_packed, static_argnums=(5,))
-        self._ensemble_jit = None
+        self._ensemble_jit: dict = {}  # one compiled vmap per (params, y0) member axes
         if model.adjoint.name == "BacksolveAdjoint":
             self._backsolve = make_backsolve(model, self.field, self.solver, self._plain_solve)
 
@@ -184,29 +184,37 @@ class JaxProgram(AbstractProgram):
             raise non_finite_error()
         return Solution(ts, ys if batched else ys[:, 0], Stats(**forward))
 
-    def solve_ensemble(self, params, y0, ts, *, devices=None):
+    def solve_ensemble(self, inputs, ts, *, devices=None):
         """Members vectorised with ``jax.vmap`` in one compiled solve (sharded over ``devices`` if given).
 
         Each member is a batch of one inside the vmapped solve, so its error norm, steps and statistics are its
-        own — exactly those of ``model.solve(params[m], y0[m], ts)``.
+        own — exactly those of ``model.solve(params[m], y0[m], ts)``. Only member axes are mapped: a shared
+        ``params`` or ``y0`` enters once (``in_axes=None``), neither copied per member nor sent to the device
+        ``M`` times.
         """
         from ..._ensemble import EnsembleSolution, loop_ensemble
         from ._sharding import put_batch, put_replicated, resolve_mesh
         mesh = resolve_mesh(devices)
-        members = params.shape[0]
+        members = inputs.members
         if ts.shape[0] == 1:
-            return loop_ensemble(self.solve, params, y0, ts)
+            return loop_ensemble(self.solve, inputs, ts)
         pad = (-members) % mesh.devices.size if mesh is not None else 0
-        if pad:  # an ensemble, unlike a training batch, may be any size: pad with copies of the last member
-            params = np.concatenate([params, np.repeat(params[-1:], pad, axis=0)])
-            y0 = np.concatenate([y0, np.repeat(y0[-1:], pad, axis=0)])
-        if self._ensemble_jit is None:
+
+        def member_axis(array, shared):  # padded with copies of the last member: an ensemble may be any size
+            if shared:
+                return put_replicated(mesh, array)
+            if pad:
+                array = np.concatenate([array, np.repeat(array[-1:], pad, axis=0)])
+            return put_batch(mesh, array)
+        axes = (None if inputs.params_shared else 0, None if inputs.y0_shared else 0)  # never both shared
+        if axes not in self._ensemble_jit:
             def member(p, y, t, g):  # one member: a batch of one inside, its batch axis dropped on the device
                 ys, report = self._solve_packed(p, y[None], t, g)
                 return ys[:, 0], report
-            self._ensemble_jit = jax.jit(jax.vmap(member, in_axes=(0, 0, None, None)))
-        args = (put_batch(mesh, params), put_batch(mesh, y0), *put_replicated(mesh, (ts, self.grid(ts))))
-        ys, reports = jax.device_get(self._ensemble_jit(*args))
+            self._ensemble_jit[axes] = jax.jit(jax.vmap(member, in_axes=(*axes, None, None)))
+        args = (member_axis(inputs.params, inputs.params_shared), member_axis(inputs.y0, inputs.y0_shared),
+                *put_replicated(mesh, (ts, self.grid(ts))))
+        ys, reports = jax.device_get(self._ensemble_jit[axes](*args))
         ys, reports = ys[:members], reports[:members]
         # Checked for all members at once; only a failed member's message is built one by one.
         kinds = np.rint(reports[:, _FORWARD.index("failed")])

@@ -276,16 +276,17 @@ class JuliaProgram(AbstractProgram):
                         stats=Stats(nfe_forward=int(nfe), steps_accepted=int(accepted),
                                     steps_rejected=int(rejected)))
 
-    def solve_ensemble(self, params, y0, ts, *, devices=None):
+    def solve_ensemble(self, inputs, ts, *, devices=None):
         """The members as one SciMLBase ``EnsembleProblem`` solved with ``EnsembleThreads()`` (``ensemble_forward``
         in julia/src/solve.jl); statistics per member from its ``sol.stats`` (``nf`` is the integrator's own count
         of field evaluations)."""
         from ..._ensemble import EnsembleSolution, loop_ensemble
         refuse_devices(devices, "julia")
+        params, y0 = inputs.expanded()
         if y0.ndim != 2:
             raise NotSupportedError("backend 'julia' takes ensemble states of shape (members, D).")
         if ts.shape[0] == 1:
-            return loop_ensemble(self.solve, params, y0, ts)
+            return loop_ensemble(self.solve, inputs, ts)
         self._check_grid(ts)
         ys, counts, statuses = self._call(self._module.ensemble_forward, self._field, self._opts, params.T, y0.T, ts)
         ys = np.ascontiguousarray(_to_numpy(ys).transpose(2, 1, 0), dtype=self._dtype)  # (M, T, D)
