@@ -1,15 +1,6 @@
 """``pn.loss``: a loss of your own, written once in NumPy on the solution ``ys``, run natively by every backend.
 
-::
-
-    @pn.loss
-    def relative_mse(ys, target, mask):
-        r = np.where(mask, (ys - target) / (np.abs(target) + 0.1), 0.0)
-        return np.sum(r * r) / np.sum(mask)
-
-    model.value_and_grad(params, y0, ts, loss=relative_mse(target, mask=observed))
-    trainer = pn.Trainer(model, optimizer=pn.Adam(lr=1e-2), loss=relative_mse)
-    trainer.step(y0, ts, target, mask=observed)
+An example is in :func:`loss`'s docstring.
 
 The function takes ``ys`` (shape ``(len(ts), *y0.shape)``, as the caller's ``y0`` is batched or not), then the
 target and any further named arrays, and returns a scalar. It is traced with symbolic arrays into the same neutral
