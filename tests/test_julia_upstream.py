@@ -142,6 +142,10 @@ SOLVE_KEYWORDS = {
     # `unstable_check = ODE_DEFAULT_UNSTABLE_CHECK` in `__init`, with the (dt, u, p, t) signature, in every
     # OrdinaryDiffEq/OrdinaryDiffEqCore release read (and in OrdinaryDiffEq's solve.jl long before the split)
     "unstable_check": "OrdinaryDiffEqCore 1.0-4.15",
+    # SciML's common solver option (its docs: "force FSAL algorithms ... to re-evaluate the derivatives at the
+    # point of discontinuity"), an `__init` keyword kept in `integrator.opts.d_discontinuities_cache` (seen in
+    # OrdinaryDiffEq's `reinit!`); not re-read at the two pinned releases this session
+    "d_discontinuities": "OrdinaryDiffEqCore __init (common solver option)",
     # the Core 1.0-3.3 branch of _controller_kwargs only: `solve` keywords there, gone from `_ode_init` in 4.x
     **{k: "OrdinaryDiffEqCore 1.0-3.33" for k in ("gamma", "qmin", "qmax", "qsteady_min", "qsteady_max")},
 }
