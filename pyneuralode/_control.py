@@ -35,7 +35,8 @@ class StepControl(metaclass=CheckedOptions):
       "first same as last" shortcut of Dopri5, Tsit5 and Bosh3 would carry the old branch across the jump).
       Without them it must shrink its steps to locate the jump by trial and rejection. The same meaning as
       diffrax's ``PIDController(jump_ts=...)``, torchdiffeq's ``options={"jump_t": ...}`` and OrdinaryDiffEq's
-      ``d_discontinuities``; each costs one more evaluation for a solver that reuses its last stage.
+      ``d_discontinuities``; each costs a solver that reuses its last stage one more evaluation (JAX: one more
+      for each retry of the step after it, as diffrax re-evaluates there).
     - ``step_ts``: times an adaptive solver must step to exactly (without restarting there), e.g. where the
       field changes fast; diffrax's ``step_ts``, torchdiffeq's ``step_t``, OrdinaryDiffEq's ``tstops``.
 

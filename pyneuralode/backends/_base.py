@@ -19,12 +19,9 @@ class AbstractProgram(abc.ABC):
 
     def solve_ensemble(self, inputs, ts, *, devices=None):
         """The members of ``inputs`` (a :class:`pyneuralode._ensemble.EnsembleInputs`) solved one after another
-        (backends that vectorise override this)."""
+        (backends that vectorise override this). ``devices=`` off JAX is refused by the model
+        (:func:`pyneuralode._ensemble.refuse_ensemble_devices`) before any backend sees it."""
         from .._ensemble import loop_ensemble
-        if devices is not None:
-            from .._errors import NotSupportedError
-            raise NotSupportedError(f"devices= shards an ensemble on backend 'jax' only; {type(self).__name__} "
-                                    "solves the members one after another on its own device.")
         return loop_ensemble(self.solve, inputs, ts)
 
     def make_trainer(self, optimizer, loss_type, *, devices=None):

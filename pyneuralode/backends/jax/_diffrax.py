@@ -157,8 +157,8 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
         tnext, inner = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
         real = jnp.result_type(t1)
         zero = jnp.zeros((), jnp.int32)
-        return tnext, (inner, jnp.asarray(t1), zero, zero, jnp.zeros((), real), jnp.array(not self.first_stage_given), zero,
-                       zero)
+        fresh = jnp.array(not self.first_stage_given)
+        return tnext, (inner, jnp.asarray(t1), zero, zero, jnp.zeros((), real), fresh, zero, zero)
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
         inner, t_end, steps, run, ref, fresh, restarts, kind = controller_state

@@ -281,8 +281,7 @@ class JuliaProgram(AbstractProgram):
         in julia/src/solve.jl); statistics per member from its ``sol.stats`` (``nf`` is the integrator's own count
         of field evaluations)."""
         from ..._ensemble import EnsembleSolution, loop_ensemble
-        refuse_devices(devices, "julia")
-        params, y0 = inputs.expanded()
+        params, y0 = inputs.expanded()  # devices= was refused by the model (refuse_ensemble_devices)
         if y0.ndim != 2:
             raise NotSupportedError("backend 'julia' takes ensemble states of shape (members, D).")
         if ts.shape[0] == 1:

@@ -171,6 +171,8 @@ def _break_options(control: StepControl, ts: torch.Tensor, stops: torch.Tensor) 
     just before and restarts at the float just after. The same steps to the last few ULPs of ``t``. A jump at a
     stop is dropped from ``jump_t``: the solves that stop there are separate solves (BacksolveAdjoint's intervals)
     and start afresh anyway."""
+    if not (control.jump_ts or control.step_ts):  # the common case: nothing to read back from the device
+        return {"step_t": stops.detach()}
     t0, t1 = float(ts[0]), float(ts[-1])
     stop_list = [float(t) for t in stops.detach().cpu()]
     jumps = [t for t in control.breaks_inside(t0, t1, "jump_ts") if t not in stop_list]
