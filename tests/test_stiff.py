@@ -149,6 +149,57 @@ def test_explicit_solver_fails_fast_naming_stiff_solvers():
         model.solve(TRUE, Y0, TS)
 
 
+def _kencarp_steps(name):
+    """One float64 step of h = 0.1 on the harmonic oscillator, ``(value, error estimate)``: ours on the whole
+    field, then diffrax's IMEX pair with a zero explicit part."""
+    import optimistix as optx
+
+    from pyneuralode.backends.jax import _implicit
+    from pyneuralode.backends.jax._x64 import x64_scope
+
+    field = diffrax.ODETerm(lambda t, y, args: jnp.stack([y[1], -y[0]]))
+    pair = diffrax.MultiTerm(diffrax.ODETerm(lambda t, y, args: jnp.zeros_like(y)), field)
+    newton = optx.Newton(rtol=1e-14, atol=1e-14)
+
+    def step(solver, term):
+        t0, h, y0 = jnp.array(0.0), jnp.array(0.1), jnp.array([1.0, 0.0])
+        state = solver.init(term, t0, h, y0, None)
+        y1, err, *_ = solver.step(term, t0, h, y0, None, state, made_jump=False)
+        return np.asarray(y1), np.asarray(err)
+
+    with x64_scope("float64"):
+        return (step(getattr(_implicit, name)(root_finder=newton), field),
+                step(getattr(diffrax, name)(root_finder=newton), pair))
+
+
+@pytest.mark.parametrize("name", ["KenCarp3", "KenCarp4", "KenCarp5"])
+def test_kencarp_is_diffrax_imex_pair_with_a_zero_explicit_part(name):
+    """Our KenCarp step is diffrax's IMEX step with a zero explicit term (value bit for bit, error estimate to
+    round-off), and only KenCarp5's embedded solution meets the linear order condition of its main order: the
+    documented reason its error estimate is too small on linear fields."""
+    import math
+
+    ours, theirs = _kencarp_steps(name)
+    assert ours[0].dtype == np.float64
+    np.testing.assert_array_equal(ours[0], theirs[0])
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-8, atol=1e-22)
+
+    tableau = getattr(diffrax, name).tableau.tableaus[1]
+    stages = len(tableau.b_sol)
+    a = np.zeros((stages, stages))
+    for i, row in enumerate(tableau.a_lower):
+        a[i + 1, :len(row)] = row
+    a[1:, 1:] += np.diag(tableau.a_diagonal[1:])
+    embedded = np.asarray(tableau.b_sol) - np.asarray(tableau.b_error)
+    order = int(name[-1])
+    # b^T A^(k-1) 1 = 1/k! for k <= p is the order-p condition on y' = λy
+    residual = abs(embedded @ np.linalg.matrix_power(a, order - 1) @ np.ones(stages) - 1 / math.factorial(order))
+    if name == "KenCarp5":
+        assert residual < 1e-7
+    else:
+        assert residual > 1e-5
+
+
 @pytest.mark.parametrize("name", ["ImplicitEuler", "Kvaerno3", "KenCarp5"])
 def test_torch_refuses_stiff_solvers_naming_jax_and_julia(name):
     with pytest.raises(pn.NotSupportedError, match=rf"{name}\(\) is not available on backend 'torch': use "
