@@ -53,10 +53,12 @@ class Solution:
 
 @dataclasses.dataclass(frozen=True)
 class ValueAndGrad:
-    """A loss and its gradients: ``grad_params`` in the canonical flat layout, ``grad_y0`` shaped like ``y0``."""
+    """A loss and its gradients: ``grad_params`` in the canonical flat layout, ``grad_y0`` shaped like ``y0``;
+    ``grad_ts`` shaped like ``ts`` when asked for (``value_and_grad(..., grad_ts=True)``), else ``None``."""
 
     value: float
     grad_params: np.ndarray
     grad_y0: np.ndarray
     stats: Stats
     ys: np.ndarray | None = None
+    grad_ts: np.ndarray | None = None

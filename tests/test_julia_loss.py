@@ -208,6 +208,9 @@ class StandIn:
             grad_w += tau * expm_frechet(tau * w.T, cot[:, :, k] @ u0.T)
         return _Value(grad_u0.astype(dtype)), _Value(grad_w.reshape(-1).astype(dtype)), 5 * len(ts), ""
 
+    def evaluate(self, field, u, t):
+        return _Value(field["w"] @ np.asarray(u, dtype=np.float64))  # (D, B) in and out
+
     def build_loss(self, source, consts, const_shapes, *, dtype):
         self._log("build_loss", source, dtype)
         names = tuple(source.splitlines()[0][len("function ("):-1].split(", "))
@@ -293,6 +296,24 @@ def test_custom_loss_glue_value_and_gradients(data, batched):
     (dtypes, shapes), = stand_in.calls["loss_value_and_grad"]
     assert dtypes == [np.float64, np.float64, np.bool_]  # the mask stays boolean
     assert shapes == ((ys.shape[::-1],) * 3)  # Julia's shapes: NumPy's reversed
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
+def test_save_time_gradient_glue(data, batched):
+    """``grad_ts=True`` through the Julia glue (the loss's cotangent from loss.jl, the field from ``evaluate``)
+    against central differences of the exact solution in each save time."""
+    _, target, mask = data
+    y0, target, mask = (Y0, target, mask) if batched else (Y0[1], target[:, 1], mask[:, 1])
+    m = stand_in_model(StandIn([relative_mse]))
+    w = W_TRUE + 0.1
+    for loss in (pn.MSE(target), relative_mse(target, mask=mask)):
+        res = m.value_and_grad(w.reshape(-1), y0, TS, loss=loss, grad_ts=True)
+        fd, eps = np.zeros(len(TS)), 1e-6
+        for i in range(len(TS)):
+            up, down = TS.copy(), TS.copy()
+            up[i], down[i] = TS[i] + eps, TS[i] - eps
+            fd[i] = (loss(_exact(w, y0, up)) - loss(_exact(w, y0, down))) / (2 * eps)
+        np.testing.assert_allclose(res.grad_ts, fd, rtol=1e-5, atol=1e-8)
 
 
 def test_custom_loss_compiles_once_per_shape_and_dtype(data):

@@ -17,6 +17,16 @@ class AbstractProgram(abc.ABC):
     def value_and_grad(self, params, y0, ts, loss):
         """Return a :class:`pyneuralode.ValueAndGrad` with gradients in the canonical layout."""
 
+    @abc.abstractmethod
+    def loss_cotangent(self, ys, loss):
+        """The derivative of ``loss`` with respect to the saved states ``ys`` (numpy, shaped like ``ys``, which
+        has the caller's shape: unbatched when ``y0`` was)."""
+
+    @abc.abstractmethod
+    def field_along(self, params, ts, ys):
+        """``f(ts[i], ys[i])`` at every saved state: ``ys`` batched, ``(len(ts), batch, *state)`` (numpy). These
+        evaluations are not part of a solve and are not counted in any :class:`pyneuralode.Stats`."""
+
     def solve_ensemble(self, inputs, ts, *, devices=None):
         """The members of ``inputs`` (a :class:`pyneuralode._ensemble.EnsembleInputs`) solved one after another
         (backends that vectorise override this). ``devices=`` off JAX is refused by the model

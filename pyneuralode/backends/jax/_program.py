@@ -76,6 +76,9 @@ class JaxProgram(AbstractProgram):
         self._solve_jit = jax.jit(self._solve_packed)
         self._vg_jit = jax.jit(self._value_and_grad_packed, static_argnums=(5,))
         self._ensemble_jit: dict = {}  # one compiled vmap per (params, y0) member axes
+        self._cotangent_jit = jax.jit(lambda ys, data, kernel: jax.grad(lambda y: kernel(jnp, y, data))(ys),
+                                      static_argnums=(2,))
+        self._field_along_jit = jax.jit(jax.vmap(self.field, in_axes=(None, 0, 0)))
         if model.adjoint.name == "BacksolveAdjoint":
             self._backsolve = make_backsolve(model, self.field, self.solver, self._plain_solve)
 
@@ -249,6 +252,12 @@ class JaxProgram(AbstractProgram):
                           backward_steps_accepted=int(round(probe_grad[2])),
                           backward_steps_rejected=int(round(probe_grad[3])))
         return ValueAndGrad(value, gp, gy if batched else gy[0], stats_out, ys if batched else ys[:, 0])
+
+    def loss_cotangent(self, ys, loss):
+        return np.asarray(self._cotangent_jit(ys, cast_arrays(loss.data(), self.dtype), loss.kernel()))
+
+    def field_along(self, params, ts, ys):
+        return np.asarray(self._field_along_jit(params, ts, ys))
 
     def make_trainer(self, optimizer, loss_type, *, devices=None):
         """A native training loop (see :class:`pyneuralode.train.Trainer`), data-parallel over ``devices``."""

@@ -336,6 +336,12 @@ class JuliaProgram(AbstractProgram):
                                         steps_accepted=int(accepted), steps_rejected=int(rejected)),
                             ys=ys)
 
+    def loss_cotangent(self, ys, loss):
+        return self._losses.value_and_cotangent(loss, ys)[1]
+
+    def field_along(self, params, ts, ys):
+        return np.stack([self.vector_field(params, y, float(t)) for t, y in zip(ts, ys)])
+
     def make_trainer(self, optimizer, loss_type, *, devices=None):
         """``pn.Trainer``'s step: ``value_and_grad`` in Julia, the optimiser's update rule on the host (the same
         rule optax and ``torch.optim`` apply; ``pn.LBFGS``: the two-loop recursion with SciPy's strong-Wolfe line

@@ -128,6 +128,16 @@ class TorchProgram(AbstractProgram):
             raise non_finite_error("loss or its gradient")
         return ValueAndGrad(value_f, grad_params, grad_y0, stats, ys.detach().cpu().numpy())
 
+    def loss_cotangent(self, ys, loss):
+        ys_t = self._tensor(ys).requires_grad_(True)
+        (cotangent,) = torch.autograd.grad(loss.kernel()(torch, ys_t, self.loss_tensors(loss)), ys_t)
+        return cotangent.cpu().numpy()
+
+    def field_along(self, params, ts, ys):
+        load_flat(self.field, params)
+        with torch.no_grad():
+            return torch.stack([self.field(t, y) for t, y in zip(self._tensor(ts), self._tensor(ys))]).cpu().numpy()
+
     def make_trainer(self, optimizer, loss_type, *, devices=None):
         """A native training loop (see :class:`pyneuralode.train.Trainer`)."""
         from ._train import TorchTrainer
