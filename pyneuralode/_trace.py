@@ -33,8 +33,8 @@ _FUNCTION_NAMES = ("np.sum", "np.mean", "np.prod", "np.max", "np.min", "np.amax"
                    "np.squeeze", "np.expand_dims", "np.broadcast_to", "np.dot", "np.outer", "np.zeros_like",
                    "np.ones_like", "np.full_like", "np.copy", "np.atleast_1d", "np.hstack", "np.vstack",
                    "np.column_stack", "np.linalg.norm (vector ord 1, 2, inf, p; matrix 'fro')", "np.take", "np.flip",
-                   "np.roll", "np.repeat", "np.tile", "np.cross", "np.shape", "np.ndim", "np.size",
-                   "np.array([...]) of traced values")
+                   "np.roll", "np.repeat", "np.tile", "np.cross", "np.interp (forcing from data)", "np.shape",
+                   "np.ndim", "np.size", "np.array([...]) of traced values")
 SUPPORTED = (*_UFUNC_NAMES, *_FUNCTION_NAMES, "+ - * / ** @, unary -, abs()", "comparisons < <= > >= == !=",
              "& | ~ on booleans",
              "indexing and slicing with constants (x[0], x[1:3], x[::-1], x[:, None], x[..., 0], x[[2, 0]], "
@@ -908,6 +908,38 @@ def _roll(tape, a, shift, axis=None):
     return a
 
 
+def _interp(tape, x, xp, fp, left=None, right=None, period=None):
+    """``np.interp`` as a sum of clipped ramps, one per interval of ``xp`` (no op of its own, so every compiler
+    runs it): ``fp[0] + sum_k slope_k * clip(x - xp[k], 0, xp[k+1] - xp[k])``. It is NumPy's value everywhere —
+    ``fp[0]`` left of the data and ``fp[-1]`` right of it — and differentiable in ``x`` and in ``fp`` (a declared
+    parameter makes a learned forcing). It costs ``len(xp)`` operations per evaluation, not ``log len(xp)``."""
+    _no_extra("np.interp", period=period)
+    x = _as_tracer(tape, x, "np.interp")
+    xp_known, fp_known = not isinstance(xp, Tracer), not isinstance(fp, Tracer)
+    xp_a = np.asarray(xp, dtype=float) if xp_known else xp
+    fp_a = np.asarray(fp, dtype=float) if fp_known else fp
+    if xp_a.ndim != 1 or fp_a.ndim != 1 or xp_a.shape != fp_a.shape or xp_a.shape[0] < 1:
+        raise SpecError(f"np.interp(x, xp, fp) needs 1-D xp and fp of the same non-zero length, got shapes "
+                        f"{np.shape(xp_a)} and {np.shape(fp_a)}; interpolate each channel of a multi-channel "
+                        "forcing separately and np.stack the results.")
+    if xp_known and not np.all(np.diff(xp_a) > 0):
+        raise SpecError("np.interp needs strictly increasing xp (the data times); sort them (with their fp) and "
+                        "drop repeated times.")
+    n = xp_a.shape[0]
+    if n == 1:
+        value = fp_a[0] + 0.0 * x
+    else:
+        start, width = xp_a[:-1], xp_a[1:] - xp_a[:-1]
+        slope = (fp_a[1:] - fp_a[:-1]) / width
+        ramps = np.minimum(np.maximum(x[..., None] - start, 0.0), width)
+        value = fp_a[0] + np.sum(slope * ramps, axis=-1)
+    if left is not None:
+        value = np.where(x < xp_a[0], left, value)
+    if right is not None:
+        value = np.where(x > xp_a[-1], right, value)
+    return value
+
+
 _FUNCTIONS: dict[Callable, Callable] = {
     np.sum: _reduce("sum"), np.mean: _reduce("mean"), np.prod: _reduce("prod"), np.max: _reduce("max"),
     np.min: _reduce("min"), np.amax: _reduce("max"), np.amin: _reduce("min"), np.stack: _stack,
@@ -918,7 +950,7 @@ _FUNCTIONS: dict[Callable, Callable] = {
     np.roll: _roll, np.var: _var, np.std: _std, np.any: _any, np.all: _all, np.cumsum: _cumsum, np.diff: _diff,
     np.einsum: _einsum, np.inner: _inner, np.vdot: _vdot, np.full_like: _full_like, np.copy: _copy,
     np.atleast_1d: _atleast_1d, np.column_stack: _column_stack, np.cross: _cross, np.repeat: _repeat,
-    np.tile: _tile,
+    np.tile: _tile, np.interp: _interp,
     np.shape: lambda tape, a: _as_tracer(tape, a, "np.shape").shape,
     np.ndim: lambda tape, a: _as_tracer(tape, a, "np.ndim").ndim,
     np.size: lambda tape, a, axis=None: (_as_tracer(tape, a, "np.size").size if axis is None

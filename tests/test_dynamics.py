@@ -87,6 +87,11 @@ CASES = {
                                       + np.where(np.logical_xor(u > 0.5, p.w > 0.5), u, 0.0) + np.arctan(u).var()),
     "time_and_constants": lambda t, u, p: np.sin(t) * u + t ** 2 * p.c + p.s * np.exp(-t) + t,
     "literal_array": lambda t, u, p: u * np.array([1.0, 2.0, 3.0]) + np.array(0.5) + np.float64(2.0) * u,
+    # forcing from data (fixed and learned values), the state through a table, clamped ends
+    "interp": lambda t, u, p: (np.interp(t, [0.0, 0.5, 1.0, 2.0], [1.0, -0.5, 0.3, 2.0]) * u
+                               + np.interp(u, [0.2, 0.5, 0.9], p.w) + np.interp(t, [0.5, 1.0, 2.0], p.w) * u
+                               + np.interp(u[0], [0.35, 0.4], [2.0, 3.0], left=-1.0, right=4.0)
+                               + np.interp(t, [5.0], [0.25]) + np.interp(u * p.s, [0.0, 0.5], [1.0, 2.0])),
 }
 
 
@@ -113,7 +118,7 @@ def test_graph_matches_the_numpy_reference(case):
         expected = case.evaluate(params, t, U0)
 
         def leaf(node, args, t=t):
-            return {"time": lambda: t, "state": lambda: U0, "param": lambda: _param(case, params, node),
+            return {"time": lambda: np.asarray(t), "state": lambda: U0, "param": lambda: _param(case, params, node),
                     "constant": lambda: np.array([1.0, -2.0, 0.5]),
                     "literal": lambda: node.attr("value").array}[node.op]()
 

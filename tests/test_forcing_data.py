@@ -1,0 +1,79 @@
+"""Forcing from data: ``np.interp(t, times, values)`` inside ``pn.dynamics``, on every backend.
+
+``y' = interp(t)`` integrates to the trapezoid sums of the data exactly; stepping onto the data times
+(``StepControl(step_ts=times)``) removes the rejected steps at the kinks; a forcing whose values are a declared
+parameter is learned with gradients that match finite differences; bad tables are refused naming the fix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyneuralode as pn
+
+from helpers import model
+
+TIMES = np.array([0.0, 0.3, 0.7, 1.2, 2.0])
+VALUES = np.array([1.0, -2.0, 0.5, 3.0, 0.0])
+TS = np.linspace(0.0, 2.0, 9)
+
+
+@pn.dynamics(state=1, params={"gain": 1.0})
+def driven(t, u, p):
+    return p.gain * np.interp(t, TIMES, VALUES) + 0.0 * u
+
+
+@pn.dynamics(state=2, params={"k": 0.7, "forcing": VALUES})
+def learned(t, u, p):
+    """A damped oscillator pushed by a forcing whose values are learned."""
+    return np.stack([u[1], -p.k * u[0] - 0.1 * u[1] + np.interp(t, TIMES, p.forcing)])
+
+
+def exact_integral(ts):
+    """∫_0^t interp(s) ds: the trapezoid sums of the table, exact for a piecewise-linear function."""
+    fine = np.union1d(TIMES, ts)
+    values = np.interp(fine, TIMES, VALUES)
+    cumulative = np.concatenate([[0.0], np.cumsum(np.diff(fine) * (values[1:] + values[:-1]) / 2)])
+    return np.interp(ts, fine, cumulative)
+
+
+def test_integral_of_the_data_is_exact_and_stepping_onto_the_data_times_saves_rejections(backend):
+    on_knots = model(driven, backend=backend, control=pn.StepControl(rtol=1e-10, atol=1e-10, step_ts=TIMES))
+    blind = model(driven, backend=backend, control=pn.StepControl(rtol=1e-10, atol=1e-10))
+    params = on_knots.init(0)
+    sol, other = on_knots.solve(params, np.array([0.5]), TS), blind.solve(params, np.array([0.5]), TS)
+    np.testing.assert_allclose(sol.ys[:, 0], 0.5 + exact_integral(TS), rtol=0, atol=1e-12)
+    assert 1e-10 < np.abs(other.ys[:, 0] - 0.5 - exact_integral(TS)).max() < 1e-7  # stepping across the kinks
+    assert sol.stats.steps_rejected < other.stats.steps_rejected
+
+
+def test_learned_forcing_gradients_match_finite_differences(backend):
+    m = model(learned, backend=backend, control=pn.StepControl(rtol=1e-11, atol=1e-11, step_ts=TIMES))
+    params, y0 = m.init(0), np.array([[1.0, 0.0], [0.2, 0.5]])
+    target = np.zeros((len(TS), 2, 2))
+    loss = pn.MSE(target)
+    res = m.value_and_grad(params, y0, TS, loss=loss)
+    fd = np.zeros_like(params)
+    for i in range(len(params)):
+        e = np.zeros_like(params)
+        e[i] = 1e-6
+        fd[i] = (loss(m.solve(params + e, y0, TS).ys) - loss(m.solve(params - e, y0, TS).ys)) / 2e-6
+    np.testing.assert_allclose(res.grad_params, fd, rtol=1e-6, atol=1e-9)
+    assert [s.name for s in m.param_layout()] == ["k", "forcing"]
+
+
+@pytest.mark.parametrize("xp, fp, match", [
+    (TIMES, np.ones((5, 2)), r"1-D xp and fp of the same non-zero length, got shapes \(5,\) and \(5, 2\); "
+                             r"interpolate each channel"),
+    (TIMES[::-1], VALUES, r"strictly increasing xp \(the data times\)"),
+    (np.array([0.0, 1.0, 1.0]), np.ones(3), "drop repeated times"),
+])
+def test_bad_tables_are_refused_naming_the_fix(xp, fp, match):
+    with pytest.raises(pn.SpecError, match=match):
+        pn.dynamics(lambda t, u, p: np.interp(t, xp, fp) * u, state=1)
+
+
+def test_periodic_interpolation_is_refused():
+    with pytest.raises(pn.SpecError, match=r"np.interp\(..., period=...\) is not supported"):
+        pn.dynamics(lambda t, u, p: np.interp(t, TIMES, VALUES, period=2.0) * u, state=1)
