@@ -53,6 +53,20 @@ def test_a_failing_member_is_reported_alone(backend):
         ens.raise_if_failed()
 
 
+def test_a_stiff_member_is_reported_with_the_single_solve_words(backend):
+    """On JAX a stalled member is not stopped early (that would slow every member's step), but it is still
+    reported as the single solve reports it: the stiff diagnosis, not a bare max_steps."""
+    model = pn.ODEModel(pn.Linear(1, 1, bias=False), control=pn.StepControl(rtol=1e-6, atol=1e-6, max_steps=200),
+                        backend=backend)
+    ts = np.linspace(0.0, 10.0, 3)
+    ens = model.solve_ensemble(np.array([[-1.0], [-1e5], [1.0]]), np.array([1.0]), ts)
+    assert ens.ok.tolist() == [True, False, True]
+    with pytest.raises(pn.MaxStepsError, match="the signature of a stiff problem") as err:
+        model.solve(np.array([-1e5]), np.array([1.0]), ts)
+    assert ens.errors[1] == str(err.value)
+    assert ens.stats[0] == model.solve(np.array([-1.0]), np.array([1.0]), ts).stats
+
+
 @pytest.mark.parametrize("params_shape, y0, message", [
     ((3, 82), Y0, r"params have 3 members but y0 has 4: give both the same number of members"),
     ((4, 5), Y0, r"ensemble params have 5 parameters per member but this model has 82"),
