@@ -110,7 +110,8 @@ def main(argv=None) -> int:
 
     def ours():
         ens = ens_model.solve_ensemble(params, y0s, ts_e)
-        steps["ours"] = int(sum(s.steps for s in ens.stats))
+        # the arrays, not ens.stats: building 256 Stats objects costs ~0.6 ms, a third of this whole call
+        steps["ours"] = int(ens.steps_accepted.sum() + ens.steps_rejected.sum())
 
     def ours_sharded():
         ens_model.solve_ensemble(params, y0s, ts_e, devices=n_dev)

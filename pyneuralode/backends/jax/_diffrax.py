@@ -27,7 +27,7 @@ Newton iterations; they carry an exact count through the solve instead (``_impli
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import diffrax
 import equinox as eqx
@@ -158,31 +158,36 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
     transient), not an explicit method's stability limit, and a stiff solver is already in use."""
     can_jump: bool = eqx.field(static=True, default=False)
     """Whether ``inner`` may step onto a jump time (a ``ClipStepSizeController`` with ``jump_ts``)."""
+    t_end: Any = None
+    """The solve's end time, in the times the controller sees (:meth:`wrap` flips it with diffrax's direction)."""
 
     @property
     def _counts_restarts(self) -> bool:
         return self.can_jump or not self.first_stage_given
 
     def wrap(self, direction):
-        return eqx.tree_at(lambda c: c.inner, self, self.inner.wrap(direction))
+        # A field, not loop state: a value carried through a vectorised while loop costs a select per member on
+        # every step, a field is a constant of the loop.
+        return eqx.tree_at(lambda c: (c.inner, c.t_end), self, (self.inner.wrap(direction), self.t_end * direction))
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         tnext, inner = self.inner.init(terms, t0, t1, y0, dt0, args, func, error_order)
         zero = jnp.zeros((), jnp.int32)
         restart = (jnp.array(not self.first_stage_given), zero) if self._counts_restarts else ()
         stall = (zero, zero, jnp.zeros((), jnp.result_type(t1))) if self.stall_is_stiffness else ()
-        return tnext, (inner, jnp.asarray(t1), zero, restart, stall)
+        return tnext, (inner, zero, restart, stall)
 
     def failure(self, controller_state):
         """The kind of failure the watch stopped the solve for (``OK`` if none), from the final state."""
-        return controller_state[2]
+        return controller_state[1]
 
     def restarts(self, controller_state):
         """The attempted steps that started fresh, from the final state (a Python 0 when none can)."""
-        return controller_state[3][1] if self._counts_restarts else 0
+        return controller_state[2][1] if self._counts_restarts else 0
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state):
-        inner, t_end, kind, restart, stall = controller_state
+        inner, kind, restart, stall = controller_state
+        t_end = self.t_end
         keep, next_t0, next_t1, jump, inner, result = self.inner.adapt_step_size(
             t0, t1, y0, y1_candidate, args, y_error, error_order, inner)
         if self._counts_restarts:
@@ -215,7 +220,7 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
         tripped = kind != OK
         keep = keep & ~tripped
         next_t0, next_t1 = jnp.where(tripped, t_end, next_t0), jnp.where(tripped, t_end, next_t1)
-        return keep, next_t0, next_t1, jump, (inner, t_end, kind, restart, stall), result
+        return keep, next_t0, next_t1, jump, (inner, kind, restart, stall), result
 
 
 def _times_inside(times: tuple[float, ...], t0, t1):
@@ -277,7 +282,7 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
         controller = WatchedController(inner, control.max_steps, EPS[dtype], control.rtol, control.atol, norm,
                                        first_stage_given=solver_state is not None,
                                        stall_is_stiffness=watch_stalls and not model_solver.stiff,
-                                       can_jump=bool(control.jump_ts))
+                                       can_jump=bool(control.jump_ts), t_end=jnp.asarray(t1))
     elif grid is not None:
         controller, dt0 = diffrax.StepTo(ts=grid), None
     else:

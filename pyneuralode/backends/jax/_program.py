@@ -21,6 +21,7 @@ from ._field import compile_split
 from ._x64 import require_x64_for_native, x64_scoped
 
 _FORWARD = ("nfe_forward", "steps_accepted", "steps_rejected", "max_steps", "failed")
+_ENSEMBLE_STATS = ("nfe_forward", "steps_accepted", "steps_rejected", "failed")
 
 
 CHECKPOINT_BUDGET_BYTES = 32 * 2**20
@@ -214,15 +215,17 @@ class JaxProgram(AbstractProgram):
         axes = (None if inputs.params_shared else 0, None if inputs.y0_shared else 0)  # never both shared
         if axes not in self._ensemble_jit:
             def member(p, y, t, g):  # one member: a batch of one inside, its batch axis dropped on the device
-                ys, report = self._solve_packed(p, y[None], t, g, watch_stalls=False)
-                return ys[:, 0], report
+                ys, stats = self._plain_solve(p, y[None], t, g, watch_stalls=False)
+                # The statistics leave as they are (integers, a dict): packing them into one float array
+                # inside the vmapped solve, as the single solve does, measured 10-15% slower per member.
+                return ys[:, 0], {k: stats[k] for k in _ENSEMBLE_STATS}
             self._ensemble_jit[axes] = jax.jit(jax.vmap(member, in_axes=(*axes, None, None)))
         args = (member_axis(inputs.params, inputs.params_shared), member_axis(inputs.y0, inputs.y0_shared),
                 *put_replicated(mesh, (ts, self.grid(ts))))
-        ys, reports = jax.device_get(self._ensemble_jit[axes](*args))
-        ys, reports = ys[:members], reports[:members]
+        ys, stats = jax.device_get(self._ensemble_jit[axes](*args))
+        ys = ys[:members]
         # Checked for all members at once; only a failed member's message is built one by one.
-        kinds = np.rint(reports[:, _FORWARD.index("failed")])
+        kinds = np.asarray(stats["failed"])[:members]
         errors: list[str | None] = [None] * members
         for m in np.flatnonzero((kinds != OK) | ~np.isfinite(ys.reshape(members, -1)).all(axis=1)):
             try:  # alone, with the whole watch: the single solve's diagnosis and words
@@ -232,7 +235,7 @@ class JaxProgram(AbstractProgram):
                 raise non_finite_error()
             except SolveError as err:
                 errors[m] = str(err)
-        counts = np.rint(reports[:, [_FORWARD.index(k) for k in _FORWARD[:3]]])
+        counts = np.stack([np.asarray(stats[k])[:members] for k in _ENSEMBLE_STATS[:3]], axis=1)
         return EnsembleSolution.from_counts(ts, ys, counts, errors)
 
     def value_and_grad(self, params, y0, ts, loss):
