@@ -70,6 +70,16 @@ def test_concat_squash_compiles_in_the_julia_field_description():
     assert describe_spec(MLP_FIELD) == "linear,2,8,1,1;act,tanh;linear,8,8,1,0;act,tanh;linear,8,2,1,0"
 
 
+def test_julia_field_description_refuses_a_skip_connection_instead_of_dropping_it():
+    # A nested Sequential is a plain chain and flattens; a Residual adds its input back, which the chain the Julia
+    # package builds cannot express: compiling only its inner layers would be a silently different field.
+    nested = pn.Sequential(pn.Linear(2, 8), pn.Sequential(pn.Activation("tanh"), pn.Linear(8, 2)))
+    assert describe_spec(nested) == "linear,2,8,1,0;act,tanh;linear,8,2,1,0"
+    for field in (pn.Residual(pn.MLP([2, 8, 2])), pn.Sequential(pn.Linear(2, 2), pn.Residual(pn.Linear(2, 2)))):
+        with pytest.raises(pn.NotSupportedError, match=r"Residual layers are not available .* pn\.dynamics"):
+            describe_spec(field)
+
+
 # The algorithm of julia/src/layers.jl `spec_jvp` and julia/src/cnf.jl `CNFDynamics`, restated in numpy with
 # the same array shapes ((features, B) values, (features, B, K) directions; the time input has tangent 0).
 _DERIV = {"tanh": lambda x: 1 - np.tanh(x) ** 2, "softplus": lambda x: 1 / (1 + np.exp(-x))}

@@ -39,7 +39,7 @@ from ..._control import fixed_step_grid
 from ..._dynamics import Dynamics
 from ._graph import dynamics_arguments
 from ._loss import JuliaLosses
-from ..._layers import Activation, Linear, walk
+from ..._layers import Activation, Linear, Sequential, walk
 from ..._params import num_params
 from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram, refuse_devices
@@ -63,8 +63,15 @@ def describe_spec(field) -> str:
                                 "CNF's field they are not available there yet: use backend='jax' or 'torch'.")
     parts = []
     for layer in walk(field.expand()):
-        if layer.sublayers():
+        if isinstance(layer, Sequential):  # a plain chain: its layers follow it in the walk
             continue
+        if layer.sublayers():  # a layer that combines its sublayers (pn.Residual's skip connection): flattening
+            # it into the chain would drop what it adds, so it is refused rather than compiled wrong
+            raise NotSupportedError(
+                f"{type(layer).__name__} layers are not available in an ODE model's field on backend 'julia' yet: "
+                "it compiles a chain of Linear, ConcatSquash and Activation layers (pn.MLP, pn.ConcatSquashMLP, "
+                "pn.Sequential of them). Write the skip connection in a pn.dynamics field (e.g. `return u + "
+                "p.net(u)`), which compiles on every backend, or use backend='jax' or 'torch'.")
         if isinstance(layer, Linear):
             parts.append(f"linear,{layer.in_features},{layer.out_features},{int(layer.bias)},"
                          f"{int(layer.time_input)}")
