@@ -105,3 +105,31 @@ def test_ude_cli_smoke(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["ude", "--lr-decay", "0", "--out", str(tmp_path / "x")])
     assert "must be a factor in (0, 1]" in capsys.readouterr().err
+
+
+def test_sindy_recovers_the_true_interactions():
+    pytest.importorskip("pysindy", reason="--sindy is an optional extra (pip install 'pyneuralode[sindy]')")
+    from pyneuralode.problems._ude_sindy import recover_terms
+    _, _, clean, _ = lotka_volterra_data(UDEConfig(), backend="jax")
+    found = recover_terms(clean, missing_terms(clean))
+    coefficients = dict(zip(found["features"], np.asarray(found["coefficients"]).T))
+    np.testing.assert_allclose(coefficients.pop("x y"), [-BETA, GAMMA], rtol=1e-6)
+    assert all(np.all(c == 0) for c in coefficients.values()), coefficients  # thresholded away
+    assert found["equations"][0].startswith("U1 = ") and "x y" in found["equations"][1]
+
+
+def test_ude_resume_adds_and_drops_sindy(tmp_path, capsys):
+    """--sindy analyses the trained network without changing the training: a finished run resumes with it added
+    (the symbolic terms are written) and without it (a stale sindy.txt is removed), parameters unchanged."""
+    pytest.importorskip("pysindy", reason="--sindy is an optional extra (pip install 'pyneuralode[sindy]')")
+    out = tmp_path / "run"
+    args = ["ude", "--adam-iters", "2", "--lbfgs-iters", "1", "--eval-every", "1", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    params = np.load(out / "params.npy")
+    assert main([*args, "--resume", "--sindy"]) == 0
+    assert "SINDy, learned U1 (true -0.9 x y)" in capsys.readouterr().out
+    assert (out / "sindy.txt").read_text().startswith("U1 = ")
+    assert "sindy" in json.loads((out / "metrics.json").read_text())["summary"]
+    np.testing.assert_array_equal(np.load(out / "params.npy"), params)
+    assert main([*args, "--resume"]) == 0
+    assert not (out / "sindy.txt").exists()

@@ -15,9 +15,10 @@ from .._params import param_layout
 from .._schedules import ExponentialDecay
 from ..train import RunDirectory, Trainer, progress
 from ._runs import format_rows, median_step_ms
-from .ude import DATA_TIMES, T_DATA, T_EXTRAPOLATE, UDEConfig, lotka_volterra_data, missing_terms, ude_model
+from .ude import BETA, DATA_TIMES, GAMMA, T_DATA, T_EXTRAPOLATE, UDEConfig, lotka_volterra_data, missing_terms, ude_model
 
 DENSE = 201
+SINDY_FILE = "sindy.txt"
 """Points of the dense grid on [0, 10] the errors and the picture use (every 0.05)."""
 
 
@@ -140,12 +141,15 @@ def train_ude(cfg: UDEConfig, out_dir, *, resume: bool = False, overwrite: bool 
     ``ude.png`` (and ``sindy.txt`` with ``cfg.sindy``) to ``out_dir`` and returns the run summary
     (``resume``/``overwrite``: the rules of :class:`pyneuralode.train.RunDirectory`)."""
     # The run's length is Adam + L-BFGS iterations; a resume may lengthen the L-BFGS phase only, so the run
-    # directory sees the total as its budget and the config without lbfgs_iters.
-    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "lbfgs_iters"}
+    # directory sees the total as its budget and the config without lbfgs_iters. --sindy analyses the trained
+    # network and does not change the training, so a finished run may be resumed with it added (or dropped).
+    if cfg.sindy:
+        from ._ude_sindy import require_pysindy
+        require_pysindy()
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("lbfgs_iters", "sindy")}
     config["iters"] = cfg.adam_iters + cfg.lbfgs_iters
-    outputs = ("ude.png", "sindy.txt") if cfg.sindy else ("ude.png",)
     with RunDirectory(out_dir, config=config, budget_key="iters", counter="iteration", resume=resume,
-                      overwrite=overwrite, outputs=outputs) as run:
+                      overwrite=overwrite, outputs=("ude.png", SINDY_FILE)) as run:
         return _train(cfg, run, show_progress)
 
 
@@ -193,8 +197,10 @@ def _train(cfg: UDEConfig, run: RunDirectory, show_progress: bool) -> dict:
         from ._ude_sindy import recover_terms
         inside = data["dense_t"] <= T_DATA
         log.summary["sindy"] = recover_terms(data["clean_dense"][inside], terms[inside])
-        with run.output("sindy.txt") as tmp:
+        with run.output(SINDY_FILE) as tmp:
             tmp.write_text("\n".join(log.summary["sindy"]["equations"]) + "\n")
+    else:  # an earlier --sindy result would describe other parameters than this run's
+        (run.path / SINDY_FILE).unlink(missing_ok=True)
     run.write_metrics(log)
     run.save_array("params.npy", params)
     from ._ude_plot import plot_ude
@@ -219,5 +225,7 @@ def format_summary(summary: dict) -> str:
             ("alpha, delta (true 1.3, 1.8)", f"{summary['alpha']:.4f}, {summary['delta']:.4f}"),
             ("wall time", f"{summary['wall_seconds']:.1f} s")]
     if "sindy" in summary:
-        rows += [(f"SINDy {i}", eq) for i, eq in enumerate(summary["sindy"]["equations"])]
+        # each equation reads "U1 = -0.9 x y": the row names the term it recovers (true: -beta*x*y, gamma*x*y)
+        rows += [(f"SINDy, learned {eq.split(' = ')[0]} (true {true})", eq.split(" = ", 1)[1])
+                 for eq, true in zip(summary["sindy"]["equations"], (f"{-BETA:g} x y", f"{GAMMA:g} x y"))]
     return format_rows(rows)

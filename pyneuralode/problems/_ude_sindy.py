@@ -12,13 +12,19 @@ import numpy as np
 from .._errors import BackendUnavailable
 
 
-def recover_terms(states: np.ndarray, terms: np.ndarray, *, threshold: float = 0.1) -> dict:
-    """``{"equations": [...], "features": [...], "coefficients": [[...], [...]]}`` for ``terms ≈ Θ(states) ξ``."""
+def require_pysindy():
+    """The ``pysindy`` module, or the error naming the install (checked before training, not after it)."""
     try:
-        import pysindy as ps
+        import pysindy
     except ImportError:
         raise BackendUnavailable('--sindy needs pysindy: pip install "pyneuralode[sindy]" (or pip install '
                                  'pysindy).') from None
+    return pysindy
+
+
+def recover_terms(states: np.ndarray, terms: np.ndarray, *, threshold: float = 0.1) -> dict:
+    """``{"equations": [...], "features": [...], "coefficients": [[...], [...]]}`` for ``terms ≈ Θ(states) ξ``."""
+    ps = require_pysindy()
     model = ps.SINDy(feature_library=ps.PolynomialLibrary(degree=2), optimizer=ps.STLSQ(threshold=threshold))
     model.fit(np.asarray(states), t=1.0, x_dot=np.asarray(terms), feature_names=["x", "y"])
     names = ["U1", "U2"]
