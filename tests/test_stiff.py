@@ -72,10 +72,15 @@ def test_implicit_nfe_is_exact(name):
     assert sol.stats.nfe_forward == counter.count
 
 
-@pytest.mark.parametrize("name", ["Kvaerno5", "ImplicitEuler"])
-def test_counting_changes_no_step_and_no_value(name):
-    """The counted solve takes diffrax's own steps and returns its values bit for bit (same initial step)."""
-    model = _model(name)
+PI = pn.StepControl(rtol=1e-7, atol=1e-10, max_steps=20_000, pcoeff=0.2, icoeff=0.3)
+
+
+@pytest.mark.parametrize("name, control", [("Kvaerno5", None), ("ImplicitEuler", None), ("Kvaerno5", PI)],
+                         ids=["Kvaerno5", "ImplicitEuler", "Kvaerno5-PI"])
+def test_counting_changes_no_step_and_no_value(name, control):
+    """The counted solve takes diffrax's own steps and returns its values bit for bit (same initial step), with
+    the integral controller and with a PI one (``pcoeff``/``icoeff`` reach diffrax's ``PIDController``)."""
+    model = _model(name) if control is None else _model(name).replace(control=control)
     program = model.program
     control = model.control
     field = program.field
@@ -85,8 +90,8 @@ def test_counting_changes_no_step_and_no_value(name):
         fn = lambda t, y, p: field(p, t, y)  # noqa: E731
         dt0, _ = hairer_initial_step(lambda t, y: fn(t, y, params), ts[0], y0, 1.0, order=model.solver.order,
                                      rtol=control.rtol, atol=control.atol, norm=_rms)
-        controller = diffrax.PIDController(rtol=control.rtol, atol=control.atol, pcoeff=0.0, icoeff=1.0,
-                                           dcoeff=0.0, safety=control.safety, factormin=control.factormin,
+        controller = diffrax.PIDController(rtol=control.rtol, atol=control.atol, pcoeff=control.pcoeff,
+                                           icoeff=control.icoeff, dcoeff=0.0, safety=control.safety, factormin=control.factormin,
                                            factormax=control.factormax, norm=_rms)
         sol = diffrax.diffeqsolve(diffrax.ODETerm(fn), make_solver(model.solver), ts[0], ts[-1], dt0, y0,
                                   args=params, saveat=diffrax.SaveAt(ts=ts), stepsize_controller=controller,
@@ -102,6 +107,31 @@ def test_counting_changes_no_step_and_no_value(name):
     # compile time), where the two programs' arithmetic may be fused differently: a few ulps of the state's
     # scale (the species sum to 1)
     np.testing.assert_allclose(sol.ys, np.asarray(ys_raw)[:, 0], rtol=0, atol=8 * np.finfo(np.float64).eps)
+
+
+def test_pi_controller_halves_kvaerno5_steps_on_robertson(models, reference):
+    """Kvaerno5's integral controller rejects about half its steps on Robertson; a PI controller (pcoeff=0.2,
+    icoeff=0.3) takes fewer steps in all and stays within the tolerance of SciPy's Radau reference."""
+    integral = _shared(models, "Kvaerno5").solve(TRUE, Y0, TS)
+    pi = _model("Kvaerno5").replace(control=PI).solve(TRUE, Y0, TS)
+    assert integral.stats.steps_rejected > 0.3 * integral.stats.steps
+    assert pi.stats.steps < 0.75 * integral.stats.steps, (pi.stats, integral.stats)
+    scale = PI.atol + PI.rtol * np.abs(reference)
+    assert np.max(np.abs(pi.ys - reference) / scale) < 30
+
+
+@pytest.mark.parametrize("backend", ["torch", "julia"])
+def test_pi_controller_is_refused_where_it_is_not_wired(backend):
+    with pytest.raises(pn.NotSupportedError, match=r"PI step-size controller\) is not available on backend"):
+        pn.ODEModel(pn.MLP([2, 4, 2]), control=pn.StepControl(pcoeff=0.2, icoeff=0.3), backend=backend)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"pcoeff": -0.1}, "pcoeff must be a finite number >= 0"),
+                                           ({"icoeff": 0}, "icoeff must be a finite number > 0"),
+                                           ({"icoeff": float("nan")}, "icoeff must be a finite number > 0")])
+def test_controller_coefficients_are_checked(kwargs, match):
+    with pytest.raises(pn.SpecError, match=match):
+        pn.StepControl(**kwargs)
 
 
 def _rms(x):

@@ -242,8 +242,9 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
               saveat, grid=None, adjoint=None, norm=optx.rms_norm, dt=None, watch_stalls=True):
     """One ``diffeqsolve`` with pyneuralode's step rules; returns ``(sol, stats)`` with exact NFE.
 
-    - Adaptive methods: an integral controller (PID with pcoeff=dcoeff=0, icoeff=1 — the controller torchdiffeq
-      and OrdinaryDiffEq's defaults also use) with the StepControl's safety and factor limits, and Hairer's
+    - Adaptive methods: diffrax's ``PIDController`` with the StepControl's ``pcoeff``/``icoeff`` (by default the
+      integral controller, pcoeff=dcoeff=0 and icoeff=1, which torchdiffeq and OrdinaryDiffEq's defaults also use),
+      safety and factor limits, and Hairer's
       initial step unless ``control.dt0`` is given; the control's ``jump_ts``/``step_ts`` inside the solve's
       interval through diffrax's ``ClipStepSizeController``.
     - Fixed-step methods: ``grid`` (from :func:`pyneuralode._control.fixed_step_grid`) through ``StepTo``, or a
@@ -262,7 +263,8 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
     fsal = stage_cost(diffrax_solver)[1] and not model_solver.stiff
     if model_solver.adaptive:
         pid = diffrax.PIDController(
-            rtol=control.rtol, atol=control.atol, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, safety=control.safety,
+            rtol=control.rtol, atol=control.atol, pcoeff=control.pcoeff, icoeff=control.icoeff, dcoeff=0.0,
+            safety=control.safety,
             factormin=control.factormin, factormax=control.factormax, norm=norm)
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0)).name  # the model's dtype
         saveat = eqx.tree_at(lambda s: s.controller_state, saveat, True)
