@@ -128,6 +128,17 @@ def _sorted_times(value, name: str) -> tuple[float, ...]:
     return tuple(float(t) for t in np.unique(array.astype(np.float64)))
 
 
+def check_resolution(name: str, value: float, dtype: str) -> None:
+    """Refuse a relative tolerance finer than ``dtype`` resolves (below its machine epsilon): the error control would
+    then follow round-off, taking steps that differ between backends and runs, or stall."""
+    import numpy as np
+
+    eps = float(np.finfo(dtype).eps)
+    if value < eps:
+        raise SpecError(f"{name}={value:g} is below {dtype}'s resolution ({eps:.1e}): use a larger {name} or "
+                        "dtype float64.")
+
+
 def check_solver_control(solver, control: StepControl, *, give: str = "give it a step with "
                          "pn.StepControl(dt=...)") -> None:
     """A fixed-step solver needs ``dt`` and takes no ``dt0``; an adaptive one takes no ``dt`` (never ignored)."""

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 from ._adjoints import as_adjoint
-from ._control import StepControl, check_solver_control
+from ._control import StepControl, check_resolution, check_solver_control
 from ._errors import NotSupportedError, SpecError
 from ._options import CheckedOptions
 from ._params import init_params, num_params, param_layout
@@ -40,6 +40,8 @@ def check_numerics(model) -> None:
         raise SpecError(f"control must be a pn.StepControl(...), got {type(model.control).__name__}.")
     require_support(model.backend, solver=model.solver, adjoint=model.adjoint)
     check_solver_control(model.solver, model.control)
+    if model.solver.adaptive:
+        check_resolution("StepControl rtol", model.control.rtol, model.dtype)
     if not model.control.is_integral and model.backend != "jax":
         raise NotSupportedError(
             f"StepControl(pcoeff={model.control.pcoeff:g}, icoeff={model.control.icoeff:g}) (a PI step-size "

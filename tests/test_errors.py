@@ -75,6 +75,17 @@ def test_step_options_are_never_ignored(make, message):
     assert str(info.value) == message
 
 
+def test_tolerance_finer_than_the_dtype_is_refused(backend):
+    """rtol=1e-9 in float32 asks for less than one ulp: the error control then follows round-off, and JAX and torch
+    took different steps (332 vs 368 evaluations on one forced problem). The CLI refused it; models now do too."""
+    with pytest.raises(pn.SpecError) as info:
+        model(spiral_field(), backend=backend, dtype="float32", control=pn.StepControl(rtol=1e-9))
+    assert str(info.value) == ("StepControl rtol=1e-09 is below float32's resolution (1.2e-07): use a larger "
+                               "StepControl rtol or dtype float64.")
+    model(spiral_field(), backend=backend, dtype="float64", control=pn.StepControl(rtol=1e-9))  # float64 resolves it
+    model(spiral_field(), backend=backend, dtype="float32", solver=pn.RK4(), control=pn.StepControl(rtol=1e-9, dt=0.1))
+
+
 def test_y0_beyond_float32_is_refused_after_the_cast(backend):
     """A float64 y0 that overflows float32 was checked before the cast (then MaxStepsError / NonFiniteError)."""
     m = model(pn.Linear(2, 2), backend=backend, dtype="float32")

@@ -16,8 +16,7 @@ import math
 import numbers
 from pathlib import Path
 
-import numpy as np
-
+from .._control import check_resolution
 from .._errors import SpecError
 
 
@@ -115,9 +114,8 @@ def check_options(config) -> None:
     dtype = getattr(config, "dtype", None)
     for name in ("rtol", "tol"):
         value = getattr(config, name, None)
-        if dtype is not None and value is not None and value < np.finfo(dtype).eps:
-            raise SpecError(f"{name}={value:g} is below {dtype}'s resolution ({np.finfo(dtype).eps:.1e}): "
-                            f"use a larger {name} or dtype float64.")
+        if dtype is not None and value is not None:
+            check_resolution(name, value, dtype)
 
 
 def add_config_options(parser, defaults, *names: str) -> None:
