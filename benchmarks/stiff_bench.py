@@ -10,6 +10,8 @@ asserted). Contenders, timed interleaved in one process (median after warm-up):
   ``DirectAdjoint`` vs ``jax.value_and_grad`` through diffrax's ``RecursiveCheckpointAdjoint``;
 - ``scipy BDF`` / ``scipy Radau`` (forward only, same tolerances): what a Python user has without pyneuralode,
   with and without the analytic Jacobian.
+- ``pn solve, PI controller`` / ``pn grad, PI controller``: the pyneuralode model again with
+  ``StepControl(pcoeff=0.2, icoeff=0.3)`` (JAX only), its steps and NFE recorded beside the integral controller's.
 
 Run: ``python -m benchmarks.stiff_bench [--rounds 20] [--solver Kvaerno5]`` →
 ``benchmarks/results/stiff_bench.json``.
@@ -27,6 +29,7 @@ from pyneuralode.problems import robertson as rob
 from ._harness import interleaved, write_results
 
 RTOL, ATOL, DT0, MAX_STEPS = 1e-6, 1e-7, 1e-6, 20_000
+PI = (0.2, 0.3)  # pcoeff, icoeff of the PI-controller rows
 
 
 def _raw_diffrax(solver_name, ts, y0, target):
@@ -106,6 +109,9 @@ def main(argv=None):
                         adjoint=pn.DirectAdjoint(), backend="jax", dtype="float64")
     loss = pn.MSE(target)
     raw_solve, raw_grad = _raw_diffrax(args.solver, ts, y0, target)
+    # The same model with a PI step-size controller (JAX only): its steps and time beside the integral one's
+    pi_model = model.replace(control=pn.StepControl(rtol=RTOL, atol=ATOL, dt0=DT0, max_steps=MAX_STEPS,
+                                                    pcoeff=PI[0], icoeff=PI[1]))
 
     import jax
     pn_sol = model.solve(params, y0, ts)
@@ -120,11 +126,18 @@ def main(argv=None):
         "grad_rel_diff_vs_raw": float(np.max(np.abs(pn_res.grad_params - raw_g)) / np.max(np.abs(raw_g))),
         "max_abs_err_vs_radau_1e-12": float(np.max(np.abs(pn_sol.ys - reference))),
     }
+    pi_sol = pi_model.solve(params, y0, ts)
+    agreement["pi_controller"] = {
+        "pcoeff": PI[0], "icoeff": PI[1], "steps_accepted": pi_sol.stats.steps_accepted,
+        "steps_rejected": pi_sol.stats.steps_rejected, "nfe_forward": pi_sol.stats.nfe_forward,
+        "max_abs_err_vs_radau_1e-12": float(np.max(np.abs(pi_sol.ys - reference)))}
     cases = {
         "pn solve": lambda: model.solve(params, y0, ts),
         "raw diffrax solve": lambda: jax.block_until_ready(raw_solve(params)),
         "pn grad": lambda: model.value_and_grad(params, y0, ts, loss=loss),
         "raw diffrax grad": lambda: jax.block_until_ready(raw_grad(params)),
+        "pn solve, PI controller": lambda: pi_model.solve(params, y0, ts),
+        "pn grad, PI controller": lambda: pi_model.value_and_grad(params, y0, ts, loss=loss),
         "scipy BDF": _scipy("BDF", ts, y0, jac=False),
         "scipy BDF (analytic jac)": _scipy("BDF", ts, y0, jac=True),
         "scipy Radau": _scipy("Radau", ts, y0, jac=False),
@@ -136,6 +149,8 @@ def main(argv=None):
         "pn/raw solve": med["pn solve"] / med["raw diffrax solve"],
         "pn/raw grad": med["pn grad"] / med["raw diffrax grad"],
         **{f"pn solve / {name}": med["pn solve"] / med[name] for name in cases if name.startswith("scipy")},
+        "pn solve PI / integral": med["pn solve, PI controller"] / med["pn solve"],
+        "pn grad PI / integral": med["pn grad, PI controller"] / med["pn grad"],
     }
     for name, t in timings.items():
         print(f"{name:28s} {1e3 * t['median_s']:9.2f} ms  (p10 {1e3 * t['p10_s']:.2f}, p90 {1e3 * t['p90_s']:.2f})")
