@@ -57,8 +57,12 @@ class EnsembleSolution:
     def from_counts(cls, ts, ys, counts, errors) -> EnsembleSolution:
         """Assemble from ``counts`` ``(M, 3)`` (NFE, accepted, rejected) and per-member ``errors``; the rows and
         counts of failed members are set to NaN and 0."""
+        counts = np.asarray(counts, dtype=np.int64)
+        if errors.count(None) == len(errors):  # the common case, without a Python loop over the members
+            ok = np.ones(len(errors), dtype=bool)
+            return cls(ts, ys, counts[:, 0], counts[:, 1], counts[:, 2], ok, tuple(errors))
         ok = np.array([e is None for e in errors], dtype=bool)
-        counts = np.where(ok[:, None], np.asarray(counts, dtype=np.int64), 0)
+        counts = np.where(ok[:, None], counts, 0)
         if not ok.all():  # NaN rows for the failed members, in a copy (a backend's buffer may be read-only, as
             ys = np.array(ys)  # model.solve's ys are; copying 200 kB costs more than the rest of the call)
             ys[~ok] = np.nan
