@@ -299,3 +299,33 @@ def test_stiff_command_runs_resumes_and_draws(tmp_path):
     assert (out / "robertson.png").stat().st_size > 10_000 and (out / "checkpoint.npz").exists()
     assert metrics["summary"]["log_k_error"] < 0.5 + 1e-9 or metrics["records"][-1]["loss"] < \
         metrics["records"][0]["loss"]
+
+
+def _hires_rhs(y, k):
+    y1, y2, y3, y4, y5, y6, y7, y8 = y
+    return [-1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007, 1.71 * y1 - 8.75 * y2,
+            -10.03 * y3 + 0.43 * y4 + 0.035 * y5, 8.32 * y2 + 1.71 * y3 - 1.12 * y4,
+            -1.745 * y5 + 0.43 * y6 + 0.43 * y7, -k * y6 * y8 + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
+            k * y6 * y8 - 1.81 * y7, -k * y6 * y8 + 1.81 * y7]
+
+
+@pn.dynamics(state=8, params={"k": 280.0})
+def hires(t, y, p):
+    return np.stack(_hires_rhs([y[i] for i in range(8)], p.k))
+
+
+@pytest.mark.parametrize("solver, control", [
+    ("KenCarp4", pn.StepControl(rtol=1e-8, atol=1e-10, max_steps=20_000)),
+    ("Kvaerno5", pn.StepControl(rtol=1e-8, atol=1e-10, max_steps=20_000, pcoeff=0.2, icoeff=0.3)),
+], ids=["KenCarp4", "Kvaerno5-PI"])
+def test_hires_against_radau(solver, control):
+    """HIRES (Hairer & Wanner's eight-species photomorphogenesis problem, DiffEqProblemLibrary's ``prob_ode_hires``),
+    written as its equations, against SciPy's Radau at rtol 1e-12 at the standard end time 321.8122."""
+    from scipy.integrate import solve_ivp
+    y0, ts = np.array([1, 0, 0, 0, 0, 0, 0, 0.0057]), np.array([0.0, 10.0, 100.0, 321.8122])
+    reference = solve_ivp(lambda t, y: _hires_rhs(y, 280.0), (0.0, ts[-1]), y0, method="Radau", rtol=1e-12,
+                          atol=1e-14, t_eval=ts).y.T
+    m = pn.ODEModel(hires, solver=getattr(pn, solver)(), control=control, backend="jax")
+    sol = m.solve(m.init(0), y0, ts)
+    worst = np.max(np.abs(sol.ys - reference) / (control.atol + control.rtol * np.abs(reference)))
+    assert worst < 30, f"{solver}: error {worst:.1f} local tolerances"
