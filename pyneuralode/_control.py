@@ -103,9 +103,10 @@ class StepControl(metaclass=CheckedOptions):
                             "makes every save time a step boundary, so put these times in ts instead.")
 
     @property
-    def is_integral(self) -> bool:
-        """Whether the controller is the plain integral one (``pcoeff=0, icoeff=1``) every backend runs."""
-        return self.pcoeff == 0.0 and self.icoeff == 1.0
+    def controller(self) -> str:
+        """The step-size controller these coefficients select: ``"integral"`` (``pcoeff=0, icoeff=1``, which every
+        backend runs) or ``"PI"``."""
+        return "integral" if self.pcoeff == 0.0 and self.icoeff == 1.0 else "PI"
 
     def breaks_inside(self, t0: float, t1: float, which: str):
         """The ``which`` times (``"jump_ts"`` or ``"step_ts"``) strictly between ``t0`` and ``t1``, as a tuple in

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._adjoints import as_adjoint
 from ._control import StepControl, check_resolution, check_solver_control
-from ._errors import NotSupportedError, SpecError
+from ._errors import SpecError
 from ._options import CheckedOptions
 from ._params import init_params, num_params, param_layout
 from ._solvers import as_solver
@@ -38,16 +38,10 @@ def check_numerics(model) -> None:
     object.__setattr__(model, "adjoint", as_adjoint(model.adjoint))
     if not isinstance(model.control, StepControl):
         raise SpecError(f"control must be a pn.StepControl(...), got {type(model.control).__name__}.")
-    require_support(model.backend, solver=model.solver, adjoint=model.adjoint)
+    require_support(model.backend, solver=model.solver, adjoint=model.adjoint, control=model.control)
     check_solver_control(model.solver, model.control)
     if model.solver.adaptive:
         check_resolution("StepControl rtol", model.control.rtol, model.dtype)
-    if not model.control.is_integral and model.backend != "jax":
-        raise NotSupportedError(
-            f"StepControl(pcoeff={model.control.pcoeff:g}, icoeff={model.control.icoeff:g}) (a PI step-size "
-            f"controller) is not available on backend {model.backend!r}: torchdiffeq's solvers have only the "
-            "integral controller, and the Julia backend does not pass one to OrdinaryDiffEq yet. Use backend='jax', "
-            "or leave pcoeff=0, icoeff=1 (the integral controller every backend shares).")
 
 
 class SpecParameters(metaclass=CheckedOptions):

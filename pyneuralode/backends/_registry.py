@@ -38,6 +38,7 @@ class BackendEntry:
     solvers: frozenset[str]
     adjoints: frozenset[str]
     refusals: tuple[Refusal, ...] = ()
+    controllers: frozenset[str] = frozenset({"integral"})  # StepControl.controller kinds it runs
 
 
 _COMMON_SOLVERS = {"Euler", "Midpoint", "Heun", "RK4", "Bosh3", "Dopri5", "Dopri8"}
@@ -50,7 +51,8 @@ _ENTRIES = (
         "jax", "pyneuralode.backends.jax:JaxBackend", ("jax", "diffrax", "equinox", "optax"),
         'pip install "pyneuralode[jax]"',
         frozenset(_COMMON_SOLVERS | _SDIRK | {"Tsit5"}),
-        frozenset({"BacksolveAdjoint", "CheckpointAdjoint", "DirectAdjoint"})),
+        frozenset({"BacksolveAdjoint", "CheckpointAdjoint", "DirectAdjoint"}),
+        controllers=frozenset({"integral", "PI"})),  # diffrax's PIDController
     BackendEntry(
         "torch", "pyneuralode.backends.torch:TorchBackend", ("torch", "torchdiffeq"),
         'pip install "pyneuralode[torch]"',
@@ -86,9 +88,17 @@ def _backends_with(kind: str, option_name: str) -> list[str]:
 
 
 def require_support(backend: str, *, solver: AbstractSolver | None = None,
-                    adjoint: AbstractAdjoint | None = None) -> None:
-    """Raise NotSupportedError if ``backend`` cannot run ``solver``/``adjoint``, naming the backends that can."""
+                    adjoint: AbstractAdjoint | None = None, control=None) -> None:
+    """Raise NotSupportedError if ``backend`` cannot run ``solver``/``adjoint`` or the step-size controller of the
+    StepControl ``control``, naming the backends that can."""
     e = entry(backend)
+    if control is not None and control.controller not in e.controllers:
+        others = _backends_with("controllers", control.controller)
+        raise NotSupportedError(
+            f"StepControl(pcoeff={control.pcoeff:g}, icoeff={control.icoeff:g}) (a {control.controller} step-size "
+            f"controller) is not available on backend {backend!r}: use backend={' or '.join(map(repr, others))}, "
+            "or leave pcoeff=0, icoeff=1 (the integral controller every backend shares; torchdiffeq has only "
+            "that one, and the Julia backend does not pass another to OrdinaryDiffEq yet).")
     for kind, option in (("solvers", solver), ("adjoints", adjoint)):
         if option is None:
             continue

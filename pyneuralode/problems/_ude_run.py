@@ -15,11 +15,13 @@ from .._params import param_layout
 from .._schedules import ExponentialDecay
 from ..train import RunDirectory, Trainer, progress
 from ._runs import format_rows, median_step_ms
-from .ude import BETA, DATA_TIMES, GAMMA, T_DATA, T_EXTRAPOLATE, UDEConfig, lotka_volterra_data, missing_terms, ude_model
+from .ude import (BETA, DATA_TIMES, GAMMA, T_DATA, T_EXTRAPOLATE, UDEConfig, lotka_volterra_data, missing_terms,
+                  ude_model)
 
 DENSE = 201
-SINDY_FILE = "sindy.txt"
 """Points of the dense grid on [0, 10] the errors and the picture use (every 0.05)."""
+SINDY_FILE = "sindy.txt"
+"""The symbolic terms ``--sindy`` recovers, one equation a line."""
 
 
 class AdamThenLBFGS:

@@ -305,7 +305,7 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
     controller_state = sol.controller_state
     if model_solver.stiff:  # (watched controller's state, evaluation count)
         controller_state, counted = controller_state
-        nfe = counted.astype(jnp.int32) + before  # + Hairer's two evaluations
+        nfe = counted.astype(jnp.int32) + before  # + the evaluations before the solve (Hairer's rule)
     else:
         restarts = watch.restarts(controller_state) if model_solver.adaptive else 0
         nfe = nfe_from_steps(diffrax_solver, steps, restarts, before=before)

@@ -228,7 +228,8 @@ class JaxProgram(AbstractProgram):
         kinds = np.asarray(stats["failed"])[:members]
         errors: list[str | None] = [None] * members
         all_fine = (kinds == OK).all() and np.isfinite(ys).all()  # one pass each; members only on failure
-        for m in () if all_fine else np.flatnonzero((kinds != OK) | ~np.isfinite(ys.reshape(members, -1)).all(axis=1)):
+        suspects = () if all_fine else np.flatnonzero((kinds != OK) | ~np.isfinite(ys.reshape(members, -1)).all(axis=1))
+        for m in suspects:
             try:  # alone, with the whole watch: the single solve's diagnosis and words
                 self.solve(inputs.params if inputs.params_shared else inputs.params[m],
                            inputs.y0 if inputs.y0_shared else inputs.y0[m], ts)
