@@ -77,6 +77,8 @@ from ._params import num_params as num_params
 from ._params import param_layout as param_layout
 from ._params import unflatten as unflatten
 from ._ensemble import EnsembleSolution as EnsembleSolution
+from ._events import Event as Event
+from ._events import EventSolution as EventSolution
 from ._solution import Solution as Solution
 from ._solution import Stats as Stats
 from ._solution import ValueAndGrad as ValueAndGrad

@@ -63,6 +63,8 @@ class Dynamics(AbstractLayer):
     nets: tuple[tuple[str, AbstractLayer], ...] = ()
     constants: tuple[tuple[str, Literal], ...] = ()
     positive: tuple[str, ...] = ()
+    scalar: bool = dataclasses.field(default=False, repr=False)
+    """True for an event function (:class:`pyneuralode.Event`): ``fn`` returns one number, not ``du/dt``."""
     graph: Graph = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self):
@@ -109,7 +111,8 @@ class Dynamics(AbstractLayer):
         object.__setattr__(self, "positive", tuple(dict.fromkeys(positive)))
         graph = trace(self.fn, state=self.state,
                       params={n: (v.array.shape, n in self.positive) for n, v in self.params},
-                      constants={n: v.array.shape for n, v in self.constants}, nets=dict(self.nets))
+                      constants={n: v.array.shape for n, v in self.constants}, nets=dict(self.nets),
+                      scalar=self.scalar)
         object.__setattr__(self, "graph", graph)
 
     # ---------------------------------------------------------------- the layer interface
@@ -135,7 +138,7 @@ class Dynamics(AbstractLayer):
     def out_shape(self, in_shape):
         if tuple(in_shape) != self.state:
             raise SpecError(f"{self.name} has state shape {self.state}, got samples of shape {tuple(in_shape)}.")
-        return self.state
+        return () if self.scalar else self.state
 
     @property
     def name(self) -> str:
@@ -179,7 +182,7 @@ class Dynamics(AbstractLayer):
         kinds = {**{n: "params" for n, _ in self.params}, **{n: "nets" for n, _ in self.nets},
                  **{n: "constants" for n, _ in self.constants}}
         du = np.asarray(self.fn(np.float64(t), u, Namespace(values, kinds)), dtype=np.float64)
-        return np.broadcast_to(du, self.state).copy()
+        return np.broadcast_to(du, () if self.scalar else self.state).copy()
 
 
 def _numpy_net(net, flat, t):

@@ -11,6 +11,7 @@ from ._augment import augmented_loss, check_augment, pad_features
 from ._control import StepControl
 from ._custom_loss import bound_loss_mistake
 from ._ensemble import EnsembleSolution, ensemble_inputs, refuse_ensemble_devices
+from ._events import EventSolution, check_event_inputs
 from ._errors import SpecError
 from ._layers import AbstractLayer, check_state_preserving
 from ._losses import AbstractLoss
@@ -19,7 +20,7 @@ from ._solution import Solution, ValueAndGrad
 from ._solvers import AbstractSolver, Dopri5
 from ._time_gradient import save_time_gradients
 from ._validate import as_real_array, check_params, check_state, check_times
-from .backends._registry import get_backend
+from .backends._registry import get_backend, require_events
 from ._options import checked_options
 
 
@@ -217,6 +218,25 @@ class ODEModel(SpecParameters):
                                  pad=(lambda y: pad_features(y, self.augment)) if self.augment else None)
         ts = check_times(ts, self.dtype)
         return self.program.solve_ensemble(inputs, ts, devices=devices)
+
+    @checked_options
+    def solve_event(self, params, y0, *, event, t0, t1, sensitivities: bool = False) -> EventSolution:
+        """Solve from ``y0`` at ``t0`` until ``event`` (a :class:`pyneuralode.Event`) happens, or until ``t1``.
+
+        Returns an :class:`pyneuralode.EventSolution`: the event time ``t`` and state ``y`` (located on the
+        solver's dense output to near round-off on JAX, by diffrax's Newton root find; to ``atol`` in time on
+        torch, by torchdiffeq's bisection), whether it ``occurred``, the forward counts, and with
+        ``sensitivities=True`` the derivatives of ``t`` and ``y`` with respect to ``params`` and ``y0``.
+        ``y0`` is one sample; the solver must be adaptive. Steps are those of :meth:`solve` over ``[t0, t1]``
+        until the step in which the event happens, so the counts compare across backends as for a solve.
+        """
+        if not isinstance(sensitivities, bool):
+            raise SpecError(f"sensitivities must be True or False, not {sensitivities!r}.")
+        require_events(self.backend)
+        params = check_params(params, self.num_params, self.dtype)
+        y0 = check_state(y0, self.state_shape, self.dtype)
+        bound, t0, t1 = check_event_inputs(self, params, y0, event, t0, t1)
+        return self.program.solve_event(params, y0, t0, t1, bound, sensitivities=sensitivities)
 
     @checked_options
     def native(self, params=None):

@@ -993,12 +993,12 @@ class Namespace:
 
 
 def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple[int, ...], bool]],
-          constants: dict[str, tuple[int, ...]], nets: dict[str, Any]) -> Graph:
+          constants: dict[str, tuple[int, ...]], nets: dict[str, Any], scalar: bool = False) -> Graph:
     """Trace ``fn(t, u, p)`` for one sample of shape ``state``.
 
     ``params`` maps each name to ``(shape, positive)``; ``constants`` to its shape; ``nets`` to a layer spec
     (its ``out_shape`` gives the call's shape). Returns the graph; raises ``SpecError`` for anything untraceable
-    or a result whose shape is not ``state``.
+    or a result whose shape is not ``state`` (with ``scalar=True``, not a real scalar: an event function).
     """
     tape = _Tape()
     t = tape.add(Node("time", (), (), ()))
@@ -1025,6 +1025,11 @@ def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple
         raise SpecError(f"{name} returned a Python {type(result).__name__}: return one array, e.g. "
                         "np.stack([du0, du1]).")
     out = _as_tracer(tape, result, f"the value returned by {name}")
+    if scalar:
+        if out.shape != () or out.dtype == np.bool_:
+            raise SpecError(f"{name} must return one real number whose sign change is the event (e.g. u[0] - "
+                            f"height), got a {'boolean ' * (out.dtype == np.bool_)}value of shape {out.shape}.")
+        return _prune(Graph(tuple(tape.nodes), out._index))
     if out.shape != tuple(state):
         raise SpecError(f"{name} returned a derivative of shape {out.shape}, but the state has shape "
                         f"{tuple(state)}: du/dt must have the state's shape.")

@@ -239,7 +239,7 @@ def _times_inside(times: tuple[float, ...], t0, t1):
 
 
 def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_solver, control: StepControl,
-              saveat, grid=None, adjoint=None, norm=optx.rms_norm, dt=None, watch_stalls=True):
+              saveat, grid=None, adjoint=None, norm=optx.rms_norm, dt=None, watch_stalls=True, event=None):
     """One ``diffeqsolve`` with pyneuralode's step rules; returns ``(sol, stats)`` with exact NFE.
 
     - Adaptive methods: diffrax's ``PIDController`` with the StepControl's ``pcoeff``/``icoeff`` (by default the
@@ -256,7 +256,7 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
     ``STIFF`` or ``FAILED``; see :mod:`pyneuralode._stepwatch`, whose rule watches every adaptive solve).
     ``watch_stalls=False`` keeps only the blow-up test: a stalled solve runs on to ``max_steps``. Ensembles use it
     (the stall bookkeeping cost 25-40% of a vectorised Lotka–Volterra ensemble on XLA:CPU, measured) and diagnose
-    a failed member by solving it alone.
+    a failed member by solving it alone. ``event``: a ``diffrax.Event`` that ends the solve early (a success).
     """
     direction = jnp.sign(t1 - t0)
     solver_state, before = None, 0  # before: evaluations made before diffeqsolve
@@ -299,7 +299,7 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field), solver, t0, t1, dt0, y0, args=args, saveat=saveat,
         stepsize_controller=controller, max_steps=control.max_steps, solver_state=solver_state,
-        adjoint=adjoint if adjoint is not None else diffrax.RecursiveCheckpointAdjoint(), throw=False)
+        adjoint=adjoint if adjoint is not None else diffrax.RecursiveCheckpointAdjoint(), throw=False, event=event)
     steps, accepted = sol.stats["num_steps"], sol.stats["num_accepted_steps"]
     max_steps = sol.result == diffrax.RESULTS.max_steps_reached
     controller_state = sol.controller_state
@@ -311,8 +311,10 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
         nfe = nfe_from_steps(diffrax_solver, steps, restarts, before=before)
     # BLOW_UP or STIFF if the watch stopped it
     watched = watch.failure(controller_state) if model_solver.adaptive else OK
-    kind = jnp.where(watched != OK, watched, jnp.where(sol.result == diffrax.RESULTS.successful, OK,
-                                                       jnp.where(max_steps, MAX_STEPS, FAILED)))
+    succeeded = sol.result == diffrax.RESULTS.successful
+    if event is not None:
+        succeeded = succeeded | (sol.result == diffrax.RESULTS.event_occurred)
+    kind = jnp.where(watched != OK, watched, jnp.where(succeeded, OK, jnp.where(max_steps, MAX_STEPS, FAILED)))
     stats = {
         "nfe_forward": nfe,
         "steps_accepted": accepted,

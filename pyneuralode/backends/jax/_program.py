@@ -9,6 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 
 from ..._errors import OK, SolveError, non_finite_error, solve_failure
 from ..._losses import cast_arrays
@@ -17,7 +18,7 @@ from .._base import AbstractProgram
 from ._backsolve import make_backsolve
 from ._counting import new_probe, vjp_counted
 from ._diffrax import fixed_grid, integrate, make_solver
-from ._field import compile_split
+from ._field import compile_split, compile_tensors
 from ._x64 import require_x64_for_native, x64_scoped
 
 _FORWARD = ("nfe_forward", "steps_accepted", "steps_rejected", "max_steps", "failed")
@@ -80,6 +81,7 @@ class JaxProgram(AbstractProgram):
         self._cotangent_jit = jax.jit(lambda ys, data, kernel: jax.grad(lambda y: kernel(jnp, y, data))(ys),
                                       static_argnums=(2,))
         self._field_along_jit = jax.jit(jax.vmap(self.field, in_axes=(None, 0, 0)))
+        self._event_jit: dict = {}  # (bound event, sensitivities) -> compiled solve to the event
         if model.adjoint.name == "BacksolveAdjoint":
             self._backsolve = make_backsolve(model, self.field, self.solver, self._plain_solve)
 
@@ -239,6 +241,57 @@ class JaxProgram(AbstractProgram):
                 errors[m] = str(err)
         counts = np.stack([np.asarray(stats[k])[:members] for k in _ENSEMBLE_STATS[:3]], axis=1)
         return EnsembleSolution.from_counts(ts, ys, counts, errors)
+
+    def _event_solve_fn(self, bound):
+        """``solve(params, y0, t0, t1) -> ((t, y), (occurred, stats))`` stopping where ``bound`` (a scalar
+        ``Dynamics``) changes sign, located by diffrax's root find (optimistix Newton) on the dense output."""
+        condition = compile_tensors(bound)
+        shares = bool(bound.params or bound.nets)  # a dynamics field's event reads the field's own tensors
+        tol = float(np.finfo(self.dtype).eps) ** 0.75  # in time: ~2e-12 (float64), ~6e-6 (float32)
+        root_finder = optx.Newton(rtol=tol, atol=tol, norm=optx.rms_norm)
+
+        def solve(params, y0, t0, t1):
+            tensors = self.split(params)
+            event = diffrax.Event(lambda t, y, args, **_: condition(args if shares else [], t, y)[0],
+                                  root_finder=root_finder)
+            sol, stats = integrate(lambda t, y, w: self.apply(w, t, y), tensors, y0[None], t0, t1,
+                                   model_solver=self.model.solver, diffrax_solver=self.solver,
+                                   control=self.model.control, saveat=diffrax.SaveAt(t1=True), event=event)
+            return (sol.ts[-1], sol.ys[-1, 0]), (sol.result == diffrax.RESULTS.event_occurred, stats)
+        return solve
+
+    def solve_event(self, params, y0, t0, t1, bound, *, sensitivities=False):
+        from ..._events import EventSolution
+        key = (bound, sensitivities)
+        if key not in self._event_jit:
+            solve = self._event_solve_fn(bound)
+
+            def run(params, y0, t0, t1):
+                if not sensitivities:
+                    out, aux = solve(params, y0, t0, t1)
+                    return out, None, aux
+
+                def flat(p, y):  # the event time and state as one vector, for one VJP per component
+                    (t, y_event), aux = solve(p, y, t0, t1)
+                    return jnp.concatenate([t[None], y_event.ravel()]), (y_event, aux)
+                # reverse mode through the solve and, by implicit differentiation, through the root find
+                out, vjp, (y_event, aux) = jax.vjp(flat, params, y0, has_aux=True)
+                return (out[0], y_event), jax.vmap(vjp)(jnp.eye(out.size, dtype=out.dtype)), aux
+            self._event_jit[key] = jax.jit(run)
+        t0_, t1_ = np.asarray(t0, self.dtype), np.asarray(t1, self.dtype)
+        (t, y), jac, (occurred, stats) = jax.device_get(self._event_jit[key](params, y0, t0_, t1_))
+        forward = self._forward_stats(stats)
+        if not (np.isfinite(t) and np.all(np.isfinite(y))):
+            raise non_finite_error()
+        extra = {}
+        if jac is not None:  # rows: d t, then d y (flattened)
+            jp, jy = jac
+            extra = dict(dt_dparams=jp[0], dt_dy0=jy[0].reshape(y0.shape),
+                         dy_dparams=jp[1:].reshape(*y0.shape, -1), dy_dy0=jy[1:].reshape(*y0.shape, *y0.shape))
+            if not all(np.all(np.isfinite(v)) for v in extra.values()):
+                raise non_finite_error("event sensitivities")
+        return EventSolution(float(t), y, bool(occurred),
+                             Stats(**forward, nfe_backward=None if sensitivities else 0), **extra)
 
     def value_and_grad(self, params, y0, ts, loss):
         batched, y, grid = self._batched_inputs(y0, ts)

@@ -17,7 +17,7 @@ from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram, refuse_devices
 from ._compile import VectorField, flat_grad, flat_values, load_flat, to_tensor
 from ._failures import BACKWARD, torchdiffeq_failures
-from ._methods import integrate, method_name
+from ._methods import forward_options, integrate, method_name
 from ._nfe import backward_counts, counting_field, forward_counts
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -35,6 +35,7 @@ class TorchProgram(AbstractProgram):
         self.counter = counting_field(self.field, model.solver, model.control)
         self.method = method_name(model.solver)
         self.backsolve = model.adjoint.name == "BacksolveAdjoint"
+        self._events: dict = {}  # bound event function -> its compiled module
 
     def native(self, params) -> NativeODE:
         """A :class:`NativeODE` with its own weights (``params``) and counters."""
@@ -89,6 +90,94 @@ class TorchProgram(AbstractProgram):
         if not np.all(np.isfinite(ys)):
             raise non_finite_error()
         return Solution(ts, ys, Stats(**self._forward_stats()))
+
+    def solve_event(self, params, y0, t0, t1, bound, *, sensitivities=False):
+        """Located by torchdiffeq's ``odeint_event`` (bisection on the dense output to ``atol`` in time), with
+        the event ``min(s0 * g(t, y), ±(t1 - t))`` (``s0`` the sign of ``g`` at the start), which changes sign at
+        the event or on reaching ``t1``: torchdiffeq's own loop has no end time. The steps are clipped onto
+        ``t1`` as in :meth:`solve`. Sensitivities come from the implicit function theorem on a differentiable
+        re-solve to ``t*`` (torchdiffeq's ``odeint_event`` backward pass leaves out an event that reads the
+        parameters directly, ``∂g/∂θ``); that re-solve is not counted in the stats."""
+        from torchdiffeq import odeint_event
+
+        from ..._events import EventSolution
+        if bound not in self._events:
+            self._events[bound] = VectorField(bound, dtype=self.dtype, device=self.device)
+        condition = self._events[bound]
+        shares = condition.num_params > 0
+        load_flat(self.field, params)
+        if shares:
+            load_flat(condition, params)
+        ts = np.array([t0, t1], dtype=self.dtype_np)
+        ts_t, y0_t = self._tensor(ts), self._tensor(y0)
+        direction = 1.0 if t1 > t0 else -1.0
+        with torch.no_grad():
+            sign0 = torch.sign(condition(ts_t[0], y0_t[None])[0])
+
+        def first_crossing(t, y):
+            return torch.minimum(sign0 * condition(t, y[None])[0], direction * (ts_t[1] - t))
+
+        self._start(ts)
+        with torch.no_grad(), self._failures():
+            t_event, path = odeint_event(
+                self.counter, y0_t, ts_t[0], event_fn=first_crossing, reverse_time=direction < 0,
+                rtol=self.model.control.rtol, atol=self.model.control.atol, method=self.method,
+                options=forward_options(self.model.solver, self.model.control, ts_t))
+        stats = self._forward_stats()
+        t_event = t_event.reshape(())
+        with torch.no_grad():
+            occurred = bool(sign0 * condition(t_event, path[-1][None])[0] < direction * (ts_t[1] - t_event))
+        if not occurred:  # the end time, not torchdiffeq's bisection's estimate of it (within atol)
+            t_event = ts_t[1]
+        extra = self._event_sensitivities(condition, y0, ts_t[0], t_event) if sensitivities else {}
+        if extra:
+            y_event = extra.pop("y")
+        elif occurred:
+            y_event = path[-1].cpu().numpy()
+        else:
+            y_event = self._state_at(y0_t, ts_t[0], t_event)
+        if not (np.isfinite(float(t_event)) and np.all(np.isfinite(y_event))):
+            raise non_finite_error()
+        return EventSolution(float(t_event), y_event, occurred,
+                             Stats(**stats, nfe_backward=None if sensitivities else 0), **extra)
+
+    def _state_at(self, y0_t, t0_t, t_t):
+        with torch.no_grad():
+            return self._integrate(y0_t, torch.stack([t0_t, t_t]), adjoint=False)[-1].cpu().numpy()
+
+    def _event_sensitivities(self, condition, y0, t0_t, t_event) -> dict:
+        """``y(t*)`` and the derivatives of ``t*`` and ``y(t*)`` by the implicit function theorem (see
+        :mod:`pyneuralode._events`) on a differentiable solve from ``t0`` to the located ``t*``."""
+        y0_t = self._tensor(y0).requires_grad_(True)
+        field_params, event_params = self.field.flat_parameters(), condition.flat_parameters()
+        inputs = [*field_params, *event_params, y0_t]
+        with self._failures():
+            y_event = self._integrate(y0_t, torch.stack([t0_t, t_event]), adjoint=False)[-1]
+            t_leaf = t_event.detach().clone().requires_grad_(True)
+            g = condition(t_leaf, y_event[None])[0]
+            dg_dt, dg_dy = torch.autograd.grad(g, (t_leaf, y_event), retain_graph=True, allow_unused=True)
+            with torch.no_grad():
+                f = self.field(t_event, y_event.detach()[None])[0]
+                rate = torch.sum(dg_dy * f) + (0.0 if dg_dt is None else dg_dt)  # dg/dt along the solution
+            rows = [g, *y_event.reshape(-1)]
+            grads = [torch.autograd.grad(r, inputs, retain_graph=True, allow_unused=True) for r in rows]
+
+        def split(row):  # (d/dparams in the canonical layout, d/dy0)
+            d_params = flat_grad(self.field, row[:len(field_params)])
+            if event_params:
+                d_params = d_params + flat_grad(condition, row[len(field_params):-1])
+            d_y0 = np.zeros(y0.shape) if row[-1] is None else row[-1].cpu().numpy()
+            return d_params, d_y0
+
+        dg_dp, dg_dy0 = split(grads[0])
+        rate_np, f_np = float(rate), f.cpu().numpy().reshape(-1)
+        dt_dp, dt_dy0 = -dg_dp / rate_np, -dg_dy0 / rate_np
+        dy = [split(row) for row in grads[1:]]
+        dy_dp = np.stack([d for d, _ in dy]) + f_np[:, None] * dt_dp[None, :]
+        dy_dy0 = np.stack([d.reshape(-1) for _, d in dy]) + f_np[:, None] * dt_dy0.reshape(1, -1)
+        shape = y0.shape
+        return dict(y=y_event.detach().cpu().numpy(), dt_dparams=dt_dp, dt_dy0=dt_dy0.reshape(shape),
+                    dy_dparams=dy_dp.reshape(*shape, -1), dy_dy0=dy_dy0.reshape(*shape, *shape))
 
     def value_and_grads(self, y0_t: torch.Tensor, ts: np.ndarray, data: dict, loss_kernel):
         """Loss and gradients with the module's current weights, all as tensors (no numpy round trip).

@@ -1,0 +1,135 @@
+"""Terminating events: stop a solve where a function of the state crosses zero, and differentiate where it stops.
+
+A ball reaching the ground, a concentration reaching a threshold, a dose running out: the solve ends at the first
+time ``g(t, u, p)`` changes sign, and the answer is that time and the state there — torchdiffeq's
+``odeint_event``, diffrax's ``Event`` with a root finder, OrdinaryDiffEq's terminating ``ContinuousCallback``.
+``g`` is written once in NumPy and traced like a :func:`pyneuralode.dynamics` field (into the same graph, as a
+function that returns one number), so it may read the field's parameters, constants and networks by name.
+
+Sensitivities of the event follow from the implicit function theorem: with ``y(t; θ)`` the solution and ``t*``
+defined by ``g(t*, y(t*; θ), θ) = 0``,
+
+    dt*/dθ = -(∂g/∂θ + ∇_y g · ∂y/∂θ) / (∂g/∂t + ∇_y g · f(t*, y*)),     dy*/dθ = ∂y/∂θ + f(t*, y*) · dt*/dθ,
+
+which is what torchdiffeq's ``odeint_event`` builds into its backward pass (``ImplicitFnGradientRerouting``) and
+what diffrax's root find gives through optimistix's implicit differentiation (there with the solver's dense
+interpolant in place of ``f``, which differs from it by the solver's local error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from ._dynamics import Dynamics
+from ._errors import SpecError
+from ._layers import AbstractLayer
+from ._solution import Stats
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Event:
+    """A terminating event: the solve stops at the first time ``fn(t, u, p)`` changes sign.
+
+    ```python
+    @pn.dynamics(state=2, params={"g": 9.81})
+    def falling(t, u, p):
+        return np.stack([u[1], -p.g + 0.0 * u[1]])
+
+    ground = pn.Event(lambda t, u, p: u[0])          # height crosses zero
+    model = pn.ODEModel(falling, solver=pn.Tsit5(), control=pn.StepControl(rtol=1e-8, atol=1e-8))
+    hit = model.solve_event(model.init(0), np.array([10.0, 0.0]), event=ground, t0=0.0, t1=5.0,
+                            sensitivities=True)
+    hit.t, hit.y, hit.occurred, hit.dt_dparams        # t* = sqrt(2 h / g), dt*/dg = -t* / (2 g)
+    ```
+
+    ``fn`` is written for one sample in NumPy (the operations :func:`pyneuralode.dynamics` accepts) and returns one
+    real number; ``p`` holds the field's declared parameters, constants and networks when the field is a
+    :func:`pyneuralode.dynamics` (for any other field ``p`` is empty). Any sign change counts, in either direction,
+    as in torchdiffeq: write ``fn`` so that the first crossing is the one you mean (e.g. ``u[0] - 0.5`` for a
+    concentration falling to half, started above it). ``fn`` must not be zero at the start of the solve.
+    """
+
+    fn: Callable
+
+    def __post_init__(self):
+        if not callable(self.fn):
+            raise SpecError(f"pn.Event needs a function fn(t, u, p) returning one number, got {self.fn!r}.")
+        object.__setattr__(self, "_bound", {})  # field -> traced event: traced once, compiled once per backend
+
+    @property
+    def name(self) -> str:
+        """The function's name."""
+        return getattr(self.fn, "__name__", "event")
+
+    def bind(self, field: AbstractLayer, state: tuple[int, ...]) -> Dynamics:
+        """The event function traced against ``field``'s declarations: a scalar-valued :class:`Dynamics` whose
+        canonical parameters are the field's own when the field is a ``Dynamics`` (so one flat vector serves
+        both), and none otherwise. Cached, so each backend compiles it once per field."""
+        key = (field, tuple(state))
+        if key not in self._bound:
+            if isinstance(field, Dynamics):
+                bound = Dynamics(self.fn, state=field.state, params=field.params, nets=field.nets,
+                                 constants=field.constants, positive=field.positive, scalar=True)
+            else:
+                bound = Dynamics(self.fn, state=state, scalar=True)
+            self._bound[key] = bound
+        return self._bound[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class EventSolution:
+    """Where a solve with a terminating event stopped.
+
+    - ``t``: the event time (``t1`` when no event happened before it), ``y``: the state there.
+    - ``occurred``: whether the event happened (``False``: the solve reached ``t1`` first).
+    - ``stats``: the forward solve's counts (:class:`pyneuralode.Stats`).
+    - With ``sensitivities=True``: ``dt_dparams`` (``(P,)``), ``dt_dy0`` (the state's shape), ``dy_dparams``
+      (``(*state, P)``) and ``dy_dy0`` (``(*state, *state)``), the derivatives of the event time and state with
+      respect to the canonical flat parameters and the initial state. Chain them with your loss's derivative
+      (e.g. ``2 * (hit.t - target) * hit.dt_dparams``). They are computed by differentiating through the solve
+      (discretise-then-optimise) whatever the model's adjoint; ``None`` otherwise.
+    """
+
+    t: float
+    y: np.ndarray
+    occurred: bool
+    stats: Stats
+    dt_dparams: np.ndarray | None = None
+    dt_dy0: np.ndarray | None = None
+    dy_dparams: np.ndarray | None = None
+    dy_dy0: np.ndarray | None = None
+
+
+def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[Dynamics, float, float]:
+    """``(bound event, t0, t1)`` for a checked call of ``model.solve_event``, or the SpecError naming the fix."""
+    if not isinstance(event, Event):
+        raise SpecError(f"event must be a pn.Event(fn), got {type(event).__name__}: wrap your function, "
+                        "event=pn.Event(fn).")
+    if model.augment:
+        raise SpecError("solve_event does not take augmented models (augment > 0) yet: write the extra features "
+                        "into a pn.dynamics field instead.")
+    if not model.solver.adaptive:
+        raise SpecError(f"solve_event needs an adaptive solver (the event is located on its dense output), got "
+                        f"{model.solver.name}(): use e.g. pn.Tsit5() or pn.Dopri5().")
+    state = model.state_shape or y0.shape
+    if y0.shape != tuple(state):
+        raise SpecError(f"solve_event takes one initial state of shape {tuple(state)}, got y0 of shape "
+                        f"{y0.shape}: each sample meets its event at its own time, so solve them one by one.")
+    times = []
+    for name, value in (("t0", t0), ("t1", t1)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(value):
+            raise SpecError(f"{name} must be a finite number, got {value!r}.")
+        times.append(float(value))
+    if times[0] == times[1]:
+        raise SpecError(f"t1 must differ from t0 (both {times[0]}): t1 is the latest time the solve may reach "
+                        "before the event.")
+    bound = event.bind(model.field, tuple(state))
+    g0 = float(bound.evaluate(params if isinstance(model.field, Dynamics) else np.zeros(0), times[0], y0))
+    if not np.isfinite(g0) or g0 == 0.0:
+        raise SpecError(f"The event function {event.name} is {g0} at t0 = {times[0]}: it must be a finite, "
+                        "nonzero number at the start (the event is its first sign change after t0).")
+    return bound, times[0], times[1]

@@ -1,0 +1,189 @@
+"""Terminating events (``model.solve_event`` with a ``pn.Event``) on every backend that has them.
+
+The problems have exact answers. A body falls from height ``h`` with velocity ``v0`` under gravity ``g`` and the
+event is its height reaching a ``floor`` (a parameter the event reads directly, so the sensitivities need the
+``∂g/∂θ`` term of the implicit function theorem):
+
+    t* = (v0 + sqrt(v0² + 2 g (h - floor))) / g,   v* = v0 - g t*,
+    dt*/dg = (v0 - g t*) ... (differentiated below), dt*/dfloor = -1 / (g t* - v0), dt*/dh = 1 / (g t* - v0).
+
+Exponential decay ``y' = -k y`` reaching ``y = c`` at ``t* = log(y0 / c) / k``, forward and in reverse time.
+Backends agree on the event time, state, counts and sensitivities of a network field.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyneuralode as pn
+from pyneuralode.backends._registry import REGISTRY, require_events
+
+from helpers import unavailable_reason
+
+G, H, V0, FLOOR = 9.81, 10.0, 2.0, 1.0
+TOL = pn.StepControl(rtol=1e-10, atol=1e-10)
+
+
+@pn.dynamics(state=2, params={"g": G, "floor": FLOOR})
+def falling(t, u, p):
+    return np.stack([u[1], -p.g + 0.0 * u[1]])
+
+
+LANDING = pn.Event(lambda t, u, p: u[0] - p.floor)
+
+
+def _solver(backend):
+    return pn.Tsit5() if "Tsit5" in REGISTRY[backend].solvers else pn.Dopri5()
+
+
+def _skip_without_events(backend):
+    if not REGISTRY[backend].events:
+        with pytest.raises(pn.NotSupportedError, match="solve_event.*use backend="):
+            require_events(backend)
+        pytest.skip(f"backend {backend!r} has no terminating events yet (the refusal is tested)")
+
+
+def _landing(g=G, h=H, v0=V0, floor=FLOOR):
+    t = (v0 + np.sqrt(v0 ** 2 + 2 * g * (h - floor))) / g
+    return t, v0 - g * t
+
+
+def test_falling_body_time_state_and_sensitivities(backend):
+    _skip_without_events(backend)
+    model = pn.ODEModel(falling, solver=_solver(backend), control=TOL, backend=backend)
+    params = model.init(0)
+    hit = model.solve_event(params, np.array([H, V0]), event=LANDING, t0=0.0, t1=5.0, sensitivities=True)
+    t_exact, v_exact = _landing()
+    assert hit.occurred
+    assert abs(hit.t - t_exact) < 1e-9
+    np.testing.assert_allclose(hit.y, [FLOOR, v_exact], atol=1e-8)
+    # exact derivatives: s = g t - v0 is the speed at landing; t solves h + v0 t - g t^2 / 2 = floor
+    s = G * t_exact - V0
+    dt_dg, dt_dfloor = -0.5 * t_exact ** 2 / s, -1.0 / s
+    dt_dh, dt_dv0 = 1.0 / s, t_exact / s
+    np.testing.assert_allclose(hit.dt_dparams, [dt_dg, dt_dfloor], rtol=1e-6)
+    np.testing.assert_allclose(hit.dt_dy0, [dt_dh, dt_dv0], rtol=1e-6)
+    # y* = (floor, v0 - g t*): the height's derivatives are those of the floor, the velocity's follow from t*
+    np.testing.assert_allclose(hit.dy_dparams, [[0.0, 1.0], [-t_exact - G * dt_dg, -G * dt_dfloor]], atol=1e-6)
+    np.testing.assert_allclose(hit.dy_dy0, [[0.0, 0.0], [-G * dt_dh, 1.0 - G * dt_dv0]], atol=1e-6)
+    assert hit.stats.nfe_backward is None  # the sensitivities' own evaluations are not counted
+
+
+def test_event_sensitivities_match_finite_differences(backend):
+    """The same derivatives by central differences of the event time itself (independent of the formulas)."""
+    _skip_without_events(backend)
+    model = pn.ODEModel(falling, solver=_solver(backend), control=TOL, backend=backend)
+    params, y0 = model.init(0), np.array([H, V0])
+    hit = model.solve_event(params, y0, event=LANDING, t0=0.0, t1=5.0, sensitivities=True)
+    eps = 1e-3  # torchdiffeq locates the event to atol (1e-10) in time: a smaller step would difference noise
+    for k in range(2):
+        step = np.zeros(2)
+        step[k] = eps
+        plus = model.solve_event(params + step, y0, event=LANDING, t0=0.0, t1=5.0)
+        minus = model.solve_event(params - step, y0, event=LANDING, t0=0.0, t1=5.0)
+        assert abs((plus.t - minus.t) / (2 * eps) - hit.dt_dparams[k]) < 1e-5
+        np.testing.assert_allclose((plus.y - minus.y) / (2 * eps), hit.dy_dparams[:, k], atol=1e-5)
+
+
+def test_no_event_before_t1_returns_the_solve_at_t1(backend):
+    _skip_without_events(backend)
+    model = pn.ODEModel(falling, solver=_solver(backend), control=TOL, backend=backend)
+    params, y0 = model.init(0), np.array([H, V0])
+    hit = model.solve_event(params, y0, event=LANDING, t0=0.0, t1=1.0)
+    assert not hit.occurred and hit.t == 1.0
+    np.testing.assert_allclose(hit.y, [H + V0 - G / 2, V0 - G], atol=1e-9)
+    np.testing.assert_allclose(hit.y, model.solve(params, y0, np.array([0.0, 1.0])).ys[-1], atol=1e-9)
+
+
+@pn.dynamics(state=1, params={"k": 0.7})
+def decay(t, u, p):
+    return -p.k * u
+
+
+HALF = pn.Event(lambda t, u, p: u[0] - 0.5)
+DOUBLE = pn.Event(lambda t, u, p: u[0] - 2.0)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_decay_reaches_a_level_in_either_direction(backend, reverse):
+    """``y = exp(-k t)`` meets 1/2 at ``log 2 / k`` and, solved backwards from ``t0 = 0``, 2 at ``-log 2 / k``."""
+    _skip_without_events(backend)
+    model = pn.ODEModel(decay, solver=_solver(backend), control=TOL, backend=backend)
+    event, t1 = (DOUBLE, -5.0) if reverse else (HALF, 5.0)
+    hit = model.solve_event(model.init(0), np.array([1.0]), event=event, t0=0.0, t1=t1, sensitivities=True)
+    t_exact = (-1.0 if reverse else 1.0) * np.log(2.0) / 0.7
+    assert hit.occurred and abs(hit.t - t_exact) < 1e-9
+    np.testing.assert_allclose(hit.y, [2.0 if reverse else 0.5], atol=1e-9)
+    np.testing.assert_allclose(hit.dt_dparams, [-t_exact / 0.7], rtol=1e-6)  # t* = log(y0 / c) / k
+    np.testing.assert_allclose(hit.dt_dy0, [1.0 / 0.7], rtol=1e-6)  # dt*/dy0 = 1 / (k y0)
+
+
+def test_implicit_solver_event_on_jax():
+    """A stiff solver's dense output serves the root find the same way (Kvaerno5, JAX)."""
+    if unavailable_reason("jax"):
+        pytest.skip(unavailable_reason("jax"))
+    model = pn.ODEModel(decay, solver=pn.Kvaerno5(), control=pn.StepControl(rtol=1e-9, atol=1e-9), backend="jax")
+    hit = model.solve_event(model.init(0), np.array([1.0]), event=HALF, t0=0.0, t1=5.0)
+    assert hit.occurred and abs(hit.t - np.log(2.0) / 0.7) < 1e-6  # the solve's own error at rtol 1e-9: 1e-7
+    assert hit.stats.nfe_forward > hit.stats.steps > 0
+
+
+def test_backends_agree_on_a_network_field():
+    """An MLP field (no declared parameters: the event reads the state only) on JAX and torch: the same steps
+    and evaluations, the event time to torchdiffeq's bisection tolerance (atol), the same sensitivities."""
+    for name in ("jax", "torch"):
+        if unavailable_reason(name):
+            pytest.skip(unavailable_reason(name))
+    field = pn.MLP([2, 16, 2], activation="tanh")
+    crossing = pn.Event(lambda t, u, p: u[0] + 0.5)  # crossed near t = 8.5
+    results = {}
+    for name in ("jax", "torch"):
+        model = pn.ODEModel(field, solver=pn.Dopri5(), control=TOL, backend=name)
+        results[name] = model.solve_event(model.init(3), np.array([1.0, 0.5]), event=crossing, t0=0.0, t1=20.0,
+                                          sensitivities=True)
+    a, b = results["jax"], results["torch"]
+    assert a.occurred and b.occurred
+    assert abs(a.t - b.t) < 1e-9
+    np.testing.assert_allclose(a.y, b.y, atol=1e-8)
+    assert a.stats.nfe_forward == b.stats.nfe_forward and a.stats.steps == b.stats.steps
+    np.testing.assert_allclose(a.dt_dparams, b.dt_dparams, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(a.dt_dy0, b.dt_dy0, rtol=1e-5, atol=1e-8)
+
+
+def _model(**kw):
+    return pn.ODEModel(falling, control=TOL, **kw)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, p: m.solve_event(p, np.array([H, V0]), event=lambda t, u, p: u[0], t0=0.0, t1=5.0),
+     "event must be a pn.Event"),
+    (lambda m, p: m.solve_event(p, np.array([[H, V0], [H, 0.0]]), event=LANDING, t0=0.0, t1=5.0),
+     "one initial state of shape"),
+    (lambda m, p: m.solve_event(p, np.array([FLOOR, V0]), event=LANDING, t0=0.0, t1=5.0),
+     "must be a finite, nonzero number at the start"),
+    (lambda m, p: m.solve_event(p, np.array([H, V0]), event=LANDING, t0=0.0, t1=0.0), "t1 must differ from t0"),
+    (lambda m, p: m.solve_event(p, np.array([H, V0]), event=LANDING, t0=0.0, t1=np.inf),
+     "t1 must be a finite number"),
+    (lambda m, p: m.solve_event(p, np.array([H, V0]), event=pn.Event(lambda t, u, p: u), t0=0.0, t1=5.0),
+     "must return one real number"),
+    (lambda m, p: m.solve_event(p, np.array([H, V0]), event=pn.Event(lambda t, u, p: u[0] - p.ground), t0=0.0,
+                                t1=5.0), "p.ground is not declared"),
+    (lambda m, p: m.solve_event(p, np.array([H, V0]), event=LANDING, t0=0.0, t1=5.0, sensitivities=1),
+     "sensitivities must be True or False"),
+])
+def test_event_errors_name_the_fix(call, message):
+    model = _model(backend="jax")
+    with pytest.raises(pn.SpecError, match=message):
+        call(model, model.init(0))
+
+
+def test_fixed_step_solver_is_refused():
+    model = pn.ODEModel(falling, solver=pn.RK4(), control=pn.StepControl(dt=0.1), backend="jax")
+    with pytest.raises(pn.SpecError, match="needs an adaptive solver"):
+        model.solve_event(model.init(0), np.array([H, V0]), event=LANDING, t0=0.0, t1=5.0)
+
+
+def test_event_is_not_a_function():
+    with pytest.raises(pn.SpecError, match="pn.Event needs a function"):
+        pn.Event(3.0)
