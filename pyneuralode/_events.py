@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from ._custom_loss import loss
 from ._dynamics import Dynamics
 from ._errors import SpecError
 from ._layers import AbstractLayer
@@ -133,3 +134,43 @@ def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[Dynamics, floa
         raise SpecError(f"The event function {event.name} is {g0} at t0 = {times[0]}: it must be a finite, "
                         "nonzero number at the start (the event is its first sign change after t0).")
     return bound, times[0], times[1]
+
+
+def _last_state_component(ys, target):
+    """``<ys, target>``: with ``target`` one at a single entry of the last time, that entry of ``y(t_end)``."""
+    return np.sum(ys * target)
+
+
+_PICK_ENTRY = loss(_last_state_component)  # traced once per state shape, then cached with the function
+
+
+def implicit_sensitivities(model, params, y0, t0: float, t: float, y: np.ndarray, gradient) -> dict:
+    """The derivatives of an event's time and state by the implicit function theorem (module docstring), from
+    pieces every backend already computes: ``gradient = (∂g/∂t, ∇_y g, ∂g/∂θ)`` of the event function at
+    ``(t, y)`` (``∂g/∂θ`` in the canonical layout, zeros for an event that reads no parameter), the Jacobian of
+    ``y(t)`` at the fixed time ``t`` — one ``model.value_and_grad`` of a loss that picks one state entry per row,
+    the backend's own tested gradients — and ``f(t, y)``."""
+    g_t, g_y, g_p = (np.asarray(v, dtype=np.float64) for v in gradient)
+    g_y = g_y.reshape(-1)
+    ts = np.array([t0, t], dtype=model.dtype)
+    rows_p, rows_y0 = [], []
+    for k in range(y.size):
+        target = np.zeros((2, *y0.shape))
+        target[-1].flat[k] = 1.0
+        res = model.value_and_grad(params, y0, ts, loss=_PICK_ENTRY(target))
+        rows_p.append(res.grad_params)
+        rows_y0.append(res.grad_y0.reshape(-1))
+    dy_dp, dy_dy0 = np.stack(rows_p), np.stack(rows_y0)  # ∂y(t)/∂(θ, y0) at the fixed time t
+    f = model.program.field_along(params, np.array([t], dtype=model.dtype),
+                                  np.asarray(y, dtype=model.dtype)[None, None])[0, 0].reshape(-1)
+    rate = float(g_t + g_y @ f)  # dg/dt along the solution at t*
+    if rate == 0.0 or not np.isfinite(rate):
+        raise SpecError("The event function does not cross zero transversally at the event (its rate of change "
+                        "along the solution is 0 there), so the event time has no derivative.")
+    dt_dp = -(g_p + g_y @ dy_dp) / rate
+    dt_dy0 = -(g_y @ dy_dy0) / rate
+    shape = y0.shape
+    return dict(dt_dparams=dt_dp, dt_dy0=dt_dy0.reshape(shape),
+                dy_dparams=(dy_dp + f[:, None] * dt_dp[None, :]).reshape(*shape, -1),
+                dy_dy0=(dy_dy0 + f[:, None] * dt_dy0[None, :]).reshape(*shape, *shape))
+

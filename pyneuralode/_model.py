@@ -20,7 +20,7 @@ from ._solution import Solution, ValueAndGrad
 from ._solvers import AbstractSolver, Dopri5
 from ._time_gradient import save_time_gradients
 from ._validate import as_real_array, check_params, check_state, check_times
-from .backends._registry import get_backend, require_events
+from .backends._registry import get_backend
 from ._options import checked_options
 
 
@@ -232,7 +232,6 @@ class ODEModel(SpecParameters):
         """
         if not isinstance(sensitivities, bool):
             raise SpecError(f"sensitivities must be True or False, not {sensitivities!r}.")
-        require_events(self.backend)
         params = check_params(params, self.num_params, self.dtype)
         y0 = check_state(y0, self.state_shape, self.dtype)
         bound, t0, t1 = check_event_inputs(self, params, y0, event, t0, t1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
+import numpy as np
+
 
 class AbstractProgram(abc.ABC):
     """A model compiled for one backend. Inputs arrive validated, as numpy arrays of the model's dtype."""
@@ -33,6 +35,33 @@ class AbstractProgram(abc.ABC):
         (:func:`pyneuralode._ensemble.refuse_ensemble_devices`) before any backend sees it."""
         from .._ensemble import loop_ensemble
         return loop_ensemble(self.solve, inputs, ts)
+
+    def solve_event(self, params, y0, t0, t1, bound, *, sensitivities=False):
+        """Solve to the first sign change of ``bound`` (a traced :class:`pyneuralode.Event`) or to ``t1``: the
+        backend's :meth:`locate_event`, then, if asked, the sensitivities by the implicit function theorem from
+        its :meth:`event_gradient` and its own gradients of the solve to the event time
+        (:func:`pyneuralode._events.implicit_sensitivities`). Backends that differentiate through their root find
+        override this."""
+        from .._events import EventSolution, implicit_sensitivities
+        from .._solution import Stats
+        t, y, occurred, stats = self.locate_event(params, y0, t0, t1, bound)
+        if not (np.isfinite(t) and np.all(np.isfinite(y))):
+            from .._errors import non_finite_error
+            raise non_finite_error()
+        extra = {}
+        if sensitivities:
+            extra = implicit_sensitivities(self.model, params, y0, t0, t, y, self.event_gradient(bound, params, t, y))
+        return EventSolution(t, y, occurred, Stats(**stats, nfe_backward=None if sensitivities else 0), **extra)
+
+    def locate_event(self, params, y0, t0, t1, bound):
+        """``(t, y, occurred, forward counts as a dict)`` of a solve stopped by the event (or at ``t1``)."""
+        from .._errors import NotSupportedError
+        raise NotSupportedError(f"Terminating events are not available on this backend ({type(self).__name__}).")
+
+    def event_gradient(self, bound, params, t, y):
+        """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of the event function at ``(t, y)``, ``∂g/∂θ`` in the canonical layout."""
+        from .._errors import NotSupportedError
+        raise NotSupportedError(f"Event sensitivities are not available on this backend ({type(self).__name__}).")
 
     def make_trainer(self, optimizer, loss_type, *, devices=None):
         """A native training loop for :class:`pyneuralode.train.Trainer` (backends that support training)."""

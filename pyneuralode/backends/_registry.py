@@ -39,7 +39,6 @@ class BackendEntry:
     adjoints: frozenset[str]
     refusals: tuple[Refusal, ...] = ()
     controllers: frozenset[str] = frozenset({"integral"})  # StepControl.controller kinds it runs
-    events: bool = True  # ODEModel.solve_event
 
 
 _COMMON_SOLVERS = {"Euler", "Midpoint", "Heun", "RK4", "Bosh3", "Dopri5", "Dopri8"}
@@ -66,8 +65,7 @@ _ENTRIES = (
         frozenset({"BacksolveAdjoint", "DirectAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint",
                    "GaussAdjoint"}),
         refusals=(Refusal("BacksolveAdjoint", "seminorm", True,
-                          "SciMLSensitivity has no seminorm option; use seminorm=False, or backend 'jax'/'torch'"),),
-        events=False),
+                          "SciMLSensitivity has no seminorm option; use seminorm=False, or backend 'jax'/'torch'"),)),
 )
 REGISTRY: dict[str, BackendEntry] = {e.name: e for e in _ENTRIES}
 BACKEND_NAMES: tuple[str, ...] = tuple(REGISTRY)
@@ -113,14 +111,6 @@ def require_support(backend: str, *, solver: AbstractSolver | None = None,
             if refusal.option == option.name and getattr(option, refusal.field, None) == refusal.value:
                 raise NotSupportedError(f"{option.name}({refusal.field}={refusal.value!r}) is not available on "
                                         f"backend {backend!r}: {refusal.reason}.")
-
-
-def require_events(backend: str) -> None:
-    """Raise NotSupportedError if ``backend`` cannot solve to a terminating event, naming the backends that can."""
-    if not entry(backend).events:
-        others = [e.name for e in _ENTRIES if e.events]
-        raise NotSupportedError(f"Terminating events (ODEModel.solve_event) are not available on backend "
-                                f"{backend!r} yet: use backend={' or '.join(map(repr, others))}.")
 
 
 @lru_cache(maxsize=None)

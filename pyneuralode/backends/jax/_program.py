@@ -293,6 +293,18 @@ class JaxProgram(AbstractProgram):
         return EventSolution(float(t), y, bool(occurred),
                              Stats(**forward, nfe_backward=None if sensitivities else 0), **extra)
 
+    def event_gradient(self, bound, params, t, y):
+        """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of the event function at ``(t, y)`` (``jax.grad``; not compiled: it serves
+        the implicit-function-theorem path that other backends take, which tests compare with this one's)."""
+        condition = compile_tensors(bound)
+        shares = bool(bound.params or bound.nets)
+
+        def g(p, t_, y_):
+            return condition(self.split(p) if shares else [], t_, y_[None])[0]
+        d_p, d_t, d_y = jax.grad(g, argnums=(0, 1, 2))(jnp.asarray(params), jnp.asarray(t, self.dtype),
+                                                       jnp.asarray(y, self.dtype))
+        return float(d_t), np.asarray(d_y), np.asarray(d_p)
+
     def value_and_grad(self, params, y0, ts, loss):
         batched, y, grid = self._batched_inputs(y0, ts)
         data = cast_arrays(loss.data(), self.dtype)

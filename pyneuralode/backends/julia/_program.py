@@ -208,7 +208,8 @@ class JuliaProgram(AbstractProgram):
         self._options = julia_options(model)
         self._max_steps = model.control.max_steps
         self._fixed_dt = None if model.solver.adaptive else model.control.dt
-        self._model = model
+        self._model = self.model = model
+        self._events: dict = {}  # bound event function -> its generated Julia function (a DynamicsField)
         self._reversediff = self._options["sensealg"] == "reversediff"
         self._losses = JuliaLosses(module, self._dtype, self._call)
         if self._device == "cuda":
@@ -282,6 +283,44 @@ class JuliaProgram(AbstractProgram):
         return Solution(ts=ts.copy(), ys=out,
                         stats=Stats(nfe_forward=int(nfe), steps_accepted=int(accepted),
                                     steps_rejected=int(rejected)))
+
+    def _event_field(self, bound, params):
+        """The generated Julia event function of ``bound`` (built once), holding ``params`` if it reads any."""
+        if self._device == "cuda":
+            raise NotSupportedError("Terminating events on backend 'julia' run on the CPU only for now: use "
+                                    "device='cpu', or backend='jax'/'torch' for the GPU.")
+        if bound not in self._events:
+            self._events[bound] = self._call(self._module.build_dynamics, *dynamics_arguments(bound, self._dtype),
+                                             dtype=self._dtype, device="cpu")
+        ev = self._events[bound]
+        if num_params(bound):
+            self._call(self._module.set_params_b, ev, params)
+        return ev
+
+    def locate_event(self, params, y0, t0, t1, bound):
+        """OrdinaryDiffEq's ``ContinuousCallback`` with ``terminate!`` (``event_forward`` in julia/src/solve.jl):
+        its root find locates the event to near machine precision; the steps are those of :meth:`solve` over
+        ``[t0, t1]`` up to the event."""
+        if y0.ndim != 1:
+            raise NotSupportedError("backend 'julia' takes event states of shape (D,).")
+        ev = self._event_field(bound, params)
+        self._set_params(params)
+        (t, y, occurred, nfe, _nf, accepted, rejected, _njacs, status, text) = self._call(
+            self._module.event_forward, self._field, ev, self._opts, y0, float(t0), float(t1))
+        error = _status_error(status, "forward solve", self._model, text)
+        if error is not None:
+            raise error
+        if text:
+            warnings.warn(f"Julia (event solve): {text}", RuntimeWarning, stacklevel=3)
+        stats = {"nfe_forward": int(nfe), "steps_accepted": int(accepted), "steps_rejected": int(rejected)}
+        return float(t), np.asarray(_to_numpy(y), dtype=self._dtype), bool(occurred), stats
+
+    def event_gradient(self, bound, params, t, y):
+        """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of the event function (Zygote, ``event_gradient`` in julia/src/dynamics.jl)."""
+        ev = self._event_field(bound, params)
+        d_t, d_y, d_p = self._call(self._module.event_gradient, ev, np.asarray(y, dtype=self._dtype), float(t))
+        d_p = _to_numpy(d_p)
+        return float(d_t), _to_numpy(d_y), d_p if d_p.size else np.zeros(self._n)
 
     def solve_ensemble(self, inputs, ts, *, devices=None):
         """The members as one SciMLBase ``EnsembleProblem`` solved with ``EnsembleThreads()`` (``ensemble_forward``

@@ -91,93 +91,54 @@ class TorchProgram(AbstractProgram):
             raise non_finite_error()
         return Solution(ts, ys, Stats(**self._forward_stats()))
 
-    def solve_event(self, params, y0, t0, t1, bound, *, sensitivities=False):
-        """Located by torchdiffeq's ``odeint_event`` (bisection on the dense output to ``atol`` in time), with
-        the event ``min(s0 * g(t, y), ±(t1 - t))`` (``s0`` the sign of ``g`` at the start), which changes sign at
-        the event or on reaching ``t1``: torchdiffeq's own loop has no end time. The steps are clipped onto
-        ``t1`` as in :meth:`solve`. Sensitivities come from the implicit function theorem on a differentiable
-        re-solve to ``t*`` (torchdiffeq's ``odeint_event`` backward pass leaves out an event that reads the
-        parameters directly, ``∂g/∂θ``); that re-solve is not counted in the stats."""
-        from torchdiffeq import odeint_event
-
-        from ..._events import EventSolution
+    def _event_module(self, bound, params):
+        """The compiled event function (cached per traced event), holding ``params`` if it reads any."""
         if bound not in self._events:
             self._events[bound] = VectorField(bound, dtype=self.dtype, device=self.device)
         condition = self._events[bound]
-        shares = condition.num_params > 0
-        load_flat(self.field, params)
-        if shares:
+        if condition.num_params:  # a dynamics field's event reads the field's own parameters
             load_flat(condition, params)
-        ts = np.array([t0, t1], dtype=self.dtype_np)
-        ts_t, y0_t = self._tensor(ts), self._tensor(y0)
+        return condition
+
+    def locate_event(self, params, y0, t0, t1, bound):
+        """Located by torchdiffeq's ``odeint_event`` (bisection on the dense output to ``atol`` in time), with
+        the event ``min(s0 * g(t, y), ±(t1 - t))`` (``s0`` the sign of ``g`` at the start), which changes sign at
+        the event or on reaching ``t1``: torchdiffeq's own loop has no end time. The steps are clipped onto
+        ``t1`` as in :meth:`solve`."""
+        from torchdiffeq import odeint_event
+        condition = self._event_module(bound, params)
+        load_flat(self.field, params)
+        ts_t, y0_t = self._tensor(np.array([t0, t1], dtype=self.dtype_np)), self._tensor(y0)
         direction = 1.0 if t1 > t0 else -1.0
-        with torch.no_grad():
+        self._start(np.array([t0, t1], dtype=self.dtype_np))
+        with torch.no_grad(), self._failures():
             sign0 = torch.sign(condition(ts_t[0], y0_t[None])[0])
 
-        def first_crossing(t, y):
-            return torch.minimum(sign0 * condition(t, y[None])[0], direction * (ts_t[1] - t))
+            def first_crossing(t, y):
+                return torch.minimum(sign0 * condition(t, y[None])[0], direction * (ts_t[1] - t))
 
-        self._start(ts)
-        with torch.no_grad(), self._failures():
             t_event, path = odeint_event(
                 self.counter, y0_t, ts_t[0], event_fn=first_crossing, reverse_time=direction < 0,
                 rtol=self.model.control.rtol, atol=self.model.control.atol, method=self.method,
                 options=forward_options(self.model.solver, self.model.control, ts_t))
-        stats = self._forward_stats()
-        t_event = t_event.reshape(())
-        with torch.no_grad():
+            stats = self._forward_stats()
+            t_event = t_event.reshape(())
             occurred = bool(sign0 * condition(t_event, path[-1][None])[0] < direction * (ts_t[1] - t_event))
-        if not occurred:  # the end time, not torchdiffeq's bisection's estimate of it (within atol)
-            t_event = ts_t[1]
-        extra = self._event_sensitivities(condition, y0, ts_t[0], t_event) if sensitivities else {}
-        if extra:
-            y_event = extra.pop("y")
-        elif occurred:
-            y_event = path[-1].cpu().numpy()
-        else:
-            y_event = self._state_at(y0_t, ts_t[0], t_event)
-        if not (np.isfinite(float(t_event)) and np.all(np.isfinite(y_event))):
-            raise non_finite_error()
-        return EventSolution(float(t_event), y_event, occurred,
-                             Stats(**stats, nfe_backward=None if sensitivities else 0), **extra)
+            y_event = path[-1]
+            if not occurred:  # the end time itself, not the bisection's estimate of it (within atol)
+                t_event = ts_t[1]
+                y_event = self._integrate(y0_t, ts_t, adjoint=False)[-1]
+        return float(t_event), y_event.cpu().numpy(), occurred, stats
 
-    def _state_at(self, y0_t, t0_t, t_t):
-        with torch.no_grad():
-            return self._integrate(y0_t, torch.stack([t0_t, t_t]), adjoint=False)[-1].cpu().numpy()
-
-    def _event_sensitivities(self, condition, y0, t0_t, t_event) -> dict:
-        """``y(t*)`` and the derivatives of ``t*`` and ``y(t*)`` by the implicit function theorem (see
-        :mod:`pyneuralode._events`) on a differentiable solve from ``t0`` to the located ``t*``."""
-        y0_t = self._tensor(y0).requires_grad_(True)
-        field_params, event_params = self.field.flat_parameters(), condition.flat_parameters()
-        inputs = [*field_params, *event_params, y0_t]
-        with self._failures():
-            y_event = self._integrate(y0_t, torch.stack([t0_t, t_event]), adjoint=False)[-1]
-            t_leaf = t_event.detach().clone().requires_grad_(True)
-            g = condition(t_leaf, y_event[None])[0]
-            dg_dt, dg_dy = torch.autograd.grad(g, (t_leaf, y_event), retain_graph=True, allow_unused=True)
-            with torch.no_grad():
-                f = self.field(t_event, y_event.detach()[None])[0]
-                rate = torch.sum(dg_dy * f) + (0.0 if dg_dt is None else dg_dt)  # dg/dt along the solution
-            rows = [g, *y_event.reshape(-1)]
-            grads = [torch.autograd.grad(r, inputs, retain_graph=True, allow_unused=True) for r in rows]
-
-        def split(row):  # (d/dparams in the canonical layout, d/dy0)
-            d_params = flat_grad(self.field, row[:len(field_params)])
-            if event_params:
-                d_params = d_params + flat_grad(condition, row[len(field_params):-1])
-            d_y0 = np.zeros(y0.shape) if row[-1] is None else row[-1].cpu().numpy()
-            return d_params, d_y0
-
-        dg_dp, dg_dy0 = split(grads[0])
-        rate_np, f_np = float(rate), f.cpu().numpy().reshape(-1)
-        dt_dp, dt_dy0 = -dg_dp / rate_np, -dg_dy0 / rate_np
-        dy = [split(row) for row in grads[1:]]
-        dy_dp = np.stack([d for d, _ in dy]) + f_np[:, None] * dt_dp[None, :]
-        dy_dy0 = np.stack([d.reshape(-1) for _, d in dy]) + f_np[:, None] * dt_dy0.reshape(1, -1)
-        shape = y0.shape
-        return dict(y=y_event.detach().cpu().numpy(), dt_dparams=dt_dp, dt_dy0=dt_dy0.reshape(shape),
-                    dy_dparams=dy_dp.reshape(*shape, -1), dy_dy0=dy_dy0.reshape(*shape, *shape))
+    def event_gradient(self, bound, params, t, y):
+        """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of the event function at ``(t, y)`` (autograd)."""
+        condition = self._event_module(bound, params)
+        t_t, y_t = self._tensor(np.asarray(t)).requires_grad_(True), self._tensor(y).requires_grad_(True)
+        weights = condition.flat_parameters()
+        g = condition(t_t, y_t[None])[0]
+        d_t, d_y, *d_w = torch.autograd.grad(g, [t_t, y_t, *weights], allow_unused=True)
+        return (0.0 if d_t is None else float(d_t), np.zeros(y.shape) if d_y is None else d_y.cpu().numpy(),
+                flat_grad(condition, d_w) if weights else np.zeros(self.field.num_params))
 
     def value_and_grads(self, y0_t: torch.Tensor, ts: np.ndarray, data: dict, loss_kernel):
         """Loss and gradients with the module's current weights, all as tensors (no numpy round trip).

@@ -45,8 +45,8 @@ using LuxCore: LuxCore, AbstractLuxLayer, AbstractLuxWrapperLayer
 using PrecompileTools: @compile_workload, @setup_workload
 using Random: AbstractRNG, Xoshiro
 using ReverseDiff: ReverseDiff
-using SciMLBase: EnsembleProblem, EnsembleThreads, ODEFunction, ODEProblem, ReturnCode, init, remake, solve,
-    solve!, successful_retcode
+using SciMLBase: ContinuousCallback, EnsembleProblem, EnsembleThreads, ODEFunction, ODEProblem, ReturnCode, init,
+    remake, solve, solve!, successful_retcode, terminate!
 using SciMLSensitivity: BacksolveAdjoint, EnzymeVJP, GaussAdjoint, InterpolatingAdjoint,
     QuadratureAdjoint, ReverseDiffAdjoint, ReverseDiffVJP, ZygoteVJP
 using Zygote: Zygote
@@ -64,7 +64,7 @@ using OrdinaryDiffEqVerner: Vern7
 export AbstractField, ActivationSpec, CNFDynamics, ConcatSquashLayer, ConcatSquashSpec, DynamicsField, GraphLoss,
     JuliaNetwork, LatentModel, LinearSpec, NeuralField,
     Pointwise, SolveOptions, SpecNet
-export build_dynamics, build_field, build_network, field_vjp, cnf_density, cnf_logpx, cnf_value_and_grad, device_functional, ensemble_forward, evaluate,
+export build_dynamics, build_field, build_network, event_forward, event_gradient, event_value, field_vjp, cnf_density, cnf_logpx, cnf_value_and_grad, device_functional, ensemble_forward, evaluate,
     forward, get_params, network_apply, network_parameters, network_value_and_grad, parse_spec,
     set_block_options!, set_params!, solve_options, spec_jvp, vjp_backward, vjp_forward
 export build_loss, loss_value_and_grad

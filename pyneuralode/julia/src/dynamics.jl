@@ -89,6 +89,28 @@ function build_dynamics(source::AbstractString, sample, nparams::Integer, nets, 
 end
 
 """
+    event_value(ev, u, t) -> number
+
+An event function (a [`DynamicsField`](@ref) whose generated function returns one number, from a traced
+`pn.Event`) at one flat sample `u`, with its own parameters `ev.p`. Counted nowhere: it is not the vector field.
+"""
+event_value(ev::DynamicsField, u::AbstractVector, t) = ev.fn(reshape(u, ev.sample), ev.p, t, ev.nets, ev.consts)
+
+"""
+    event_gradient(ev, u, t) -> (dg_dt, dg_du, dg_dp)
+
+The gradient of the event function at `(t, u)` (Zygote) with respect to the time, the flat sample and the
+canonical parameters `ev.p` (an empty vector when the event reads none).
+"""
+function event_gradient(ev::DynamicsField, u::AbstractVector, t::Real)
+    T = ev.eltype
+    g(p, uu, tt) = ev.fn(reshape(uu, ev.sample), p, tt, ev.nets, ev.consts)
+    dp, du, dt = Zygote.gradient(g, ev.p, Vector{T}(u), T(t))
+    return (dt === nothing ? zero(T) : T(dt), du === nothing ? zeros(T, length(u)) : Vector{T}(du),
+        dp === nothing ? zeros(T, length(ev.p)) : Vector{T}(_host(dp)))
+end
+
+"""
     field_vjp(f, u, t, r) -> (du, grad_params, grad_u)
 
 One evaluation `du = f(u, f.p, t)` of a field at a `(D, B)` state and the pullback of `sum(du .* r)` to the

@@ -398,6 +398,49 @@ function forward(f::AbstractField, opts::SolveOptions, u0::AbstractMatrix, ts::A
 end
 
 """
+    EventCondition(ev, reversed)
+
+The condition of a terminating event for OrdinaryDiffEq's `ContinuousCallback`: the event function `ev` (a
+scalar-valued [`DynamicsField`](@ref), generated from the traced `pn.Event`) at one sample, with its own copy of the
+canonical parameters `ev.p`. `reversed`: the solve runs in `s = -t` (see [`Reversed`](@ref)), so the function is
+read at `t = -s`.
+"""
+struct EventCondition{E}
+    ev::E
+    reversed::Bool
+end
+(c::EventCondition)(u, s, integrator) = event_value(c.ev, u, c.reversed ? -s : s)
+
+_terminate!(integrator) = terminate!(integrator)
+
+"""
+    event_forward(f, ev, opts, u0, t0, t1) -> (t, y, occurred, nfe, nf, naccept, nreject, njacs, retcode, warnings)
+
+Solve from one state `u0` (`(D,)`) at `t0` towards `t1` until the event function `ev` changes sign (either
+direction, OrdinaryDiffEq's `ContinuousCallback` with `terminate!` as the affect for up- and down-crossings; its
+root find locates the time to near machine precision), or until `t1`. `occurred` is whether the callback ended
+the solve (`ReturnCode.Terminated`); `t`, `y` the time and state where the solve ended. Counts as [`forward`](@ref).
+"""
+function event_forward(f::AbstractField, ev, opts::SolveOptions, u0::AbstractVector, t0::Real, t1::Real)
+    U0, s, reversed = _inputs(f, reshape(u0, :, 1), [t0, t1])
+    prob = _problem(f, U0, s, reversed)
+    callback = ContinuousCallback(EventCondition(ev, reversed), _terminate!)
+    logger = WarnCollector()
+    f.nfe[] = 0
+    sol = Logging.with_logger(logger) do
+        solve(prob, opts.alg; callback, save_everystep = false, save_start = false, save_end = true,
+            _solve_kwargs(opts, s; reversed)...)
+    end
+    nfe = f.nfe[]
+    occurred = sol.retcode == ReturnCode.Terminated
+    ok = occurred || successful_retcode(sol)
+    t = isempty(sol.t) ? oftype(float(t1), NaN) : (reversed ? -last(sol.t) : last(sol.t))
+    y = ok && !isempty(sol.u) ? Vector{f.eltype}(_host(last(sol.u))) : zeros(f.eltype, 0)
+    status = occurred ? "Success" : _retcode_name(sol.retcode)
+    return (t, y, occurred, nfe, _stats(sol)..., status, join(logger.messages, "\n"))
+end
+
+"""
     _EnsembleMember(ps, u0s)
 
 The `prob_func` of an ensemble: trajectory `i` is the template problem `remake`d with `u0s[i]` and `ps[i]`.
