@@ -149,9 +149,8 @@ def implicit_sensitivities(model, params, y0, t0: float, t: float, y: np.ndarray
     pieces every backend already computes: ``gradient = (∂g/∂t, ∇_y g, ∂g/∂θ)`` of the event function at
     ``(t, y)`` (``∂g/∂θ`` in the canonical layout, zeros for an event that reads no parameter), the Jacobian of
     ``y(t)`` at the fixed time ``t`` — one ``model.value_and_grad`` of a loss that picks one state entry per row,
-    the backend's own tested gradients — and ``f(t, y)``."""
-    g_t, g_y, g_p = (np.asarray(v, dtype=np.float64) for v in gradient)
-    g_y = g_y.reshape(-1)
+    the backend's own tested gradients — and ``f(t, y)``. ``gradient=None``: no event happened, the solve ended at
+    the fixed time ``t = t1``, so ``dt/d(θ, y0) = 0`` and ``y``'s derivatives are those of the solve to ``t1``."""
     ts = np.array([t0, t], dtype=model.dtype)
     rows_p, rows_y0 = [], []
     for k in range(y.size):
@@ -161,6 +160,13 @@ def implicit_sensitivities(model, params, y0, t0: float, t: float, y: np.ndarray
         rows_p.append(res.grad_params)
         rows_y0.append(res.grad_y0.reshape(-1))
     dy_dp, dy_dy0 = np.stack(rows_p), np.stack(rows_y0)  # ∂y(t)/∂(θ, y0) at the fixed time t
+    shape, dtype = y0.shape, np.dtype(model.dtype)
+    if gradient is None:
+        return dict(dt_dparams=np.zeros(dy_dp.shape[1], dtype), dt_dy0=np.zeros(shape, dtype),
+                    dy_dparams=dy_dp.reshape(*shape, -1).astype(dtype),
+                    dy_dy0=dy_dy0.reshape(*shape, *shape).astype(dtype))
+    g_t, g_y, g_p = (np.asarray(v, dtype=np.float64) for v in gradient)
+    g_y = g_y.reshape(-1)
     f = model.program.field_along(params, np.array([t], dtype=model.dtype),
                                   np.asarray(y, dtype=model.dtype)[None, None])[0, 0].reshape(-1)
     rate = float(g_t + g_y @ f)  # dg/dt along the solution at t*
@@ -169,8 +175,7 @@ def implicit_sensitivities(model, params, y0, t0: float, t: float, y: np.ndarray
                         "along the solution is 0 there), so the event time has no derivative.")
     dt_dp = -(g_p + g_y @ dy_dp) / rate
     dt_dy0 = -(g_y @ dy_dy0) / rate
-    shape = y0.shape
-    return dict(dt_dparams=dt_dp, dt_dy0=dt_dy0.reshape(shape),
-                dy_dparams=(dy_dp + f[:, None] * dt_dp[None, :]).reshape(*shape, -1),
-                dy_dy0=(dy_dy0 + f[:, None] * dt_dy0[None, :]).reshape(*shape, *shape))
+    return dict(dt_dparams=dt_dp.astype(dtype), dt_dy0=dt_dy0.reshape(shape).astype(dtype),
+                dy_dparams=(dy_dp + f[:, None] * dt_dp[None, :]).reshape(*shape, -1).astype(dtype),
+                dy_dy0=(dy_dy0 + f[:, None] * dt_dy0[None, :]).reshape(*shape, *shape).astype(dtype))
 

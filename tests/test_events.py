@@ -93,12 +93,18 @@ def test_jax_root_find_derivatives_equal_the_implicit_function_theorem():
 
 
 def test_no_event_before_t1_returns_the_solve_at_t1(backend):
+    """No crossing before t1: the state at t1, the time t1 itself (no derivative), the state's derivatives those
+    of the fixed-time solve."""
     model = pn.ODEModel(falling, solver=_solver(backend), control=TOL, backend=backend)
     params, y0 = model.init(0), np.array([H, V0])
-    hit = model.solve_event(params, y0, event=LANDING, t0=0.0, t1=1.0)
+    hit = model.solve_event(params, y0, event=LANDING, t0=0.0, t1=1.0, sensitivities=True)
     assert not hit.occurred and hit.t == 1.0
     np.testing.assert_allclose(hit.y, [H + V0 - G / 2, V0 - G], atol=1e-9)
     np.testing.assert_allclose(hit.y, model.solve(params, y0, np.array([0.0, 1.0])).ys[-1], atol=1e-9)
+    assert np.all(hit.dt_dparams == 0.0) and np.all(hit.dt_dy0 == 0.0)
+    # x(1) = h + v0 - g / 2, v(1) = v0 - g: exact derivatives with respect to (g, floor) and (h, v0)
+    np.testing.assert_allclose(hit.dy_dparams, [[-0.5, 0.0], [-1.0, 0.0]], atol=1e-7)
+    np.testing.assert_allclose(hit.dy_dy0, [[1.0, 1.0], [0.0, 1.0]], atol=1e-7)
 
 
 @pn.dynamics(state=1, params={"k": 0.7})
@@ -191,3 +197,30 @@ def test_fixed_step_solver_is_refused():
 def test_event_is_not_a_function():
     with pytest.raises(pn.SpecError, match="pn.Event needs a function"):
         pn.Event(3.0)
+
+
+def test_robertson_half_life_against_scipy_radau():
+    """When has half of species A reacted? Robertson's stiff kinetics (Kvaerno5, JAX) against SciPy's Radau with a
+    terminal event at tight tolerances, computed here."""
+    from scipy.integrate import solve_ivp
+
+    from pyneuralode.problems import robertson as rob
+    if unavailable_reason("jax"):
+        pytest.skip(unavailable_reason("jax"))
+    k1, k2, k3 = rob.RATES
+
+    def chemistry(t, y):
+        a, b, c = y
+        return [-k1 * a + k3 * b * c, k1 * a - k2 * b * b - k3 * b * c, k2 * b * b]
+
+    def half(t, y):
+        return y[0] - 0.5
+    half.terminal = True
+    reference = solve_ivp(chemistry, (0.0, 1e5), rob.Y0, method="Radau", rtol=1e-12, atol=1e-14, events=half)
+    model = pn.ODEModel(rob.robertson_dynamics(), solver=pn.Kvaerno5(), backend="jax",
+                        control=pn.StepControl(rtol=1e-8, atol=1e-9, max_steps=20_000))
+    hit = model.solve_event(rob.log_rates(), rob.initial_state(), event=pn.Event(lambda t, u, p: u[0] - 0.5),
+                            t0=0.0, t1=1e5)
+    assert hit.occurred
+    assert abs(hit.t / reference.t_events[0][0] - 1.0) < 1e-6  # t* = 268.32...
+    np.testing.assert_allclose(hit.y * rob.SCALE, reference.y_events[0][0], rtol=1e-5, atol=1e-12)

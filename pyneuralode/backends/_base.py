@@ -50,7 +50,8 @@ class AbstractProgram(abc.ABC):
             raise non_finite_error()
         extra = {}
         if sensitivities:
-            extra = implicit_sensitivities(self.model, params, y0, t0, t, y, self.event_gradient(bound, params, t, y))
+            gradient = self.event_gradient(bound, params, t, y) if occurred else None
+            extra = implicit_sensitivities(self.model, params, y0, t0, t, y, gradient)
         return EventSolution(t, y, occurred, Stats(**stats, nfe_backward=None if sensitivities else 0), **extra)
 
     def locate_event(self, params, y0, t0, t1, bound):
