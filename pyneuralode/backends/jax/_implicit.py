@@ -76,14 +76,14 @@ class CountingRootFinder(optx.AbstractRootFinder):
 
     def step(self, fn, y, args, options, state, tags):
         new_x, new_state, aux = self.inner.step(self._on_x(fn, y), y[0], args, options, state, tags)
-        return (new_x, new_state.step.astype(y[1].dtype)), new_state, aux
+        return (new_x, y[1]), new_state, aux  # the count is written once, by postprocess
 
     def terminate(self, fn, y, args, options, state, tags):
         return self.inner.terminate(self._on_x(fn, y), y[0], args, options, state, tags)
 
     def postprocess(self, fn, y, aux, args, options, state, tags, result):
         x, aux, stats = self.inner.postprocess(self._on_x(fn, y), y[0], aux, args, options, state, tags, result)
-        return (x, y[1]), aux, stats
+        return (x, state.step.astype(y[1].dtype)), aux, stats  # the iterations this root find took
 
 
 FIXED_PER_STEP = 2
