@@ -110,3 +110,53 @@ def test_brusselator_gradients_against_finite_differences(backend):
         res = model(dyn, backend=backend, control=control, adjoint=adjoint).value_and_grad(
             p0, U0, ts, loss=pn.MSE(target))
         assert np.max(np.abs(res.grad_params - fd)) < 1e-6 * np.max(np.abs(fd)), adjoint.name
+
+
+# diffrax's ``test_ode_order`` (test/test_integrate.py): ``y' = A y`` with ``A = 0.5 * randn(10, 10)``, ``y0 ~
+# randn(10)``, ``t`` in [0, 4], the exact ``expm(4 A) y0``; the slope of log2(error) against log2(step) must lie
+# within 0.9 of the method's order. diffrax runs adaptive methods at a constant step there; here the same
+# constant step comes from ``step_ts`` (every step clipped onto the next grid time) with a loose tolerance that
+# never rejects, which every backend honours (diffrax ClipStepSizeController, torchdiffeq step_t, OrdinaryDiffEq
+# tstops). The problem is linear, so an implicit method's chord iteration is exact whatever its tolerance.
+_ORDER_RNG = np.random.default_rng(5678)
+_ORDER_A = 0.5 * _ORDER_RNG.standard_normal((10, 10))
+_ORDER_Y0 = _ORDER_RNG.standard_normal(10)
+
+
+@pn.dynamics(state=10, constants={"A": _ORDER_A})
+def linear_system(t, y, p):
+    return p.A @ y
+
+
+_ORDER_SOLVERS = {"Bosh3": [-3, -4, -5], "Dopri5": [-3, -4, -5], "Tsit5": [-4, -5, -6], "Dopri8": [-1, -2, -3],
+                  "Kvaerno5": [-2, -3, -4], "KenCarp4": [-2, -3, -4]}
+"""log2 of the steps per method: where its error is asymptotic and above diffrax's round-off cut-off (measured:
+Tsit5's first halvings gain more than its order, Dopri8 reaches round-off after two)."""
+
+
+@pytest.mark.parametrize("solver_name", sorted(_ORDER_SOLVERS))
+def test_diffrax_order_test_for_adaptive_solvers(backend, solver_name):
+    from scipy.linalg import expm
+
+    from pyneuralode.backends._registry import REGISTRY
+    if solver_name not in REGISTRY[backend].solvers:
+        pytest.skip(f"{solver_name} is not on backend {backend!r}")
+    solver = getattr(pn, solver_name)()
+    exact = expm(4.0 * _ORDER_A) @ _ORDER_Y0
+    steps, errors = [], []
+    for exponent in _ORDER_SOLVERS[solver_name]:
+        h = 2.0 ** exponent
+        grid = tuple(np.arange(1, round(4.0 / h)) * h)
+        control = pn.StepControl(rtol=1.0, atol=1.0, dt0=h, step_ts=grid, max_steps=10_000)
+        sol = pn.ODEModel(linear_system, solver=solver, control=control, backend=backend).solve(
+            np.zeros(0), _ORDER_Y0, np.array([0.0, 4.0]))
+        # a constant step (torch: also the regression test of torchdiffeq's step_t index, see _methods.py)
+        assert sol.stats.steps_accepted == round(4.0 / h) and sol.stats.steps_rejected == 0
+        error = float(np.sum(np.abs(sol.ys[-1] - exact)))
+        if error < 2.0 ** -28:  # diffrax's cut-off: below it round-off, not the method, sets the error
+            break
+        steps.append(exponent)
+        errors.append(np.log2(error))
+    assert len(steps) >= 2, f"{solver_name}: too few step sizes above round-off ({errors})"
+    slope = np.polyfit(steps, errors, 1)[0]
+    assert abs(slope - solver.order) < 0.9, (solver_name, slope, errors)

@@ -61,8 +61,23 @@ class _DetachedFirstStep:
     Without it, backprop through ``odeint`` also differentiates Hairer's initial-step rule, so gradients and the
     number of backward VJPs differ from diffrax's for reasons that have nothing to do with the ODE. An automatic
     first step is also kept above the step watch's underflow threshold, as on every backend
-    (:data:`pyneuralode._stepwatch.FIRST_STEP_MARGIN`).
+    (:data:`pyneuralode._stepwatch.FIRST_STEP_MARGIN`). It also keeps torchdiffeq's step/jump time index in step
+    with the solve (see ``_adaptive_step``).
     """
+
+    def _adaptive_step(self, rk_state):
+        # torchdiffeq advances its step_t/jump_t index only after a step it clipped onto that time
+        # (``t0 < next < t0 + dt``, rk_common.py). A step that lands on the time exactly (a first step equal to
+        # the grid spacing, a step grown to end there) leaves the index behind, and every later step and jump time
+        # is then ignored: t0 has passed the time the index still points at. Catch the index up first.
+        t0 = rk_state.t1
+        if len(self.step_t):
+            while self.next_step_index < len(self.step_t) - 1 and self.step_t[self.next_step_index] <= t0:
+                self.next_step_index += 1
+        if len(self.jump_t):
+            while self.next_jump_index < len(self.jump_t) - 1 and self.jump_t[self.next_jump_index] <= t0:
+                self.next_jump_index += 1
+        return super()._adaptive_step(rk_state)
 
     def _before_integrate(self, t):
         super()._before_integrate(t)
