@@ -130,12 +130,15 @@ def _sorted_times(value, name: str) -> tuple[float, ...]:
 
 
 def check_resolution(name: str, value: float, dtype: str) -> None:
-    """Refuse a relative tolerance finer than ``dtype`` resolves (below its machine epsilon): the error control would
-    then follow round-off, taking steps that differ between backends and runs, or stall."""
+    """Refuse a relative tolerance ``dtype`` cannot resolve (below half its machine epsilon): the error control
+    would then follow round-off, taking steps that differ between backends and runs, or stall. Half, not one:
+    torchdiffeq's default ``rtol=1e-7`` is 0.84 of float32's epsilon, and its own test suite runs it in float32
+    (measured here: its ConstantODE, SineODE and LinearODE within its thresholds on JAX and torch, both
+    directions, Dopri5/Bosh3/Dopri8)."""
     import numpy as np
 
     eps = float(np.finfo(dtype).eps)
-    if value < eps:
+    if value < eps / 2:
         raise SpecError(f"{name}={value:g} is below {dtype}'s resolution ({eps:.1e}): use a larger {name} or "
                         "dtype float64.")
 

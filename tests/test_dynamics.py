@@ -576,3 +576,17 @@ def test_reverse_time_float32_and_batches(backend):
                 dtype="float32")
     ys32 = m32.solve(m32.init(0), AGREE_Y0, AGREE_TS).ys
     assert ys32.dtype == np.float32 and rel_err(ys32, forward) < 1e-3
+
+
+def test_torchdiffeq_problems_in_float32_at_its_default_tolerances(backend):
+    """torchdiffeq's odeint_tests run every problem in float32 too, at its default rtol=1e-7 / atol=1e-9 (0.84 of
+    float32's epsilon): accepted, and within torchdiffeq's thresholds in both directions."""
+    control = pn.StepControl(rtol=1e-7, atol=1e-9)
+    for name in ("constant", "sine"):
+        dyn, exact, eps = PEER_PROBLEMS[name]
+        m = model(dyn, backend=backend, control=control, dtype="float32")
+        for ts in (TORCHDIFFEQ_TS, TORCHDIFFEQ_TS[::-1]):
+            sol_exact = exact(ts)
+            ys = m.solve(m.init(0), sol_exact[0], ts).ys
+            assert ys.dtype == np.float32
+            assert np.max(np.abs((sol_exact - ys) / sol_exact)) < eps, (name, ts[0])
