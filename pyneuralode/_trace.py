@@ -1030,6 +1030,8 @@ def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple
             raise SpecError(f"{name} must return one real number whose sign change is the event (e.g. u[0] - "
                             f"height), got a {'boolean ' * (out.dtype == np.bool_)}value of shape {out.shape}.")
         return _prune(Graph(tuple(tape.nodes), out._index))
+    if out.shape == () and math.prod(state) == 1:  # one component: a number is its derivative (-k * u[0])
+        out = _reshape(tape, out, tuple(state))
     if out.shape != tuple(state):
         raise SpecError(f"{name} returned a derivative of shape {out.shape}, but the state has shape "
                         f"{tuple(state)}: du/dt must have the state's shape.")

@@ -405,6 +405,11 @@ def test_decorator_with_and_without_arguments_and_broadcast_result():
     np.testing.assert_array_equal(decay.evaluate(np.zeros(0), 0.0, [1.0, 2.0]), [-1.0, -2.0])
     const = pn.dynamics(lambda t, u, p: np.zeros(2), state=2)  # a derivative that ignores u is fine
     assert const.graph.nodes[const.graph.output].op == "literal"
+    # one component: a number is its derivative (torchdiffeq's exp problem, written as a user would)
+    forcing = pn.dynamics(lambda t, u, p: -0.1 * np.exp(-0.1 * t), state=1)
+    np.testing.assert_allclose(forcing.evaluate(np.zeros(0), 2.0, [1.0]), [-0.1 * np.exp(-0.2)])
+    with pytest.raises(pn.SpecError, match=r"shape \(\), but the state has shape \(2,\)"):
+        pn.dynamics(lambda t, u, p: u[0], state=2)  # two components: a number is a mistake
 
 
 # ---------------------------------------------------------------------- solves on every backend
@@ -470,7 +475,13 @@ def _expm_times(a, ts, y0):
     return np.stack([np.real(v @ np.diag(np.exp(w * (t - ts[0]))) @ np.linalg.solve(v, y0)) for t in ts])
 
 
+@pn.dynamics(state=1)
+def exp_ode(t, y, p):
+    return -0.1 * np.exp(-0.1 * t)  # a number for the one component
+
+
 PEER_PROBLEMS = {
+    "exp": (exp_ode, lambda ts: np.exp(-0.1 * ts)[:, None], 5e-2),
     "constant": (constant_ode, lambda ts: (0.2 * ts + 3.0)[:, None], 1e-4),
     "sine": (sine_ode, lambda ts: _sine_exact(ts)[:, None], 1e-4),
     "linear": (linear_ode, lambda ts: _expm_times(_linear_a(), ts, np.ones(10)), 2e-3),
