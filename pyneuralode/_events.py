@@ -37,7 +37,7 @@ class Event:
     ```python
     @pn.dynamics(state=2, params={"g": 9.81})
     def falling(t, u, p):
-        return np.stack([u[1], -p.g + 0.0 * u[1]])
+        return np.stack([u[1], -p.g])
 
     ground = pn.Event(lambda t, u, p: u[0])          # height crosses zero
     model = pn.ODEModel(falling, solver=pn.Tsit5(), control=pn.StepControl(rtol=1e-8, atol=1e-8))

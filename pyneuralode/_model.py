@@ -224,8 +224,9 @@ class ODEModel(SpecParameters):
         """Solve from ``y0`` at ``t0`` until ``event`` (a :class:`pyneuralode.Event`) happens, or until ``t1``.
 
         Returns an :class:`pyneuralode.EventSolution`: the event time ``t`` and state ``y`` (located on the
-        solver's dense output to near round-off on JAX, by diffrax's Newton root find; to ``atol`` in time on
-        torch, by torchdiffeq's bisection), whether it ``occurred``, the forward counts, and with
+        solver's dense output to near round-off on JAX, by diffrax's Newton root find, and on Julia, by
+        OrdinaryDiffEq's ``ContinuousCallback``; to ``atol`` in time on torch, by torchdiffeq's bisection), whether
+        it ``occurred``, the forward counts, and with
         ``sensitivities=True`` the derivatives of ``t`` and ``y`` with respect to ``params`` and ``y0``.
         ``y0`` is one sample; the solver must be adaptive. Steps are those of :meth:`solve` over ``[t0, t1]``
         until the step in which the event happens, so the counts compare across backends as for a solve.
