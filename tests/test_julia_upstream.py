@@ -102,9 +102,16 @@ UPSTREAM: dict[str, Checked] = {
         "`EnsembleSolution.u`; `init(prob, alg; kwargs...)` then `solve!(integrator)` (CommonSolve, re-exported; "
         "OrdinaryDiffEqCore's `__init` sets the automatic first step in `integrator.dt` via `handle_dt!`, read "
         "at 4.15.0); `prob_func(prob, ctx::EnsembleContext)` with `ctx.sim_id`/`ctx.repeat` in 3.x "
-        "vs `prob_func(prob, i, repeat)` in 2.x -- _EnsembleMember has both methods)",
+        "vs `prob_func(prob, i, repeat)` in 2.x -- _EnsembleMember has both methods); events: "
+        "`ContinuousCallback(condition, affect!; ...)` (affect_neg! defaults to affect!, condition(u, t, "
+        "integrator)) and `terminate!(integrator)` exported by both (v2.60.0 src/callbacks.jl:165, "
+        "integrator_interface.jl:125), a terminated solve's retcode `ReturnCode.Terminated`; `solve` keywords "
+        "callback, save_everystep, save_start, save_end in 3.49.2's `allowedkeywords` (src/errors.jl; DiffEqBase's "
+        "list before 3.x)",
         {"ODEFunction": _EXPLICIT, "ODEProblem": _EXPLICIT, "ReturnCode": _EXPLICIT, "successful_retcode": _EXPLICIT,
-         "solve": _kw("u0", "p", "saveat", "sensealg", "trajectories"),
+         "ContinuousCallback": _EXPLICIT, "terminate!": _EXPLICIT,
+         "solve": _kw("u0", "p", "saveat", "sensealg", "trajectories", "callback", "save_everystep", "save_start",
+                      "save_end"),
          "EnsembleProblem": _kw("prob_func", "safetycopy"), "EnsembleThreads": _EXPLICIT,
          "remake": _kw("u0", "p"), "init": _kw("saveat"), "solve!": _EXPLICIT},
         splat_ok=_kw("solve", "init")),
