@@ -14,6 +14,7 @@ flat vector (and its gradient) holds the unconstrained log-value, ``model.init``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import keyword
 from typing import Any, Callable, Mapping
 
@@ -156,19 +157,26 @@ class Dynamics(AbstractLayer):
         return f"Dynamics({self.name}, {', '.join(parts)})"
 
     # ---------------------------------------------------------------- the NumPy reference
+    @functools.cached_property
+    def _slots(self):
+        """``param_layout(self)``, computed once (the layer is immutable)."""
+        return param_layout(self)
+
     def evaluate(self, params, t, u) -> np.ndarray:
         """``du/dt`` by calling the user's function on NumPy arrays (the reference every backend is tested
         against): ``params`` the canonical flat vector, ``u`` one sample or a batch ``(batch, *state)``."""
         flat = np.asarray(params, dtype=np.float64)
-        if flat.shape != (num_params(self),):
-            raise SpecError(f"params must have shape ({num_params(self)},), got {flat.shape}.")
+        layout = self._slots
+        size = layout[-1].stop if layout else 0
+        if flat.shape != (size,):
+            raise SpecError(f"params must have shape ({size},), got {flat.shape}.")
         u = np.asarray(u, dtype=np.float64)
         if u.shape[-len(self.state):] != self.state or u.ndim not in (len(self.state), len(self.state) + 1):
             raise SpecError(f"u must have shape {self.state} or (batch, {', '.join(map(str, self.state))}), got "
                             f"{u.shape}.")
         if u.ndim > len(self.state):
             return np.stack([self.evaluate(flat, t, ui) for ui in u])
-        layout = {slot.name: slot for slot in param_layout(self)}
+        layout = {slot.name: slot for slot in layout}
         values: dict[str, Any] = {}
         for n, v in self.params:
             stored = flat[layout[n].offset:layout[n].stop].reshape(v.array.shape)
