@@ -224,3 +224,26 @@ def test_robertson_half_life_against_scipy_radau():
     assert hit.occurred
     assert abs(hit.t / reference.t_events[0][0] - 1.0) < 1e-6  # t* = 268.32...
     np.testing.assert_allclose(hit.y * rob.SCALE, reference.y_events[0][0], rtol=1e-5, atol=1e-12)
+
+
+@pn.dynamics(state=(2, 2), params={"k": 0.5})
+def matrix_decay(t, u, p):
+    return -p.k * u
+
+
+def test_matrix_state_and_an_event_on_time_alone(backend):
+    """A (2, 2) state whose sum halves at log(2) / k (dt*/dk = -t*/k, dt*/dy0 = 1/(k sum y0) per entry), and an
+    event that reads only t (a fixed time: no derivative; on torch its value is a scalar, not the state's shape)."""
+    model = pn.ODEModel(matrix_decay, solver=_solver(backend), control=TOL, backend=backend)
+    params, y0 = model.init(0), np.ones((2, 2))
+    hit = model.solve_event(params, y0, event=pn.Event(lambda t, u, p: np.sum(u) - 2.0), t0=0.0, t1=10.0,
+                            sensitivities=True)
+    t_exact = np.log(2.0) / 0.5
+    assert abs(hit.t - t_exact) < 1e-9 and hit.y.shape == (2, 2) and hit.dy_dy0.shape == (2, 2, 2, 2)
+    np.testing.assert_allclose(hit.dt_dparams, [-t_exact / 0.5], rtol=1e-6)
+    np.testing.assert_allclose(hit.dt_dy0, np.full((2, 2), 1.0 / (0.5 * 4.0)), rtol=1e-6)
+    clock = model.solve_event(params, y0, event=pn.Event(lambda t, u, p: t - 0.7), t0=0.0, t1=10.0,
+                              sensitivities=True)
+    assert clock.occurred and abs(clock.t - 0.7) < 1e-9
+    np.testing.assert_allclose(clock.y, np.exp(-0.35) * y0, rtol=1e-8)
+    assert np.all(clock.dt_dparams == 0.0) and np.all(clock.dt_dy0 == 0.0)

@@ -190,6 +190,7 @@ class DynamicsModule(torch.nn.Module):
         super().__init__()
         self.graph = layer.graph
         self.state = layer.state
+        self.out_shape = layer.graph.nodes[layer.graph.output].shape  # the state's, or () for an event function
         self.declared = torch.nn.ParameterDict({
             name: torch.nn.Parameter(torch.zeros(value.array.shape, dtype=dtype, device=device))
             for name, value in layer.params})
@@ -241,8 +242,8 @@ class DynamicsModule(torch.nn.Module):
         for fn, inputs in plan:
             values.append(fn(*[values[i] for i in inputs]))
         out = values[self.graph.output]
-        if batched and not out_batched:  # a derivative that does not depend on u
-            out = out.expand(y.shape[0], *self.state)
+        if batched and not out_batched:  # a value that does not depend on u
+            out = out.expand(y.shape[0], *self.out_shape)
         return out
 
 
