@@ -234,6 +234,8 @@ def matrix_decay(t, u, p):
 def test_matrix_state_and_an_event_on_time_alone(backend):
     """A (2, 2) state whose sum halves at log(2) / k (dt*/dk = -t*/k, dt*/dy0 = 1/(k sum y0) per entry), and an
     event that reads only t (a fixed time: no derivative; on torch its value is a scalar, not the state's shape)."""
+    if backend == "julia":
+        pytest.skip("backend 'julia' takes pn.dynamics states of shape (D,) (it raises NotSupportedError)")
     model = pn.ODEModel(matrix_decay, solver=_solver(backend), control=TOL, backend=backend)
     params, y0 = model.init(0), np.ones((2, 2))
     hit = model.solve_event(params, y0, event=pn.Event(lambda t, u, p: np.sum(u) - 2.0), t0=0.0, t1=10.0,
