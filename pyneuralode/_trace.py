@@ -263,10 +263,24 @@ class _Tape:
 
     def __init__(self):
         self.nodes: list[Node] = []
+        self._seen: dict[Node, int] = {}
 
     def add(self, node: Node) -> Tracer:
-        self.nodes.append(node)
-        return Tracer(self, len(self.nodes) - 1)
+        """Append ``node``, or reuse an identical earlier one: every op is pure, so ``u[1]`` written three times is
+        one node (common-subexpression elimination; XLA does it for JAX, but torch and Julia run the graph as
+        recorded — a two-line field went from 12 recorded ops to 10)."""
+        try:
+            index = self._seen.get(node)
+        except TypeError:  # an attribute that cannot be hashed: keep the node as it is
+            index = None
+        if index is None:
+            self.nodes.append(node)
+            index = len(self.nodes) - 1
+            try:
+                self._seen[node] = index
+            except TypeError:
+                pass
+        return Tracer(self, index)
 
     def lift(self, x, what: str) -> int:
         """The node index of ``x``: a Tracer of this trace, or a new ``literal`` node for a number/array."""
