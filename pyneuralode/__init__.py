@@ -78,6 +78,7 @@ from ._params import param_layout as param_layout
 from ._params import unflatten as unflatten
 from ._ensemble import EnsembleSolution as EnsembleSolution
 from ._events import Event as Event
+from ._events import EventEnsembleSolution as EventEnsembleSolution
 from ._events import EventSolution as EventSolution
 from ._solution import Solution as Solution
 from ._solution import Stats as Stats

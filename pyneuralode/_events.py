@@ -105,7 +105,8 @@ class EventSolution:
 
 
 def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[Dynamics, float, float]:
-    """``(bound event, t0, t1)`` for a checked call of ``model.solve_event``, or the SpecError naming the fix."""
+    """``(bound event, t0, t1)`` for a checked call of ``model.solve_event``, or the SpecError naming the fix;
+    ``params=None`` leaves out the check of the event's value at ``t0`` (an ensemble checks it per member)."""
     if not isinstance(event, Event):
         raise SpecError(f"event must be a pn.Event(fn), got {type(event).__name__}: wrap your function, "
                         "event=pn.Event(fn).")
@@ -129,11 +130,18 @@ def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[Dynamics, floa
         raise SpecError(f"t1 must differ from t0 (both {times[0]}): t1 is the latest time the solve may reach "
                         "before the event.")
     bound = event.bind(model.field, tuple(state))
-    g0 = float(bound.evaluate(params if isinstance(model.field, Dynamics) else np.zeros(0), times[0], y0))
-    if not np.isfinite(g0) or g0 == 0.0:
-        raise SpecError(f"The event function {event.name} is {g0} at t0 = {times[0]}: it must be a finite, "
-                        "nonzero number at the start (the event is its first sign change after t0).")
+    if params is not None:
+        check_event_start(event.name, float(bound.evaluate(params if isinstance(model.field, Dynamics) else np.zeros(0),
+                                                      times[0], y0)), times[0])
     return bound, times[0], times[1]
+
+
+def check_event_start(name: str, g0: float, t0: float, member: int | None = None) -> None:
+    """The SpecError for an event function that is zero (or not finite) where the solve starts."""
+    if not np.isfinite(g0) or g0 == 0.0:
+        where = "" if member is None else f"ensemble member {member}: "
+        raise SpecError(f"{where}The event function {name} is {g0} at t0 = {t0}: it must be a finite, "
+                        "nonzero number at the start (the event is its first sign change after t0).")
 
 
 def _last_state_component(ys, target):
@@ -179,3 +187,63 @@ def implicit_sensitivities(model, params, y0, t0: float, t: float, y: np.ndarray
                 dy_dparams=(dy_dp + f[:, None] * dt_dp[None, :]).reshape(*shape, -1).astype(dtype),
                 dy_dy0=(dy_dy0 + f[:, None] * dt_dy0[None, :]).reshape(*shape, *shape).astype(dtype))
 
+
+
+@dataclasses.dataclass(frozen=True)
+class EventEnsembleSolution:
+    """Where each member of ``model.solve_event_ensemble`` stopped (``M`` members).
+
+    - ``t``: ``(M,)`` event times (``t1`` where no event happened first), ``y``: ``(M, *state)`` the states there.
+    - ``occurred``: ``(M,)`` whether each member's event happened before ``t1``.
+    - ``nfe_forward``, ``steps_accepted``, ``steps_rejected``: ``(M,)`` each member's exact counts.
+    - ``ok``, ``errors``: as :class:`pyneuralode.EnsembleSolution` — a member whose solve failed is reported
+      there (its ``t`` and ``y`` NaN, counts 0) while the others still return.
+    """
+
+    t: np.ndarray
+    y: np.ndarray
+    occurred: np.ndarray
+    nfe_forward: np.ndarray
+    steps_accepted: np.ndarray
+    steps_rejected: np.ndarray
+    ok: np.ndarray
+    errors: tuple[str | None, ...]
+
+    @property
+    def size(self) -> int:
+        """The number of members ``M``."""
+        return int(self.t.shape[0])
+
+    @classmethod
+    def assemble(cls, t, y, occurred, counts, errors) -> EventEnsembleSolution:
+        """From per-member arrays and ``errors``; a failed member's time, state and counts become NaN and 0."""
+        ok = np.array([e is None for e in errors], dtype=bool)
+        t, y, counts = np.array(t, dtype=float), np.array(y), np.asarray(counts, dtype=np.int64)
+        t[~ok], y[~ok] = np.nan, np.nan
+        counts = np.where(ok[:, None], counts, 0)
+        occurred = np.asarray(occurred, dtype=bool) & ok
+        return cls(t, y, occurred, counts[:, 0], counts[:, 1], counts[:, 2], ok, tuple(errors))
+
+
+def loop_event_ensemble(solve_one, inputs) -> EventEnsembleSolution:
+    """The members one after another with ``solve_one(params, y0) -> EventSolution``, each member's failure caught
+    (a bad input, such as an event function that is zero at ``t0`` for one member, raises for the call)."""
+    from ._errors import PyNeuralODEError
+    params, y0 = inputs.expanded()
+    t = np.full(inputs.members, np.nan)
+    y = np.full((inputs.members, *y0.shape[1:]), np.nan, dtype=y0.dtype)
+    occurred = np.zeros(inputs.members, dtype=bool)
+    counts = np.zeros((inputs.members, 3), dtype=np.int64)
+    errors: list[str | None] = []
+    for m in range(inputs.members):
+        try:
+            hit = solve_one(params[m], y0[m])
+        except SpecError as err:  # the options were checked once: this is the member's own start
+            raise SpecError(f"ensemble member {m}: {err}") from None
+        except PyNeuralODEError as err:
+            errors.append(str(err))
+            continue
+        t[m], y[m], occurred[m] = hit.t, hit.y, hit.occurred
+        counts[m] = hit.stats.nfe_forward, hit.stats.steps_accepted, hit.stats.steps_rejected
+        errors.append(None)
+    return EventEnsembleSolution.assemble(t, y, occurred, counts, errors)

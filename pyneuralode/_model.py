@@ -11,7 +11,7 @@ from ._augment import augmented_loss, check_augment, pad_features
 from ._control import StepControl
 from ._custom_loss import bound_loss_mistake
 from ._ensemble import EnsembleSolution, ensemble_inputs, refuse_ensemble_devices
-from ._events import EventSolution, check_event_inputs
+from ._events import EventEnsembleSolution, EventSolution, check_event_inputs
 from ._errors import SpecError
 from ._layers import AbstractLayer, check_state_preserving
 from ._losses import AbstractLoss
@@ -237,6 +237,25 @@ class ODEModel(SpecParameters):
         y0 = check_state(y0, self.state_shape, self.dtype)
         bound, t0, t1 = check_event_inputs(self, params, y0, event, t0, t1)
         return self.program.solve_event(params, y0, t0, t1, bound, sensitivities=sensitivities)
+
+    @checked_options
+    def solve_event_ensemble(self, params, y0, *, event, t0, t1) -> EventEnsembleSolution:
+        """:meth:`solve_event` for many members at once — when does each of many parameter sets or initial
+        states meet the event (a distribution of landing times, of times to a threshold)?
+
+        ``params`` and ``y0`` take the member conventions of :meth:`solve_ensemble` (``(P,)`` or ``(M, P)``; one
+        state or ``(M, *state)``). Each member is solved as if alone, with its own steps and counts; a member
+        whose solve fails is reported in ``ok``/``errors`` while the others return. JAX vectorises the members in
+        one compiled solve (``jax.vmap`` of the event solve); torch and Julia solve them one after another. No
+        sensitivities here: call :meth:`solve_event` on the members that need them.
+        """
+        inputs = ensemble_inputs(params, y0, num_params=self.num_params, state_shape=self.state_shape,
+                                 dtype=self.dtype)
+        one_state = inputs.y0 if inputs.y0_shared else inputs.y0[0]
+        bound, t0, t1 = check_event_inputs(self, None, one_state, event, t0, t1)  # the event's start: per member
+        return self.program.solve_event_ensemble(
+            inputs, t0, t1, bound,
+            solve_one=lambda p, y: self.solve_event(p, y, event=event, t0=t0, t1=t1))
 
     @checked_options
     def native(self, params=None):

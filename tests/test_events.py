@@ -249,3 +249,41 @@ def test_matrix_state_and_an_event_on_time_alone(backend):
     assert clock.occurred and abs(clock.t - 0.7) < 1e-9
     np.testing.assert_allclose(clock.y, np.exp(-0.35) * y0, rtol=1e-8)
     assert np.all(clock.dt_dparams == 0.0) and np.all(clock.dt_dy0 == 0.0)
+
+
+def test_event_ensemble_landing_times_on_every_backend(backend):
+    """Five drop heights (one not landing before t1) and, as a parameter sweep, five gravities: each member's own
+    landing time, exact; the counts each member's single solve_event reports."""
+    @pn.dynamics(state=2, params={"g": G})
+    def free_fall(t, u, p):
+        return np.stack([u[1], -p.g])
+
+    ground = pn.Event(lambda t, u, p: u[0])
+    model = pn.ODEModel(free_fall, solver=_solver(backend), control=TOL, backend=backend)
+    heights = np.array([1.0, 5.0, 20.0, 80.0, 500.0])
+    drops = np.stack([heights, np.zeros_like(heights)], axis=1)
+    res = model.solve_event_ensemble(model.init(0), drops, event=ground, t0=0.0, t1=9.0)
+    exact = np.sqrt(2 * heights / G)
+    assert res.size == 5 and res.ok.all() and list(res.occurred) == [True] * 4 + [False]
+    np.testing.assert_allclose(res.t, np.where(exact < 9.0, exact, 9.0), atol=1e-9)
+    single = model.solve_event(model.init(0), drops[2], event=ground, t0=0.0, t1=9.0)
+    assert res.nfe_forward[2] == single.stats.nfe_forward and res.steps_accepted[2] == single.stats.steps_accepted
+    gravities = np.array([[1.62], [3.71], [9.81], [24.79]])  # Moon, Mars, Earth, Jupiter
+    sweep = model.solve_event_ensemble(gravities, np.array([10.0, 0.0]), event=ground, t0=0.0, t1=9.0)
+    np.testing.assert_allclose(sweep.t, np.sqrt(20.0 / gravities[:, 0]), atol=1e-9)
+    np.testing.assert_allclose(sweep.y[:, 1], -np.sqrt(20.0 * gravities[:, 0]), rtol=1e-8)
+    with pytest.raises(pn.SpecError, match="ensemble member 1: The event function .* is 0.0 at t0"):
+        model.solve_event_ensemble(model.init(0), np.stack([drops[0], [0.0, 1.0]]), event=ground, t0=0.0, t1=9.0)
+
+
+def test_event_ensemble_reports_a_failed_member_and_returns_the_others(backend):
+    """One member too stiff for Dopri5 within max_steps: reported with the single solve's words, NaN; the others
+    exact."""
+    model = pn.ODEModel(decay, solver=pn.Dopri5(), control=pn.StepControl(rtol=1e-8, atol=1e-8, max_steps=300),
+                        backend=backend)
+    rates = np.array([[0.7], [1e5], [2.0]])  # k per member; 1e5 is stiff for an explicit solver
+    res = model.solve_event_ensemble(rates, np.array([1.0]), event=pn.Event(lambda t, u, p: u[0] + 1.0), t0=0.0,
+                                     t1=50.0)
+    assert list(res.ok) == [True, False, True] and np.isnan(res.t[1]) and res.nfe_forward[1] == 0
+    assert "max_steps=300" in res.errors[1]
+    assert not res.occurred.any() and np.all(res.t[[0, 2]] == 50.0)  # decay never reaches -1: no event

@@ -54,6 +54,12 @@ class AbstractProgram(abc.ABC):
             extra = implicit_sensitivities(self.model, params, y0, t0, t, y, gradient)
         return EventSolution(t, y, occurred, Stats(**stats, nfe_backward=None if sensitivities else 0), **extra)
 
+    def solve_event_ensemble(self, inputs, t0, t1, bound, *, solve_one):
+        """The members of ``inputs`` solved to the event one after another with ``solve_one(params, y0)``
+        (the model's checked :meth:`pyneuralode.ODEModel.solve_event`); backends that vectorise override this."""
+        from .._events import loop_event_ensemble
+        return loop_event_ensemble(solve_one, inputs)
+
     def locate_event(self, params, y0, t0, t1, bound):
         """``(t, y, occurred, forward counts as a dict)`` of a solve stopped by the event (or at ``t1``)."""
         from .._errors import NotSupportedError

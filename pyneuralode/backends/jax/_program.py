@@ -297,6 +297,39 @@ class JaxProgram(AbstractProgram):
         return EventSolution(float(t), y, bool(occurred == 1),
                              Stats(**forward, nfe_backward=None if sensitivities else 0), **extra)
 
+    def solve_event_ensemble(self, inputs, t0, t1, bound, *, solve_one):
+        """The members vectorised with ``jax.vmap`` of the event solve in one compiled call, each a batch of one
+        with its own steps and counts (as :meth:`solve_ensemble`); the event's value at ``t0`` is checked for every
+        member on the device, and a failed member is solved again alone for its error's words."""
+        from ..._errors import SolveError
+        from ..._events import EventEnsembleSolution, check_event_start
+        axes = (None if inputs.params_shared else 0, None if inputs.y0_shared else 0)
+        key = ("ensemble", bound, axes)
+        if key not in self._event_jit:
+            solve = self._event_solve_fn(bound)
+            condition, shares = compile_tensors(bound), bool(bound.params or bound.nets)
+
+            def member(p, y, a, b):
+                (t, y_event), (occurred, stats) = solve(p, y, a, b)
+                start = condition(self.split(p) if shares else [], a, y[None])[0]
+                return t, y_event, occurred, start, {k: stats[k] for k in _ENSEMBLE_STATS}
+            self._event_jit[key] = jax.jit(jax.vmap(member, in_axes=(*axes, None, None)))
+        t0_, t1_ = np.asarray(t0, self.dtype), np.asarray(t1, self.dtype)
+        t, y, occurred, start, stats = jax.device_get(self._event_jit[key](inputs.params, inputs.y0, t0_, t1_))
+        for m in np.flatnonzero(~np.isfinite(start) | (start == 0)):
+            check_event_start(bound.name, float(start[m]), t0, member=int(m))
+        params, y0 = inputs.expanded()
+        errors: list[str | None] = [None] * inputs.members
+        kinds = np.asarray(stats["failed"])
+        for m in np.flatnonzero((kinds != OK) | ~np.isfinite(t) | ~np.isfinite(y.reshape(inputs.members, -1)).all(1)):
+            try:  # alone: the single solve's diagnosis and words
+                solve_one(params[m], y0[m])
+                raise non_finite_error()
+            except SolveError as err:
+                errors[m] = str(err)
+        counts = np.stack([np.asarray(stats[k]) for k in _ENSEMBLE_STATS[:3]], axis=1)
+        return EventEnsembleSolution.assemble(t, y, occurred, counts, errors)
+
     def event_gradient(self, bound, params, t, y):
         """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of the event function at ``(t, y)`` (``jax.grad``; not compiled: it serves
         the implicit-function-theorem path that other backends take, which tests compare with this one's)."""
