@@ -10,7 +10,10 @@ blocks, torch on one thread as in the benchmark suite):
 - ``pn-jax sens`` / ``raw-diffrax sens``: also the derivatives of (t*, y*) with respect to ``log c`` and
   ``y0`` (pyneuralode: ``sensitivities=True``; raw: ``jax.jacrev`` of the same jitted solve);
 - ``pn-torch`` / ``raw-torchdiffeq``: ``torchdiffeq.odeint_event`` with the same field as an ``nn.Module``
-  (raw torchdiffeq has no end time and no step clipping; pyneuralode adds both, see the torch backend).
+  (raw torchdiffeq has no end time and no step clipping; pyneuralode adds both, see the torch backend);
+- ``pn-jax ensemble`` / ``raw-diffrax vmap``: 256 drops from heights in [1, 200] m at once,
+  ``model.solve_event_ensemble`` vs ``jax.jit(jax.vmap(...))`` of the raw event solve, both from the first step
+  0.01 (raw diffrax's effective default), so they take the same steps.
 
 Run: ``python -m benchmarks.events [--rounds 30]`` → ``benchmarks/results/events.json``.
 """
@@ -58,7 +61,14 @@ def _raw_diffrax(y0):
     sens = jax.jit(jax.jacrev(lambda p, y: jnp.concatenate([solve(p, y)[0][None], solve(p, y)[1]]),
                               argnums=(0, 1)))
     p0, y = jnp.asarray(np.log(DRAG)), jnp.asarray(y0)
-    return (lambda: jax.block_until_ready(plain(p0, y))), (lambda: jax.block_until_ready(sens(p0, y))), plain(p0, y)
+    many = jax.jit(jax.vmap(solve, in_axes=(None, 0)))
+    drops = jnp.asarray(_drops())
+    return ((lambda: jax.block_until_ready(plain(p0, y))), (lambda: jax.block_until_ready(sens(p0, y))),
+            plain(p0, y), (lambda: jax.block_until_ready(many(p0, drops))), many(p0, drops))
+
+
+def _drops(members: int = 256) -> np.ndarray:
+    return np.stack([np.linspace(1.0, 200.0, members), np.zeros(members)], axis=1)
 
 
 def _raw_torchdiffeq(y0):
@@ -97,7 +107,7 @@ def main(argv=None) -> int:
     jax_model = pn.ODEModel(falling, solver=pn.Dopri5(), control=control, backend="jax")
     torch_model = jax_model.replace(backend="torch")
     params = jax_model.init(0)
-    raw_solve, raw_sens, (raw_t, raw_y) = _raw_diffrax(y0)
+    raw_solve, raw_sens, (raw_t, raw_y), raw_many, (raw_many_t, _) = _raw_diffrax(y0)
     raw_torch, (torch_t, _) = _raw_torchdiffeq(y0)
 
     def event(model, sens=False):
@@ -112,18 +122,31 @@ def main(argv=None) -> int:
     }
     # Two blocks: JAX's sub-millisecond calls would otherwise follow ~20 ms of torch work each round (torch's
     # threads, still spinning, measured 1.7 ms for a 0.2 ms call).
+    # raw diffeqsolve with dt0=None starts every member at 0.01 (diffrax 0.7.2's rule does not run inside
+    # diffeqsolve); the pyneuralode ensemble is given the same first step, so both take the same steps
+    same_start = jax_model.replace(control=pn.StepControl(rtol=TOL, atol=TOL, dt0=0.01))
+    drops = _drops()
+
+    def ensemble():
+        return same_start.solve_event_ensemble(params, drops, event=GROUND, t0=0.0, t1=T1)
+
+    many = ensemble()
+    agreement["ensemble_max_t_diff_vs_raw_vmap"] = float(np.max(np.abs(many.t - np.asarray(raw_many_t))))
     timing = interleaved({"pn-jax": event(jax_model), "raw-diffrax": raw_solve,
                           "pn-jax sens": event(jax_model, True), "raw-diffrax sens": raw_sens},
                          rounds=args.rounds, warmup=args.warmup)
+    timing.update(interleaved({"pn-jax ensemble": ensemble, "raw-diffrax vmap": raw_many},
+                              rounds=args.rounds, warmup=args.warmup))
     timing.update(interleaved({"pn-torch": event(torch_model), "raw-torchdiffeq": raw_torch},
                               rounds=args.rounds, warmup=args.warmup))
     ratios = median_ratios(timing, (("pn-jax", "raw-diffrax"), ("pn-jax sens", "raw-diffrax sens"),
-                                    ("pn-torch", "raw-torchdiffeq")))
+                                    ("pn-jax ensemble", "raw-diffrax vmap"), ("pn-torch", "raw-torchdiffeq")))
     print("terminating event, falling body with drag (Dopri5, 1e-9, float64):")
     for name, t in timing.items():
         print(timing_row(name, t))
     print_ratios(ratios)
-    print("event times:", agreement["t_event"], "NFE:", agreement["nfe_forward"])
+    print("event times:", agreement["t_event"], "NFE:", agreement["nfe_forward"],
+          "ensemble vs raw vmap:", agreement["ensemble_max_t_diff_vs_raw_vmap"])
     path = write_results("events", {"problem": "falling body with quadratic drag, event x = 0", "rtol": TOL,
                                     "atol": TOL, "rounds": args.rounds, "timings": timing, "ratios": ratios,
                                     "agreement": agreement})
