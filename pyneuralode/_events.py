@@ -131,8 +131,8 @@ def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[Dynamics, floa
                         "before the event.")
     bound = event.bind(model.field, tuple(state))
     if params is not None:
-        check_event_start(event.name, float(bound.evaluate(params if isinstance(model.field, Dynamics) else np.zeros(0),
-                                                      times[0], y0)), times[0])
+        own = params if isinstance(model.field, Dynamics) else np.zeros(0)  # the event reads the field's
+        check_event_start(event.name, float(bound.evaluate(own, times[0], y0)), times[0])
     return bound, times[0], times[1]
 
 
@@ -186,7 +186,6 @@ def implicit_sensitivities(model, params, y0, t0: float, t: float, y: np.ndarray
     return dict(dt_dparams=dt_dp.astype(dtype), dt_dy0=dt_dy0.reshape(shape).astype(dtype),
                 dy_dparams=(dy_dp + f[:, None] * dt_dp[None, :]).reshape(*shape, -1).astype(dtype),
                 dy_dy0=(dy_dy0 + f[:, None] * dt_dy0[None, :]).reshape(*shape, *shape).astype(dtype))
-
 
 
 @dataclasses.dataclass(frozen=True)

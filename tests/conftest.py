@@ -6,6 +6,9 @@ Adding a backend to ``pyneuralode.backends.BACKEND_NAMES`` makes it join every t
 
 from __future__ import annotations
 
+import gc
+import sys
+
 import pytest
 
 import pyneuralode as pn
@@ -44,3 +47,30 @@ def jl():
         if "torch was imported before Julia" in str(err):
             pytest.skip(str(err))
         raise
+
+
+MAPPINGS_BEFORE_RELEASE = 30_000
+"""Memory mappings of a test process past which the compiled XLA programs are released after a test module.
+Every compiled program keeps ~3 mappings; Linux refuses a process more than ``vm.max_map_count`` (65 530 by
+default), and XLA then crashes with a segmentation fault in its next compile. One pytest worker of this suite
+compiles ~20 000 programs (measured: 51 000 mappings 7 minutes into the run, then the crash)."""
+
+
+def _mappings() -> int | None:
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return sum(1 for _ in maps)
+    except OSError:  # not Linux: no such limit to watch
+        return None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """After each test module, drop JAX's compiled programs if the process holds many mappings (a later use
+    compiles again); modules below the threshold keep sharing them, which saves compile time."""
+    yield
+    jax = sys.modules.get("jax")
+    count = _mappings() if jax is not None else None
+    if count is not None and count > MAPPINGS_BEFORE_RELEASE:
+        jax.clear_caches()
+        gc.collect()
