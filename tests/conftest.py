@@ -51,9 +51,9 @@ def jl():
 
 MAPPINGS_BEFORE_RELEASE = 30_000
 """Memory mappings of a test process past which the compiled XLA programs are released after a test module.
-Every compiled program keeps ~3 mappings; Linux refuses a process more than ``vm.max_map_count`` (65 530 by
-default), and XLA then crashes with a segmentation fault in its next compile. One pytest worker of this suite
-compiles ~20 000 programs (measured: 51 000 mappings 7 minutes into the run, then the crash)."""
+Every compiled program keeps a few mappings (~3 for a small one, measured); Linux refuses a process more than
+``vm.max_map_count`` (65 530 by default), and XLA then crashes with a segmentation fault in its next compile. One
+pytest worker of this suite reached 51 000 mappings 7 minutes into the run, then crashed (twice, reproducibly)."""
 
 
 def _mappings() -> int | None:
