@@ -23,7 +23,54 @@ from ._validate import as_real_array, check_params, check_state
 
 
 @dataclasses.dataclass(frozen=True)
-class EnsembleSolution:
+class MemberOutcomes:
+    """What every ensemble result reports per member: ``nfe_forward``, ``steps_accepted``, ``steps_rejected``
+    (``(M,)`` integer arrays, each member's exact counts, 0 for a failed member), ``ok`` (``(M,)`` booleans, false
+    where the member's solve failed) and ``errors`` (per member, ``None`` or the message of the pyneuralode error
+    its solve raised)."""
+
+    nfe_forward: np.ndarray
+    steps_accepted: np.ndarray
+    steps_rejected: np.ndarray
+    ok: np.ndarray
+    errors: tuple[str | None, ...]
+
+    @property
+    def size(self) -> int:
+        """The number of members ``M``."""
+        return int(self.ok.shape[0])
+
+    @property
+    def stats(self) -> tuple[Stats, ...]:
+        """One :class:`pyneuralode.Stats` per member: exactly what the single solve of that member reports."""
+        return tuple(Stats(nfe_forward=int(n), steps_accepted=int(a), steps_rejected=int(r))
+                     for n, a, r in zip(self.nfe_forward, self.steps_accepted, self.steps_rejected))
+
+    @staticmethod
+    def outcomes(counts, errors) -> dict:
+        """The fields from ``counts`` ``(M, 3)`` (NFE, accepted, rejected) and per-member ``errors``; a failed
+        member's counts become 0."""
+        counts = np.asarray(counts, dtype=np.int64)
+        if errors.count(None) == len(errors):  # the common case, without a Python loop over the members
+            ok = np.ones(len(errors), dtype=bool)
+        else:
+            ok = np.array([e is None for e in errors], dtype=bool)
+            counts = np.where(ok[:, None], counts, 0)
+        return dict(nfe_forward=counts[:, 0], steps_accepted=counts[:, 1], steps_rejected=counts[:, 2], ok=ok,
+                    errors=tuple(errors))
+
+    def raise_if_failed(self):
+        """Return ``self`` if every member succeeded, else raise the first failure (a SolveError)."""
+        from ._errors import SolveError
+        bad = np.flatnonzero(~self.ok)
+        if bad.size:
+            raise SolveError(f"{bad.size} of {self.size} ensemble members failed; member {bad[0]}: "
+                             f"{self.errors[bad[0]]}")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleSolution(MemberOutcomes):
     """The result of ``model.solve_ensemble(params, y0, ts)`` (see ``pn.ODEModel.solve_ensemble``).
 
     - ``ts``: the save times, shared by every member.
@@ -36,46 +83,17 @@ class EnsembleSolution:
 
     ts: np.ndarray
     ys: np.ndarray
-    nfe_forward: np.ndarray
-    steps_accepted: np.ndarray
-    steps_rejected: np.ndarray
-    ok: np.ndarray
-    errors: tuple[str | None, ...]
-
-    @property
-    def size(self) -> int:
-        """The number of members ``M``."""
-        return int(self.ys.shape[0])
-
-    @property
-    def stats(self) -> tuple[Stats, ...]:
-        """One :class:`pyneuralode.Stats` per member: exactly what ``model.solve`` of that member reports."""
-        return tuple(Stats(nfe_forward=int(n), steps_accepted=int(a), steps_rejected=int(r))
-                     for n, a, r in zip(self.nfe_forward, self.steps_accepted, self.steps_rejected))
 
     @classmethod
     def from_counts(cls, ts, ys, counts, errors) -> EnsembleSolution:
         """Assemble from ``counts`` ``(M, 3)`` (NFE, accepted, rejected) and per-member ``errors``; the rows and
         counts of failed members are set to NaN and 0."""
-        counts = np.asarray(counts, dtype=np.int64)
-        if errors.count(None) == len(errors):  # the common case, without a Python loop over the members
-            ok = np.ones(len(errors), dtype=bool)
-            return cls(ts, ys, counts[:, 0], counts[:, 1], counts[:, 2], ok, tuple(errors))
-        ok = np.array([e is None for e in errors], dtype=bool)
-        counts = np.where(ok[:, None], counts, 0)
+        fields = cls.outcomes(counts, errors)
+        ok = fields["ok"]
         if not ok.all():  # NaN rows for the failed members, in a copy (a backend's buffer may be read-only, as
             ys = np.array(ys)  # model.solve's ys are; copying 200 kB costs more than the rest of the call)
             ys[~ok] = np.nan
-        return cls(ts, ys, counts[:, 0], counts[:, 1], counts[:, 2], ok, tuple(errors))
-
-    def raise_if_failed(self) -> EnsembleSolution:
-        """Return ``self`` if every member succeeded, else raise the first failure (a SolveError)."""
-        from ._errors import SolveError
-        bad = np.flatnonzero(~self.ok)
-        if bad.size:
-            raise SolveError(f"{bad.size} of {self.size} ensemble members failed; member {bad[0]}: "
-                             f"{self.errors[bad[0]]}")
-        return self
+        return cls(ts=ts, ys=ys, **fields)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 
 from ._custom_loss import loss
 from ._dynamics import Dynamics
+from ._ensemble import MemberOutcomes
 from ._errors import SpecError
 from ._layers import AbstractLayer
 from ._solution import Stats
@@ -189,39 +190,28 @@ def implicit_sensitivities(model, params, y0, t0: float, t: float, y: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
-class EventEnsembleSolution:
+class EventEnsembleSolution(MemberOutcomes):
     """Where each member of ``model.solve_event_ensemble`` stopped (``M`` members).
 
     - ``t``: ``(M,)`` event times (``t1`` where no event happened first), ``y``: ``(M, *state)`` the states there.
     - ``occurred``: ``(M,)`` whether each member's event happened before ``t1``.
-    - ``nfe_forward``, ``steps_accepted``, ``steps_rejected``: ``(M,)`` each member's exact counts.
-    - ``ok``, ``errors``: as :class:`pyneuralode.EnsembleSolution` — a member whose solve failed is reported
-      there (its ``t`` and ``y`` NaN, counts 0) while the others still return.
+    - ``nfe_forward``, ``steps_accepted``, ``steps_rejected``, ``ok``, ``errors``: per member, as
+      :class:`pyneuralode.EnsembleSolution` — a member whose solve failed is reported there (its ``t`` and ``y``
+      NaN, counts 0) while the others still return.
     """
 
     t: np.ndarray
     y: np.ndarray
     occurred: np.ndarray
-    nfe_forward: np.ndarray
-    steps_accepted: np.ndarray
-    steps_rejected: np.ndarray
-    ok: np.ndarray
-    errors: tuple[str | None, ...]
-
-    @property
-    def size(self) -> int:
-        """The number of members ``M``."""
-        return int(self.t.shape[0])
 
     @classmethod
     def assemble(cls, t, y, occurred, counts, errors) -> EventEnsembleSolution:
         """From per-member arrays and ``errors``; a failed member's time, state and counts become NaN and 0."""
-        ok = np.array([e is None for e in errors], dtype=bool)
-        t, y, counts = np.array(t, dtype=float), np.array(y), np.asarray(counts, dtype=np.int64)
+        fields = cls.outcomes(counts, errors)
+        ok = fields["ok"]
+        t, y = np.array(t, dtype=float), np.array(y)
         t[~ok], y[~ok] = np.nan, np.nan
-        counts = np.where(ok[:, None], counts, 0)
-        occurred = np.asarray(occurred, dtype=bool) & ok
-        return cls(t, y, occurred, counts[:, 0], counts[:, 1], counts[:, 2], ok, tuple(errors))
+        return cls(t=t, y=y, occurred=np.asarray(occurred, dtype=bool) & ok, **fields)
 
 
 def loop_event_ensemble(solve_one, inputs) -> EventEnsembleSolution:
