@@ -269,17 +269,13 @@ class _Tape:
         """Append ``node``, or reuse an identical earlier one: every op is pure, so ``u[1]`` written three times is
         one node (common-subexpression elimination; XLA does it for JAX, but torch and Julia run the graph as
         recorded — a two-line field went from 12 recorded ops to 10)."""
+        index = len(self.nodes)
         try:
-            index = self._seen.get(node)
+            index = self._seen.setdefault(node, index)
         except TypeError:  # an attribute that cannot be hashed: keep the node as it is
-            index = None
-        if index is None:
+            pass
+        if index == len(self.nodes):
             self.nodes.append(node)
-            index = len(self.nodes) - 1
-            try:
-                self._seen[node] = index
-            except TypeError:
-                pass
         return Tracer(self, index)
 
     def lift(self, x, what: str) -> int:

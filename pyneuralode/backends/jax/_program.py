@@ -242,19 +242,25 @@ class JaxProgram(AbstractProgram):
         counts = np.stack([np.asarray(stats[k])[:members] for k in _ENSEMBLE_STATS[:3]], axis=1)
         return EnsembleSolution.from_counts(ts, ys, counts, errors)
 
+    @staticmethod
+    def _event_value(bound):
+        """``value(tensors, t, y)``: the event function ``bound`` at a batch of one ``y``, as a scalar;
+        ``tensors`` are the field's split parameters, which a dynamics field's event reads as its own."""
+        condition = compile_tensors(bound)
+        shares = bool(bound.params or bound.nets)
+        return lambda tensors, t, y: condition(tensors if shares else [], t, y)[0]
+
     def _event_solve_fn(self, bound, *, watch_stalls=True):
         """``solve(params, y0, t0, t1) -> ((t, y), (occurred, stats))`` stopping where ``bound`` (a scalar
         ``Dynamics``) changes sign, located by diffrax's root find (optimistix Newton) on the dense output.
         ``watch_stalls=False``: the blow-up test only, as in vectorised ensembles (see ``integrate``)."""
-        condition = compile_tensors(bound)
-        shares = bool(bound.params or bound.nets)  # a dynamics field's event reads the field's own tensors
+        value = self._event_value(bound)
         tol = float(np.finfo(self.dtype).eps) ** 0.75  # in time: ~2e-12 (float64), ~6e-6 (float32)
         root_finder = optx.Newton(rtol=tol, atol=tol, norm=optx.rms_norm)
 
         def solve(params, y0, t0, t1):
             tensors = self.split(params)
-            event = diffrax.Event(lambda t, y, args, **_: condition(args if shares else [], t, y)[0],
-                                  root_finder=root_finder)
+            event = diffrax.Event(lambda t, y, args, **_: value(args, t, y), root_finder=root_finder)
             sol, stats = integrate(lambda t, y, w: self.apply(w, t, y), tensors, y0[None], t0, t1,
                                    model_solver=self.model.solver, diffrax_solver=self.solver,
                                    control=self.model.control, saveat=diffrax.SaveAt(t1=True), event=event,
@@ -309,11 +315,11 @@ class JaxProgram(AbstractProgram):
         key = ("ensemble", bound, axes)
         if key not in self._event_jit:
             solve = self._event_solve_fn(bound, watch_stalls=False)  # stalls cost a vectorised solve 25-40%
-            condition, shares = compile_tensors(bound), bool(bound.params or bound.nets)
+            value = self._event_value(bound)
 
             def member(p, y, a, b):
                 (t, y_event), (occurred, stats) = solve(p, y, a, b)
-                start = condition(self.split(p) if shares else [], a, y[None])[0]
+                start = value(self.split(p), a, y[None])
                 return t, y_event, occurred, start, {k: stats[k] for k in _ENSEMBLE_STATS}
             self._event_jit[key] = jax.jit(jax.vmap(member, in_axes=(*axes, None, None)))
         t0_, t1_ = np.asarray(t0, self.dtype), np.asarray(t1, self.dtype)
@@ -335,13 +341,9 @@ class JaxProgram(AbstractProgram):
     def event_gradient(self, bound, params, t, y):
         """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of the event function at ``(t, y)`` (``jax.grad``; not compiled: it serves
         the implicit-function-theorem path that other backends take, which tests compare with this one's)."""
-        condition = compile_tensors(bound)
-        shares = bool(bound.params or bound.nets)
-
-        def g(p, t_, y_):
-            return condition(self.split(p) if shares else [], t_, y_[None])[0]
-        d_p, d_t, d_y = jax.grad(g, argnums=(0, 1, 2))(jnp.asarray(params), jnp.asarray(t, self.dtype),
-                                                       jnp.asarray(y, self.dtype))
+        value = self._event_value(bound)
+        gradient = jax.grad(lambda p, t_, y_: value(self.split(p), t_, y_[None]), argnums=(0, 1, 2))
+        d_p, d_t, d_y = gradient(jnp.asarray(params), jnp.asarray(t, self.dtype), jnp.asarray(y, self.dtype))
         return float(d_t), np.asarray(d_y), np.asarray(d_p)
 
     def value_and_grad(self, params, y0, ts, loss):

@@ -208,7 +208,7 @@ class JuliaProgram(AbstractProgram):
         self._options = julia_options(model)
         self._max_steps = model.control.max_steps
         self._fixed_dt = None if model.solver.adaptive else model.control.dt
-        self._model = self.model = model
+        self.model = model  # the base class's event path reads it, as JaxProgram/TorchProgram expose theirs
         self._events: dict = {}  # bound event function -> its generated Julia function (a DynamicsField)
         self._reversediff = self._options["sensealg"] == "reversediff"
         self._losses = JuliaLosses(module, self._dtype, self._call)
@@ -272,7 +272,7 @@ class JuliaProgram(AbstractProgram):
         self._set_params(params)
         (ys, nfe, _nf, accepted, rejected, _njacs, status, text) = self._call(
             self._module.forward, self._field, self._opts, y2.T, ts)
-        error = _status_error(status, "forward solve", self._model, text)
+        error = _status_error(status, "forward solve", self.model, text)
         if error is not None:
             raise error
         if text:
@@ -307,7 +307,7 @@ class JuliaProgram(AbstractProgram):
         self._set_params(params)
         (t, y, occurred, nfe, _nf, accepted, rejected, _njacs, status, text) = self._call(
             self._module.event_forward, self._field, ev, self._opts, y0, float(t0), float(t1))
-        error = _status_error(status, "forward solve", self._model, text)
+        error = _status_error(status, "forward solve", self.model, text)
         if error is not None:
             raise error
         if text:
@@ -338,7 +338,7 @@ class JuliaProgram(AbstractProgram):
         counts = _to_numpy(counts).astype(np.int64)
         errors = []
         for m, status in enumerate(statuses):
-            error = _status_error(str(status), "forward solve", self._model, "")
+            error = _status_error(str(status), "forward solve", self.model, "")
             if error is None and not np.all(np.isfinite(ys[m])):
                 error = non_finite_error("state")
             errors.append(None if error is None else str(error))
@@ -356,7 +356,7 @@ class JuliaProgram(AbstractProgram):
         self._set_params(params)
         (pending, ys_jl, nfe_f, _nf, accepted, rejected, _njacs, status, text) = self._call(
             self._module.vjp_forward, self._field, self._opts, y2.T, ts)
-        error = _status_error(status, "forward solve", self._model, text)
+        error = _status_error(status, "forward solve", self.model, text)
         if error is not None:
             raise error
         if text:
@@ -367,7 +367,7 @@ class JuliaProgram(AbstractProgram):
         value, cot = self._losses.value_and_cotangent(loss, ys)
         cot3 = cot if batched else cot[:, None, :]
         grad_u, grad_p, nfe_b, text_b = self._call(self._module.vjp_backward, pending, cot3.transpose(2, 1, 0))
-        _check_backward_warnings(text_b, self._model)
+        _check_backward_warnings(text_b, self.model)
         grad_y0 = np.ascontiguousarray(_to_numpy(grad_u).T, dtype=self._dtype)
         grad_params = np.asarray(_to_numpy(grad_p), dtype=self._dtype)
         if not (np.all(np.isfinite(grad_y0)) and np.all(np.isfinite(grad_params))):
@@ -424,7 +424,7 @@ class JuliaProgram(AbstractProgram):
         ts = np.asarray([t_data, t_base], dtype=self._dtype)
         (logpx, _z, _l, nfe, _nf, accepted, rejected, _njacs, status, text) = self._call(
             self._module.cnf_logpx, self._field, self._opts, x2.T, ts)
-        error = _status_error(status, "CNF solve", self._model, text)
+        error = _status_error(status, "CNF solve", self.model, text)
         if error is not None:
             raise error
         return (np.asarray(_to_numpy(logpx), dtype=self._dtype),
