@@ -57,6 +57,8 @@ from ._classify import CrossEntropy as CrossEntropy
 from ._network import Network as Network
 from ._network import NetworkValueAndGrad as NetworkValueAndGrad
 from ._custom_loss import LossFunction as LossFunction
+from ._autodiff import grad as grad
+from ._autodiff import jacobian as jacobian
 from ._custom_loss import loss as loss
 from ._losses import L1 as L1
 from ._losses import MSE as MSE

@@ -26,7 +26,7 @@ from ._layers import AbstractLayer, ParamSpec
 from ._numpy_layers import numpy_layer
 from ._options import checked_options
 from ._params import num_params, param_layout
-from ._trace import Namespace, trace
+from ._trace import Namespace, Tracer, trace
 
 
 def _check_name(name, what: str) -> str:
@@ -195,7 +195,11 @@ class Dynamics(AbstractLayer):
 
 def _numpy_net(net, flat, t):
     apply = numpy_layer(net)
-    return lambda x: apply(flat, t, np.asarray(x, dtype=np.float64)[None])[0]
+
+    def tensor(slot):
+        return flat[slot.offset:slot.stop].reshape(slot.shape)
+    # a traced x comes from pn.grad's NumPy reference, which traces the network into its own graph
+    return lambda x: apply(tensor, t, (x if isinstance(x, Tracer) else np.asarray(x, dtype=np.float64))[None])[0]
 
 
 def _pairs(value, what: str) -> tuple:

@@ -15,9 +15,10 @@ Structure (read this to write a compiler):
   executable definition: :func:`evaluate` runs a graph with it, and it is the reference every backend is tested
   against.
 
-Leaf ops: ``time`` (``t``, shape ``()``), ``state`` (``u``), ``param`` (attr ``name``: a declared trainable
-parameter, its *stored* value — parameters declared ``positive`` are stored as their logarithm and followed by an
-``exp`` node), ``constant`` (attr ``name``: a fixed array given in ``constants=``) and ``literal`` (attr
+Leaf ops: ``time`` (``t``, shape ``()``), ``state`` (``u``), ``param`` (attr ``name``: a slot of the canonical
+parameter vector — a declared trainable parameter, its *stored* value (parameters declared ``positive`` are stored
+as their logarithm and followed by an ``exp`` node), or a network's weight such as ``"H.0.weight"``, where
+:func:`pyneuralode.grad` has written that network out in ops), ``constant`` (attr ``name``: a fixed array given in ``constants=``) and ``literal`` (attr
 ``value``: a number or array written in the user's code). ``call`` (attr ``net``) applies the named network spec
 to one sample ``x`` at the field's time ``t`` (inputs: ``(x,)``); backends compile it with their ordinary layer
 compiler, so a network call is one node of the graph.

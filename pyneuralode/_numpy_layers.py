@@ -24,11 +24,14 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
-def numpy_layer(spec: AbstractLayer) -> Callable[[np.ndarray, float, np.ndarray], np.ndarray]:
-    """``apply(flat, t, x)``: ``spec`` applied to ``x`` (features on the last axis) with canonical flat params.
+def numpy_layer(spec: AbstractLayer) -> Callable:
+    """``apply(tensor, t, x)``: ``spec`` applied to ``x`` (features on the last axis), ``tensor(slot)`` giving
+    each parameter (a :class:`pyneuralode._params.ParamSlot` of ``param_layout(spec)``) with its shape.
 
-    Nested ``Sequential``s only chain their leaves, so the leaves in :func:`pyneuralode._layers.walk` order are
-    the whole computation."""
+    Written with NumPy functions only, so the same code evaluates the network on arrays (the reference) and, on
+    traced values, writes it into a graph in the graph's own ops (``pn.grad`` differentiates it there). Nested
+    ``Sequential``s only chain their leaves, so the leaves in :func:`pyneuralode._layers.walk` order are the whole
+    computation."""
     own: dict[int, list] = {}
     for slot in param_layout(spec):
         own.setdefault(slot.layer_index, []).append(slot)
@@ -41,14 +44,14 @@ def numpy_layer(spec: AbstractLayer) -> Callable[[np.ndarray, float, np.ndarray]
                                     f"not {type(layer).__name__}.")
         steps.append((layer, own.get(index, [])))
 
-    def apply(flat, t, x):
+    def apply(tensor, t, x):
         for layer, slots in steps:
             if isinstance(layer, Activation):
                 x = ACTIVATIONS[layer.name](x)
                 continue
             if layer.time_input:  # t is the last input feature
                 x = np.concatenate([x, np.broadcast_to(t, (*x.shape[:-1], 1))], axis=-1)
-            tensors = [flat[s.offset:s.stop].reshape(s.shape) for s in slots]
+            tensors = [tensor(s) for s in slots]
             x = x @ tensors[0].T + (tensors[1] if layer.bias else 0.0)
         return x
 

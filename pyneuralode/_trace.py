@@ -264,6 +264,7 @@ class _Tape:
     def __init__(self):
         self.nodes: list[Node] = []
         self._seen: dict[Node, int] = {}
+        self.nets: dict[str, Any] = {}  # the specs behind ``call`` nodes, by name (pn.grad expands them into ops)
 
     def add(self, node: Node) -> Tracer:
         """Append ``node``, or reuse an identical earlier one: every op is pure, so ``u[1]`` written three times is
@@ -1077,6 +1078,8 @@ def trace_arrays(fn: Callable, inputs: dict[str, tuple[tuple[int, ...], str]], *
 
 
 def _net_caller(tape: _Tape, name: str, net) -> Callable:
+    tape.nets[name] = net
+
     def call(x):
         x = _as_tracer(tape, x, f"p.{name}")
         try:

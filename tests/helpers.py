@@ -9,6 +9,9 @@ The problems follow torchdiffeq's ``tests/problems.py`` where a spec can express
 - ``cubic``: ``dy/dt = -y³`` (nonlinear); exact ``y0 / sqrt(1 + 2 y0² (t - t0))``.
 
 Each returns ``(spec, params, y0, ts, exact_fn)`` with ``ts = linspace(1, 8, 10)`` as torchdiffeq uses.
+
+Also: :func:`backend_field` (a field's values and gradients on one backend, no solve) and :func:`fd_grads`
+(central differences of a ``pn.dynamics`` field's NumPy reference), shared by the user-dynamics tests.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import pytest
 
 import pyneuralode as pn
 
@@ -98,3 +102,69 @@ def unavailable_reason(name: str) -> str | None:
         head, _, rest = str(err).partition(": ")
         return f"{head}: {rest.split('. ')[0]}" if rest else head
     return None
+
+
+def backend_field(backend, dyn, dtype="float64"):
+    """``f(params, t, u) -> (du, grad_params, grad_u)`` of ``sum(du * R)`` on ``backend``, for a batch ``u``."""
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        from pyneuralode.backends.jax._field import compile_field
+        if dtype == "float64":
+            jax.config.update("jax_enable_x64", True)
+        field = compile_field(dyn)
+
+        def run(params, t, u, r):
+            p, y = jnp.asarray(params, dtype), jnp.asarray(u, dtype)
+            value, grads = jax.value_and_grad(lambda p, y: jnp.sum(field(p, t, y) * r), argnums=(0, 1))(p, y)
+            return np.asarray(field(p, t, y)), np.asarray(grads[0]), np.asarray(grads[1])
+        return run
+    if backend == "torch":
+        import torch
+
+        from pyneuralode.backends.torch import VectorField, load_flat
+        torch_dtype = getattr(torch, dtype)
+        field = VectorField(dyn, dtype=torch_dtype, device=torch.device("cpu"))
+
+        def run(params, t, u, r):
+            load_flat(field, params)
+            y = torch.tensor(u, dtype=torch_dtype, requires_grad=True)
+            du = field(torch.tensor(t, dtype=torch_dtype), y)
+            grads = torch.autograd.grad((du * torch.tensor(r, dtype=torch_dtype)).sum(),
+                                        [*field.flat_parameters(), y], allow_unused=True)
+            gp = np.concatenate([np.zeros(p.numel()) if g is None else g.detach().numpy().reshape(-1)
+                                 for p, g in zip(field.flat_parameters(), grads[:-1])])
+            gu = np.zeros_like(u) if grads[-1] is None else grads[-1].detach().numpy()
+            return du.detach().numpy(), gp, gu
+        return run
+    if backend == "julia":
+        from pyneuralode.backends.julia import start
+
+        try:
+            jl = start()
+        except pn.BackendUnavailable as err:  # e.g. torch imported first in this process (juliacall's crash)
+            pytest.skip(str(err))
+        program = pn.ODEModel(dyn, backend="julia", dtype=dtype).program
+
+        def run(params, t, u, r):
+            program._set_params(np.asarray(params, dtype))
+            du, gp, gu = (np.asarray(a.to_numpy()) for a in jl.field_vjp(program._field, u.T, t, r.T))
+            return du.T, gp, gu.T
+        return run
+    pytest.skip(f"direct field evaluation is not wired for backend {backend!r} (its solves are tested below)")
+
+
+def fd_grads(dyn, params, t, u, r, eps=1e-6):
+    """Central finite differences of ``sum(f(params, t, u) * r)`` (the NumPy reference) in params and u."""
+    def loss(p, y):
+        return float(np.sum(dyn.evaluate(p, t, y) * r))
+
+    def fd(x, f):
+        g = np.zeros_like(x)
+        for i in np.ndindex(x.shape):
+            e = np.zeros_like(x)
+            e[i] = eps
+            g[i] = (f(x + e) - f(x - e)) / (2 * eps)
+        return g
+    return fd(params, lambda p: loss(p, u)), fd(u, lambda y: loss(params, y))

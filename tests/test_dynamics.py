@@ -17,7 +17,7 @@ import pyneuralode as pn
 from pyneuralode._graph import NUMPY_OPS, OPS, evaluate
 from pyneuralode.backends import BACKEND_NAMES
 
-from helpers import model, rel_err, unavailable_reason
+from helpers import backend_field, fd_grads, model, rel_err, unavailable_reason
 
 U0 = np.array([0.3, 0.55, 0.7])
 W = np.array([0.2, 0.9, 0.4])
@@ -131,79 +131,13 @@ def _param(dyn, params, node):
 
 
 # ---------------------------------------------------------------------- every backend against the reference
-def _backend_field(backend, dyn, dtype="float64"):
-    """``f(params, t, u) -> (du, grad_params, grad_u)`` of ``sum(du * R)`` on ``backend``, for a batch ``u``."""
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        from pyneuralode.backends.jax._field import compile_field
-        if dtype == "float64":
-            jax.config.update("jax_enable_x64", True)
-        field = compile_field(dyn)
-
-        def run(params, t, u, r):
-            p, y = jnp.asarray(params, dtype), jnp.asarray(u, dtype)
-            value, grads = jax.value_and_grad(lambda p, y: jnp.sum(field(p, t, y) * r), argnums=(0, 1))(p, y)
-            return np.asarray(field(p, t, y)), np.asarray(grads[0]), np.asarray(grads[1])
-        return run
-    if backend == "torch":
-        import torch
-
-        from pyneuralode.backends.torch import VectorField, load_flat
-        torch_dtype = getattr(torch, dtype)
-        field = VectorField(dyn, dtype=torch_dtype, device=torch.device("cpu"))
-
-        def run(params, t, u, r):
-            load_flat(field, params)
-            y = torch.tensor(u, dtype=torch_dtype, requires_grad=True)
-            du = field(torch.tensor(t, dtype=torch_dtype), y)
-            grads = torch.autograd.grad((du * torch.tensor(r, dtype=torch_dtype)).sum(),
-                                        [*field.flat_parameters(), y], allow_unused=True)
-            gp = np.concatenate([np.zeros(p.numel()) if g is None else g.detach().numpy().reshape(-1)
-                                 for p, g in zip(field.flat_parameters(), grads[:-1])])
-            gu = np.zeros_like(u) if grads[-1] is None else grads[-1].detach().numpy()
-            return du.detach().numpy(), gp, gu
-        return run
-    if backend == "julia":
-        from pyneuralode.backends.julia import start
-
-        try:
-            jl = start()
-        except pn.BackendUnavailable as err:  # e.g. torch imported first in this process (juliacall's crash)
-            pytest.skip(str(err))
-        program = pn.ODEModel(dyn, backend="julia", dtype=dtype).program
-
-        def run(params, t, u, r):
-            program._set_params(np.asarray(params, dtype))
-            du, gp, gu = (np.asarray(a.to_numpy()) for a in jl.field_vjp(program._field, u.T, t, r.T))
-            return du.T, gp, gu.T
-        return run
-    pytest.skip(f"direct field evaluation is not wired for backend {backend!r} (its solves are tested below)")
-
-
-def _fd_grads(dyn, params, t, u, r, eps=1e-6):
-    """Central finite differences of ``sum(f(params, t, u) * r)`` (the NumPy reference) in params and u."""
-    def loss(p, y):
-        return float(np.sum(dyn.evaluate(p, t, y) * r))
-
-    def fd(x, f):
-        g = np.zeros_like(x)
-        for i in np.ndindex(x.shape):
-            e = np.zeros_like(x)
-            e[i] = eps
-            g[i] = (f(x + e) - f(x - e)) / (2 * eps)
-        return g
-    return fd(params, lambda p: loss(p, u)), fd(u, lambda y: loss(params, y))
-
-
 def test_backend_values_and_gradients_match_the_reference(backend, case):
     params = pn.init_params(case, 0)
     u = np.stack([U0, U0[::-1] * 0.9])  # a batch of two samples
     r = np.random.default_rng(1).standard_normal(u.shape)
-    du, gp, gu = _backend_field(backend, case)(params, 0.7, u, r)
+    du, gp, gu = backend_field(backend, case)(params, 0.7, u, r)
     np.testing.assert_allclose(du, case.evaluate(params, 0.7, u), rtol=1e-12, atol=1e-12)
-    fd_p, fd_u = _fd_grads(case, params, 0.7, u, r)
+    fd_p, fd_u = fd_grads(case, params, 0.7, u, r)
     np.testing.assert_allclose(gp, fd_p, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(gu, fd_u, rtol=1e-6, atol=1e-7)
 
@@ -253,9 +187,9 @@ def test_net_call_reference_and_backends(backend):
     params = pn.init_params(lotka_volterra_ude, 0)
     u = np.array([[0.44, 4.6], [1.0, 0.5]])
     r = np.ones_like(u)
-    du, gp, gu = _backend_field(backend, lotka_volterra_ude)(params, 0.0, u, r)
+    du, gp, gu = backend_field(backend, lotka_volterra_ude)(params, 0.0, u, r)
     np.testing.assert_allclose(du, lotka_volterra_ude.evaluate(params, 0.0, u), rtol=1e-12, atol=1e-12)
-    fd_p, fd_u = _fd_grads(lotka_volterra_ude, params, 0.0, u, r)
+    fd_p, fd_u = fd_grads(lotka_volterra_ude, params, 0.0, u, r)
     np.testing.assert_allclose(gp, fd_p, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(gu, fd_u, rtol=1e-6, atol=1e-7)
 
@@ -274,9 +208,9 @@ def test_time_input_nets_and_two_nets_on_backends(backend):
     params = pn.init_params(forced_with_two_nets, 0)
     u = np.stack([U0, 1.5 * U0])
     r = np.random.default_rng(3).standard_normal(u.shape)
-    du, gp, gu = _backend_field(backend, forced_with_two_nets)(params, 1.3, u, r)
+    du, gp, gu = backend_field(backend, forced_with_two_nets)(params, 1.3, u, r)
     np.testing.assert_allclose(du, forced_with_two_nets.evaluate(params, 1.3, u), rtol=1e-12, atol=1e-12)
-    fd_p, fd_u = _fd_grads(forced_with_two_nets, params, 1.3, u, r)
+    fd_p, fd_u = fd_grads(forced_with_two_nets, params, 1.3, u, r)
     np.testing.assert_allclose(gp, fd_p, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(gu, fd_u, rtol=1e-6, atol=1e-7)
 

@@ -1,6 +1,7 @@
 """``pn.dynamics`` on backend "julia": the graph compiled to generated Julia source (pyneuralode/backends/julia/_graph.py).
 
-Part 1 runs everywhere (no Julia): the generated source of the UDE and of every op case parses with
+Part 1 runs everywhere (no Julia): the generated source of the UDE, of every op case and of fields built with
+``pn.grad`` (a Hamiltonian network, the gradient of every op) parses with
 tree-sitter-julia and lints clean with fatou; each op's emitted Julia text against a hand-written table; the layout
 index maps (NumPy axis -> Julia dimension, permutations, indices, stacking) restated on NumPy transposes, since
 ``x.T`` is exactly the Julia view of ``x``; the wiring (arguments for ``build_dynamics``) and its refusals.
@@ -30,6 +31,7 @@ from pyneuralode.backends.julia._graph import (
     julia_take_index,
 )
 
+from test_autodiff import gradient_of_every_case, hamiltonian_nn
 from test_dynamics import CASES, _make
 from test_julia_static import FATOU_CONFIG, _fatou, _parser, _problems
 
@@ -40,7 +42,8 @@ def lotka_volterra_ude(t, u, p):
     return np.stack([p.alpha * u[0] + m[0], -p.delta * u[1] + m[1]])
 
 
-DYNAMICS = {"ude": lotka_volterra_ude, **{name: _make(fn, name) for name, fn in CASES.items()}}
+DYNAMICS = {"ude": lotka_volterra_ude, **{name: _make(fn, name) for name, fn in CASES.items()},
+            "grad_every_op": gradient_of_every_case, "hamiltonian_nn": hamiltonian_nn}  # pn.grad's ops too
 
 
 # ==================================================================================== part 1: no Julia needed

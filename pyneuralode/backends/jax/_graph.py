@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from ..._dynamics import Dynamics
 from ..._graph import evaluate, namespace_ops, register_namespace
+from ..._params import param_layout
 from ._field import compile_tensors, register_layer, tensor_plan
 
 JAX_OPS = namespace_ops(jnp)
@@ -32,10 +33,11 @@ def compile_dynamics(layer: Dynamics):
     for name, value in layer.params:
         own[name] = (offset, offset + value.array.size, value.array.shape)
         offset += value.array.size
-    nets, start = {}, 1 if layer.params else 0
+    nets, weights, start = {}, {}, 1 if layer.params else 0
     for name, net in layer.nets:
         count = len(tensor_plan(net)[0])
         nets[name] = (compile_tensors(net), start, start + count)
+        weights.update((f"{name}.{slot.name}", start + k) for k, slot in enumerate(param_layout(net)))
         start += count
     constants = dict(layer.constants)
 
@@ -47,6 +49,8 @@ def compile_dynamics(layer: Dynamics):
             if op == "state":
                 return u
             if op == "param":
+                if node.attr("name") in weights:  # a network's weight (pn.grad expands networks into ops)
+                    return tensors[weights[node.attr("name")]]
                 a, b, shape = own[node.attr("name")]
                 return tensors[0][a:b].reshape(shape)
             if op == "call":

@@ -22,6 +22,7 @@ import torch
 
 from ..._dynamics import Dynamics
 from ..._graph import BINARY, REDUCTIONS, UNARY, index_of, register_namespace
+from ..._params import param_layout
 from ._compile import register_layer
 
 _UNARY = {"negative": torch.negative, "exp": torch.exp, "log": torch.log, "log1p": torch.log1p,
@@ -195,6 +196,11 @@ class DynamicsModule(torch.nn.Module):
             name: torch.nn.Parameter(torch.zeros(value.array.shape, dtype=dtype, device=device))
             for name, value in layer.params})
         self.nets = torch.nn.ModuleDict(dict(zip((name for name, _ in layer.nets), children)))
+        # each network's weights by canonical slot name ("H.0.weight"), for the graph's param leaves that read
+        # them (pn.grad expands a network into ops); a built module registers its parameters in canonical order
+        self._weights = {f"{name}.{slot.name}": parameter
+                         for (name, net), child in zip(layer.nets, children)
+                         for slot, parameter in zip(param_layout(net), child.parameters())}
         constants = dict(layer.constants)
         for k, node in enumerate(layer.graph.nodes):  # literals and constants: tensors of the model's dtype
             if node.op in ("literal", "constant"):
@@ -215,7 +221,9 @@ class DynamicsModule(torch.nn.Module):
             flags = [batched[i] for i in node.inputs]
             ranks = [len(nodes[i].shape) for i in node.inputs]
             if node.op == "param":  # the Parameter object itself: load_flat and .to() update it in place
-                fn = (lambda param: lambda: param)(self.declared[node.attr("name")])
+                name = node.attr("name")
+                fn = (lambda param: lambda: param)(self._weights[name] if name in self._weights
+                                                   else self.declared[name])
             elif node.op in ("literal", "constant"):
                 fn = (lambda name: lambda: getattr(self, name))(f"fixed_{k}")
             elif node.op == "call":  # also reads t, node 0
