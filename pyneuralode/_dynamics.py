@@ -65,7 +65,8 @@ class Dynamics(AbstractLayer):
     constants: tuple[tuple[str, Literal], ...] = ()
     positive: tuple[str, ...] = ()
     scalar: bool = dataclasses.field(default=False, repr=False)
-    """True for an event function (:class:`pyneuralode.Event`): ``fn`` returns one number, not ``du/dt``."""
+    """True for an event function (:class:`pyneuralode.Event`): ``fn`` returns one number or a 1-D array of them
+    (conditions), not ``du/dt``."""
     graph: Graph = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self):
@@ -139,7 +140,7 @@ class Dynamics(AbstractLayer):
     def out_shape(self, in_shape):
         if tuple(in_shape) != self.state:
             raise SpecError(f"{self.name} has state shape {self.state}, got samples of shape {tuple(in_shape)}.")
-        return () if self.scalar else self.state
+        return self.graph.nodes[self.graph.output].shape if self.scalar else self.state
 
     @property
     def name(self) -> str:
@@ -190,7 +191,7 @@ class Dynamics(AbstractLayer):
         kinds = {**{n: "params" for n, _ in self.params}, **{n: "nets" for n, _ in self.nets},
                  **{n: "constants" for n, _ in self.constants}}
         du = np.asarray(self.fn(np.float64(t), u, Namespace(values, kinds)), dtype=np.float64)
-        return np.broadcast_to(du, () if self.scalar else self.state).copy()
+        return np.broadcast_to(du, self.out_shape(self.state)).copy()
 
 
 def _numpy_net(net, flat, t):

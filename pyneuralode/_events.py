@@ -14,6 +14,16 @@ defined by ``g(t*, y(t*; θ), θ) = 0``,
 which is what torchdiffeq's ``odeint_event`` builds into its backward pass (``ImplicitFnGradientRerouting``) and
 what diffrax's root find gives through optimistix's implicit differentiation (there with the solver's dense
 interpolant in place of ``f``, which differs from it by the solver's local error).
+
+Several conditions and directions. ``fn`` may return ``k`` numbers, ``k`` conditions at once; each backend locates
+the first zero of the one function ``h(t, u) = min_i max(σ (a_i − t), s_i g_i(t, u))`` (``σ`` the sign of
+``t1 − t0``), with ``s_i`` the sign of ``g_i`` at the start — torchdiffeq's ``combine_event_functions`` — so the
+earliest crossing of any condition ends the solve, on every backend alike, and the derivatives above hold for the
+condition that fired. ``a_i`` is ``−σ∞`` (no effect) except for a condition restricted to one ``direction`` that
+starts on the side it is meant to cross *to*: its first crossing does not count, so a first solve finds that
+crossing at ``t_a``, and the solve is repeated with ``s_i`` flipped and ``a_i = t_a`` plus a small margin, where the
+condition counts again (:func:`locate_in_direction`). The max keeps ``h`` continuous, so the root find is as for
+one condition.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from ._solution import Stats
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Event:
-    """A terminating event: the solve stops at the first time ``fn(t, u, p)`` changes sign.
+    """A terminating event: the solve stops at the first time ``fn(t, u, p)`` changes sign (in ``direction``).
 
     ```python
     @pn.dynamics(state=2, params={"g": 9.81})
@@ -48,17 +58,30 @@ class Event:
     ```
 
     ``fn`` is written for one sample in NumPy (the operations :func:`pyneuralode.dynamics` accepts) and returns one
-    real number; ``p`` holds the field's declared parameters, constants and networks when the field is a
-    :func:`pyneuralode.dynamics` (for any other field ``p`` is empty). Any sign change counts, in either direction,
-    as in torchdiffeq: write ``fn`` so that the first crossing is the one you mean (e.g. ``u[0] - 0.5`` for a
-    concentration falling to half, started above it). ``fn`` must not be zero at the start of the solve.
+    real number, or a 1-D array of ``k`` numbers for ``k`` conditions at once (the earliest crossing of any of them
+    ends the solve, and ``EventSolution.which`` says which); ``p`` holds the field's declared parameters, constants
+    and networks when the field is a :func:`pyneuralode.dynamics` (for any other field ``p`` is empty). ``fn``
+    must not be zero at the start of the solve.
+
+    ``direction`` (diffrax's ``direction``, SciPy's ``event.direction``, OrdinaryDiffEq's ``affect!`` /
+    ``affect_neg!``): ``0`` (default) counts any sign change; ``1`` only a crossing from negative to positive
+    (rising), ``-1`` only from positive to negative (falling); a tuple gives one per condition. A condition that
+    starts on the side it is meant to reach lets its first crossing pass and stops at the next one in its direction
+    (found by solving again from ``t0``; its counts are included in ``stats``).
     """
 
     fn: Callable
+    direction: int | tuple[int, ...] = 0
 
     def __post_init__(self):
         if not callable(self.fn):
             raise SpecError(f"pn.Event needs a function fn(t, u, p) returning one number, got {self.fn!r}.")
+        directions = self.direction if isinstance(self.direction, (tuple, list)) else (self.direction,)
+        if not directions or any(isinstance(d, bool) or d not in (-1, 0, 1) for d in directions):
+            raise SpecError(f"pn.Event direction must be 0 (either way), 1 (rising: negative to positive) or -1 "
+                            f"(falling), or a tuple of those, one per condition; got {self.direction!r}.")
+        if isinstance(self.direction, list):
+            object.__setattr__(self, "direction", tuple(self.direction))
         object.__setattr__(self, "_bound", {})  # field -> traced event: traced once, compiled once per backend
 
     @property
@@ -66,19 +89,78 @@ class Event:
         """The function's name."""
         return getattr(self.fn, "__name__", "event")
 
-    def bind(self, field: AbstractLayer, state: tuple[int, ...]) -> Dynamics:
-        """The event function traced against ``field``'s declarations: a scalar-valued :class:`Dynamics` whose
-        canonical parameters are the field's own when the field is a ``Dynamics`` (so one flat vector serves
-        both), and none otherwise. Cached, so each backend compiles it once per field."""
+    def bind(self, field: AbstractLayer, state: tuple[int, ...]) -> BoundEvent:
+        """The event traced against ``field``'s declarations (:class:`BoundEvent`). Cached, so each backend
+        compiles it once per field."""
         key = (field, tuple(state))
         if key not in self._bound:
-            if isinstance(field, Dynamics):
-                bound = Dynamics(self.fn, state=field.state, params=field.params, nets=field.nets,
-                                 constants=field.constants, positive=field.positive, scalar=True)
-            else:
-                bound = Dynamics(self.fn, state=state, scalar=True)
+            bound = BoundEvent(self._trace(self.fn, field, state), self.direction, self, field, tuple(state))
             self._bound[key] = bound
         return self._bound[key]
+
+    @staticmethod
+    def _trace(fn, field, state) -> Dynamics:
+        """``fn`` as a :class:`Dynamics` with one number or a vector as its value, whose canonical parameters are
+        the field's own when the field is a ``Dynamics`` (so one flat vector serves both), and none otherwise."""
+        if isinstance(field, Dynamics):
+            return Dynamics(fn, state=field.state, params=field.params, nets=field.nets,
+                            constants=field.constants, positive=field.positive, scalar=True)
+        return Dynamics(fn, state=state, scalar=True)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BoundEvent:
+    """An :class:`Event` traced for one field: what the backends compile.
+
+    ``conditions`` is the traced function (a :class:`Dynamics` whose value has shape ``()`` or ``(k,)``),
+    ``direction`` one entry per condition, and :meth:`component` condition ``i`` alone (its gradient serves the
+    implicit function theorem)."""
+
+    conditions: Dynamics
+    directions: tuple[int, ...]
+    event: Event
+    field: AbstractLayer
+    state: tuple[int, ...]
+
+    def __post_init__(self):
+        shape = self.conditions.out_shape(self.state)
+        count = 1 if shape == () else shape[0]
+        directions = self.directions if isinstance(self.directions, tuple) else (self.directions,)
+        if len(directions) == 1:
+            directions = directions * count
+        if len(directions) != count:
+            raise SpecError(f"pn.Event({self.name}) has {count} conditions but {len(directions)} directions: give "
+                            f"one direction, or one per condition.")
+        object.__setattr__(self, "directions", tuple(directions))
+        object.__setattr__(self, "_components", {})
+
+    @property
+    def name(self) -> str:
+        """The event function's name."""
+        return self.event.name
+
+    @property
+    def count(self) -> int:
+        """The number of conditions ``k``."""
+        return len(self.directions)
+
+    def component(self, i: int) -> Dynamics:
+        """Condition ``i`` alone, as a scalar :class:`Dynamics` (the whole function when it has one condition)."""
+        if self.conditions.out_shape(self.state) == ():
+            return self.conditions
+        if i not in self._components:
+            fn = self.event.fn
+
+            def condition(t, u, p):
+                return fn(t, u, p)[i]
+            condition.__name__ = f"{self.name}[{i}]"
+            self._components[i] = Event._trace(condition, self.field, self.state)
+        return self._components[i]
+
+    def values(self, params, t: float, y) -> np.ndarray:
+        """The ``k`` conditions at ``(t, y)`` in NumPy (the reference), ``params`` the model's flat vector."""
+        own = params if isinstance(self.field, Dynamics) else np.zeros(0)  # the event reads the field's
+        return np.atleast_1d(self.conditions.evaluate(own, t, y)).astype(np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +169,8 @@ class EventSolution:
 
     - ``t``: the event time (``t1`` when no event happened before it), ``y``: the state there.
     - ``occurred``: whether the event happened (``False``: the solve reached ``t1`` first).
+    - ``which``: the index of the condition that ended the solve (``0`` for a one-number event), ``None`` when
+      no event happened.
     - ``stats``: the forward solve's counts (:class:`pyneuralode.Stats`).
     - With ``sensitivities=True``: ``dt_dparams`` (``(P,)``), ``dt_dy0`` (the state's shape), ``dy_dparams``
       (``(*state, P)``) and ``dy_dy0`` (``(*state, *state)``), the derivatives of the event time and state with
@@ -99,13 +183,14 @@ class EventSolution:
     y: np.ndarray
     occurred: bool
     stats: Stats
+    which: int | None = None
     dt_dparams: np.ndarray | None = None
     dt_dy0: np.ndarray | None = None
     dy_dparams: np.ndarray | None = None
     dy_dy0: np.ndarray | None = None
 
 
-def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[Dynamics, float, float]:
+def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[BoundEvent, float, float]:
     """``(bound event, t0, t1)`` for a checked call of ``model.solve_event``, or the SpecError naming the fix;
     ``params=None`` leaves out the check of the event's value at ``t0`` (an ensemble checks it per member)."""
     if not isinstance(event, Event):
@@ -132,17 +217,76 @@ def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[Dynamics, floa
                         "before the event.")
     bound = event.bind(model.field, tuple(state))
     if params is not None:
-        own = params if isinstance(model.field, Dynamics) else np.zeros(0)  # the event reads the field's
-        check_event_start(event.name, float(bound.evaluate(own, times[0], y0)), times[0])
+        check_event_start(event.name, bound.values(params, times[0], y0), times[0])
     return bound, times[0], times[1]
 
 
-def check_event_start(name: str, g0: float, t0: float, member: int | None = None) -> None:
-    """The SpecError for an event function that is zero (or not finite) where the solve starts."""
-    if not np.isfinite(g0) or g0 == 0.0:
+def check_event_start(name: str, g0, t0: float, member: int | None = None) -> None:
+    """The SpecError for an event function that is zero (or not finite) where the solve starts (``g0`` its
+    value, one number per condition)."""
+    g0 = np.atleast_1d(np.asarray(g0, dtype=np.float64))
+    bad = np.flatnonzero(~np.isfinite(g0) | (g0 == 0.0))
+    if bad.size:
         where = "" if member is None else f"ensemble member {member}: "
-        raise SpecError(f"{where}The event function {name} is {g0} at t0 = {t0}: it must be a finite, "
+        value = f"{g0[bad[0]]}" if g0.size == 1 else f"{g0[bad[0]]} in condition {bad[0]}"
+        raise SpecError(f"{where}The event function {name} is {value} at t0 = {t0}: it must be a finite, "
                         "nonzero number at the start (the event is its first sign change after t0).")
+
+
+def start_plan(g0, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(signs, arm)`` for the first solve: ``s_i`` the sign of each condition at the start, ``a_i = −σ∞`` (see the
+    module docstring)."""
+    signs = np.sign(np.atleast_1d(np.asarray(g0, dtype=np.float64)))
+    return signs, np.full(signs.shape, -np.sign(t1 - t0) * np.inf)
+
+
+def combined(values, signs, arm, t: float, t0: float, t1: float) -> np.ndarray:
+    """Each condition's term ``max(σ (a_i − t), s_i g_i)`` of the combined function (its minimum is ``h``)."""
+    sigma = np.sign(t1 - t0)
+    with np.errstate(invalid="ignore"):
+        return np.maximum(sigma * (arm - t), signs * np.atleast_1d(values))
+
+
+def fired(bound: BoundEvent, params, t: float, y, signs, arm, t0: float, t1: float) -> int:
+    """The condition that ended a solve at ``(t, y)``: the smallest term of the combined function there."""
+    return int(np.argmin(combined(bound.values(params, t, y), signs, arm, t, t0, t1)))
+
+
+def needs_rearming(bound: BoundEvent, signs) -> bool:
+    """Whether some condition starts on the side its direction makes it cross to (so its first crossing does not
+    count and :func:`locate_in_direction` solves more than once)."""
+    directions = np.array(bound.directions)
+    return bool(np.any((directions != 0) & (np.asarray(signs) == directions)))
+
+
+def locate_in_direction(locate, bound: BoundEvent, params, y0, t0: float, t1: float, margin: float):
+    """``(t, y, occurred, which, signs, arm, stats)``: the event located with ``locate(signs, arm) -> (t, y,
+    occurred, stats)`` (one backend solve from ``t0`` with the combined function), solving again, with that
+    condition re-armed, after each crossing its direction excludes (module docstring). ``stats`` sums the solves'
+    counts; ``margin`` is how far past an excluded crossing its condition counts again (above the backend's error
+    in locating the time)."""
+    directions = np.array(bound.directions)
+    signs, arm = start_plan(bound.values(params, t0, y0), t0, t1)
+    total: dict = {}
+    for _ in range(bound.count + 1):  # each condition is re-armed at most once
+        t, y, occurred, stats = locate(signs, arm)
+        total = {k: total.get(k, 0) + v for k, v in stats.items()}
+        if not occurred:
+            return t, y, False, None, signs, arm, total
+        which = fired(bound, params, t, y, signs, arm, t0, t1)
+        crossed_to = -signs[which]  # the combined term s_i g_i went from + to −, so g_i went to the sign −s_i
+        if directions[which] == 0 or directions[which] == crossed_to:
+            return t, y, True, which, signs, arm, total
+        signs, arm = signs.copy(), arm.copy()
+        signs[which], arm[which] = -signs[which], t + np.sign(t1 - t0) * margin
+    raise AssertionError("an event condition was re-armed twice")  # pragma: no cover - each flips once
+
+
+def event_margin(t0: float, t1: float, dtype, time_tolerance: float) -> float:
+    """How far past a crossing its direction excludes a condition starts to count again: well above the error
+    in the located time (``time_tolerance``, the backend's) and the time's round-off."""
+    scale = max(1.0, abs(t0), abs(t1))
+    return max(100.0 * time_tolerance, float(np.sqrt(np.finfo(dtype).eps)) * scale)
 
 
 def _last_state_component(ys, target):
@@ -194,7 +338,8 @@ class EventEnsembleSolution(MemberOutcomes):
     """Where each member of ``model.solve_event_ensemble`` stopped (``M`` members).
 
     - ``t``: ``(M,)`` event times (``t1`` where no event happened first), ``y``: ``(M, *state)`` the states there.
-    - ``occurred``: ``(M,)`` whether each member's event happened before ``t1``.
+    - ``occurred``: ``(M,)`` whether each member's event happened before ``t1``; ``which``: ``(M,)`` the condition
+      that ended each member's solve (``-1`` where none did).
     - ``nfe_forward``, ``steps_accepted``, ``steps_rejected``, ``ok``, ``errors``: per member, as
       :class:`pyneuralode.EnsembleSolution` — a member whose solve failed is reported there (its ``t`` and ``y``
       NaN, counts 0) while the others still return.
@@ -203,15 +348,17 @@ class EventEnsembleSolution(MemberOutcomes):
     t: np.ndarray
     y: np.ndarray
     occurred: np.ndarray
+    which: np.ndarray
 
     @classmethod
-    def assemble(cls, t, y, occurred, counts, errors) -> EventEnsembleSolution:
+    def assemble(cls, t, y, occurred, which, counts, errors) -> EventEnsembleSolution:
         """From per-member arrays and ``errors``; a failed member's time, state and counts become NaN and 0."""
         fields = cls.outcomes(counts, errors)
         ok = fields["ok"]
         t, y = np.array(t, dtype=float), np.array(y)
         t[~ok], y[~ok] = np.nan, np.nan
-        return cls(t=t, y=y, occurred=np.asarray(occurred, dtype=bool) & ok, **fields)
+        occurred = np.asarray(occurred, dtype=bool) & ok
+        return cls(t=t, y=y, occurred=occurred, which=np.where(occurred, which, -1).astype(np.int64), **fields)
 
 
 def loop_event_ensemble(solve_one, inputs) -> EventEnsembleSolution:
@@ -222,6 +369,7 @@ def loop_event_ensemble(solve_one, inputs) -> EventEnsembleSolution:
     t = np.full(inputs.members, np.nan)
     y = np.full((inputs.members, *y0.shape[1:]), np.nan, dtype=y0.dtype)
     occurred = np.zeros(inputs.members, dtype=bool)
+    which = np.full(inputs.members, -1)
     counts = np.zeros((inputs.members, 3), dtype=np.int64)
     errors: list[str | None] = []
     for m in range(inputs.members):
@@ -233,6 +381,7 @@ def loop_event_ensemble(solve_one, inputs) -> EventEnsembleSolution:
             errors.append(str(err))
             continue
         t[m], y[m], occurred[m] = hit.t, hit.y, hit.occurred
+        which[m] = -1 if hit.which is None else hit.which
         counts[m] = hit.stats.nfe_forward, hit.stats.steps_accepted, hit.stats.steps_rejected
         errors.append(None)
-    return EventEnsembleSolution.assemble(t, y, occurred, counts, errors)
+    return EventEnsembleSolution.assemble(t, y, occurred, which, counts, errors)

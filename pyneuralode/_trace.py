@@ -1009,7 +1009,8 @@ def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple
 
     ``params`` maps each name to ``(shape, positive)``; ``constants`` to its shape; ``nets`` to a layer spec
     (its ``out_shape`` gives the call's shape). Returns the graph; raises ``SpecError`` for anything untraceable
-    or a result whose shape is not ``state`` (with ``scalar=True``, not a real scalar: an event function).
+    or a result whose shape is not ``state`` (with ``scalar=True``, not a real scalar or 1-D array: an event
+    function).
     """
     tape = _Tape()
     t = tape.add(Node("time", (), (), ()))
@@ -1037,9 +1038,10 @@ def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple
                         "np.stack([du0, du1]).")
     out = _as_tracer(tape, result, f"the value returned by {name}")
     if scalar:
-        if out.shape != () or out.dtype == np.bool_:
+        if out.ndim > 1 or out.dtype == np.bool_:
             raise SpecError(f"{name} must return one real number whose sign change is the event (e.g. u[0] - "
-                            f"height), got a {'boolean ' * (out.dtype == np.bool_)}value of shape {out.shape}.")
+                            f"height), or a 1-D array of such numbers (several conditions), got a "
+                            f"{'boolean ' * (out.dtype == np.bool_)}value of shape {out.shape}.")
         return _prune(Graph(tuple(tape.nodes), out._index))
     if out.shape == () and math.prod(state) == 1:  # one component: a number is its derivative (-k * u[0])
         out = _reshape(tape, out, tuple(state))

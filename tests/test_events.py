@@ -87,7 +87,7 @@ def test_jax_root_find_derivatives_equal_the_implicit_function_theorem():
     hit = model.solve_event(params, y0, event=LANDING, t0=0.0, t1=5.0, sensitivities=True)
     bound = LANDING.bind(model.field, (2,))
     ift = implicit_sensitivities(model, params, y0, 0.0, hit.t, hit.y,
-                                 model.program.event_gradient(bound, params, hit.t, hit.y))
+                                 model.program.event_gradient(bound.component(0), params, hit.t, hit.y))
     for name, value in ift.items():
         np.testing.assert_allclose(value, getattr(hit, name), rtol=1e-7, atol=1e-9, err_msg=name)
 
@@ -175,7 +175,8 @@ def _model(**kw):
     (lambda m, p: m.solve_event(p, np.array([H, V0]), event=LANDING, t0=0.0, t1=0.0), "t1 must differ from t0"),
     (lambda m, p: m.solve_event(p, np.array([H, V0]), event=LANDING, t0=0.0, t1=np.inf),
      "t1 must be a finite number"),
-    (lambda m, p: m.solve_event(p, np.array([H, V0]), event=pn.Event(lambda t, u, p: u), t0=0.0, t1=5.0),
+    (lambda m, p: m.solve_event(p, np.array([H, V0]), event=pn.Event(lambda t, u, p: np.outer(u, u)), t0=0.0,
+                                t1=5.0),
      "must return one real number"),
     (lambda m, p: m.solve_event(p, np.array([H, V0]), event=pn.Event(lambda t, u, p: u[0] - p.ground), t0=0.0,
                                 t1=5.0), "p.ground is not declared"),
@@ -287,3 +288,67 @@ def test_event_ensemble_reports_a_failed_member_and_returns_the_others(backend):
     assert list(res.ok) == [True, False, True] and np.isnan(res.t[1]) and res.nfe_forward[1] == 0
     assert "max_steps=300" in res.errors[1]
     assert not res.occurred.any() and np.all(res.t[[0, 2]] == 50.0)  # decay never reaches -1: no event
+
+
+# ---------------------------------------------------------------------- several conditions, and directions
+UP = 8.0  # thrown upwards from H: it passes LEVEL rising at t_a, falling at t_b, and lands on FLOOR later
+LEVEL = 12.0
+
+
+def _level_times(g=G, h=H, v0=UP, level=LEVEL):
+    """``(t_a, t_b)``: the roots of ``h + v0 t - g t² / 2 = level``."""
+    root = np.sqrt(v0 ** 2 - 2 * g * (level - h))
+    return (v0 - root) / g, (v0 + root) / g
+
+
+@pytest.mark.parametrize("direction, crossing", [(0, 0), (1, 0), (-1, 1)])
+def test_direction_selects_the_crossing(backend, direction, crossing):
+    """Rising (1) or any (0): the first crossing; falling (-1): the body starts below the level, on the side a
+    falling crossing ends on, so the rising crossing passes and the solve stops on the way down — with the
+    closed-form sensitivities of that second crossing (F = h + v0 t - g t²/2 - level = 0, F_t = v0 - g t)."""
+    model = pn.ODEModel(falling, solver=_solver(backend), control=TOL, backend=backend)
+    params = model.init(0)
+    event = pn.Event(lambda t, u, p: u[0] - LEVEL, direction=direction)
+    hit = model.solve_event(params, np.array([H, UP]), event=event, t0=0.0, t1=5.0, sensitivities=True)
+    t = _level_times()[crossing]
+    assert hit.occurred and hit.which == 0 and abs(hit.t - t) < 1e-8
+    np.testing.assert_allclose(hit.y, [LEVEL, UP - G * t], atol=1e-7)
+    rate = UP - G * t
+    np.testing.assert_allclose(hit.dt_dparams, [0.5 * t ** 2 / rate, 0.0], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(hit.dt_dy0, [-1.0 / rate, -t / rate], rtol=1e-6)
+    single = model.solve_event(params, np.array([H, UP]), event=pn.Event(lambda t, u, p: u[0] - LEVEL), t0=0.0,
+                               t1=5.0)
+    if crossing == 1:  # the excluded crossing costs a first solve to it, counted in the stats
+        assert hit.stats.nfe_forward > single.stats.nfe_forward
+
+
+@pytest.mark.parametrize("v0, which", [(UP, 1), (V0, 0)])
+def test_several_conditions_stop_at_the_earliest_and_say_which(backend, v0, which):
+    """Two conditions, the floor (either way) and the level (falling): thrown hard, the level on the way down
+    ends the solve (condition 1); thrown softly it never reaches the level and lands (condition 0)."""
+    model = pn.ODEModel(falling, solver=_solver(backend), control=TOL, backend=backend)
+    params = model.init(0)
+    event = pn.Event(lambda t, u, p: np.stack([u[0] - p.floor, u[0] - LEVEL]), direction=(0, -1))
+    hit = model.solve_event(params, np.array([H, v0]), event=event, t0=0.0, t1=5.0, sensitivities=True)
+    t = _level_times()[1] if which == 1 else _landing(v0=v0)[0]
+    assert hit.occurred and hit.which == which and abs(hit.t - t) < 1e-8
+    rate = v0 - G * t  # the closed-form sensitivity of the condition that fired (floor: also dt/dfloor)
+    np.testing.assert_allclose(hit.dt_dparams, [0.5 * t ** 2 / rate, 1.0 / rate if which == 0 else 0.0],
+                               rtol=1e-6, atol=1e-9)
+    many = model.solve_event_ensemble(params, np.array([[H, UP], [H, V0]]), event=event, t0=0.0, t1=5.0)
+    np.testing.assert_array_equal(many.which, [1, 0])
+    np.testing.assert_allclose(many.t, [_level_times()[1], _landing()[0]], atol=1e-8)
+    none = model.solve_event(params, np.array([H, UP]), event=event, t0=0.0, t1=0.2)
+    assert not none.occurred and none.which is None and none.t == 0.2
+
+
+def test_event_direction_errors():
+    with pytest.raises(pn.SpecError, match="direction must be 0 .* or -1 .* or a tuple"):
+        pn.Event(lambda t, u, p: u[0], direction=2)
+    model = pn.ODEModel(falling, solver=pn.Dopri5(), control=TOL, backend="torch")
+    event = pn.Event(lambda t, u, p: np.stack([u[0], u[1]]), direction=(1, 0, -1))
+    with pytest.raises(pn.SpecError, match="has 2 conditions but 3 directions"):
+        model.solve_event(model.init(0), np.array([H, V0]), event=event, t0=0.0, t1=1.0)
+    start = pn.Event(lambda t, u, p: np.stack([u[0] - H / 2, u[1] - V0]))
+    with pytest.raises(pn.SpecError, match=r"is 0.0 in condition 1 at t0 = 0.0"):
+        model.solve_event(model.init(0), np.array([H, V0]), event=start, t0=0.0, t1=1.0)

@@ -36,8 +36,8 @@ class EventStandIn(StandIn):
         self._log("build_dynamics", source, tuple(sample), nparams, dtype, device)
         return {"source": source}
 
-    def event_forward(self, field, ev, opts, u0, t0, t1):
-        self._log("event_forward", np.asarray(u0).shape, t0, t1)
+    def event_forward(self, field, ev, opts, u0, t0, t1, signs, arm):
+        self._log("event_forward", np.asarray(u0).shape, t0, t1, tuple(signs), tuple(arm))
         w, u0 = field["w"], np.asarray(u0, dtype=np.float64)
 
         def g(t):
@@ -76,6 +76,8 @@ def test_julia_event_glue_matches_jax():
     assert "v1 = u" in source and "v1[1]" in source and "0.5" in source  # u[0] - LEVEL, 1-based
     julia.solve_event(params, Y0, event=CROSSING, t0=0.0, t1=5.0)
     assert len(stand_in.calls["build_dynamics"]) == 1 and len(stand_in.calls["event_forward"]) == 2
+    # the combined function's signs (g starts at 0.5 > 0) and no re-arming
+    assert stand_in.calls["event_forward"][0][-2:] == ((1.0,), (-np.inf,))
 
 
 def test_julia_event_glue_without_a_crossing():
@@ -95,8 +97,9 @@ def test_the_julia_event_functions_are_exported_with_the_arguments_the_glue_pass
     exports = set(re.findall(r"[\w!]+", " ".join(re.findall(r"^export (.*(?:\n {4}.*)*)", package, re.M))))
     assert {"event_forward", "event_gradient", "event_value"} <= exports
     solve_jl, dynamics_jl = (src / "solve.jl").read_text(), (src / "dynamics.jl").read_text()
-    forward = re.search(r"^function event_forward\((.*?)\)\n", solve_jl, re.M).group(1)
-    assert [a.split("::")[0].strip() for a in forward.split(",")] == ["f", "ev", "opts", "u0", "t0", "t1"]
+    forward = re.search(r"^function event_forward\((.*?)\)\n", solve_jl, re.M | re.S).group(1)
+    assert [a.split("::")[0].strip() for a in forward.split(",")] == ["f", "ev", "opts", "u0", "t0", "t1", "signs",
+                                                                      "arm"]
     gradient = re.search(r"^function event_gradient\((.*?)\)\n", dynamics_jl, re.M).group(1)
     assert [a.split("::")[0].strip() for a in gradient.split(",")] == ["ev", "u", "t"]
     # the ten values event_forward returns are the ten the glue unpacks

@@ -36,23 +36,37 @@ class AbstractProgram(abc.ABC):
         from .._ensemble import loop_ensemble
         return loop_ensemble(self.solve, inputs, ts)
 
+    @property
+    def event_time_tolerance(self) -> float:
+        """How closely :meth:`locate_event` locates an event time (relative to the times' scale)."""
+        return float(np.finfo(self.model.dtype).eps) ** 0.75
+
+    def locate_in_direction(self, params, y0, t0, t1, bound):
+        """The event located by :meth:`locate_event`, honouring each condition's direction
+        (:func:`pyneuralode._events.locate_in_direction`): ``(t, y, occurred, which, signs, arm, stats)``."""
+        from .._events import event_margin, locate_in_direction
+        return locate_in_direction(lambda signs, arm: self.locate_event(params, y0, t0, t1, bound, signs, arm),
+                                   bound, params, y0, t0, t1,
+                                   event_margin(t0, t1, self.model.dtype, self.event_time_tolerance))
+
     def solve_event(self, params, y0, t0, t1, bound, *, sensitivities=False):
-        """Solve to the first sign change of ``bound`` (a traced :class:`pyneuralode.Event`) or to ``t1``: the
-        backend's :meth:`locate_event`, then, if asked, the sensitivities by the implicit function theorem from
-        its :meth:`event_gradient` and its own gradients of the solve to the event time
-        (:func:`pyneuralode._events.implicit_sensitivities`). Backends that differentiate through their root find
-        override this."""
+        """Solve to the first crossing of ``bound`` (a :class:`pyneuralode._events.BoundEvent`) or to ``t1``: the
+        backend's :meth:`locate_event` (through :meth:`locate_in_direction`), then, if asked, the sensitivities by
+        the implicit function theorem from its :meth:`event_gradient` of the condition that fired and its own
+        gradients of the solve to the event time (:func:`pyneuralode._events.implicit_sensitivities`). Backends
+        that differentiate through their root find override this."""
         from .._events import EventSolution, implicit_sensitivities
         from .._solution import Stats
-        t, y, occurred, stats = self.locate_event(params, y0, t0, t1, bound)
+        t, y, occurred, which, _, _, stats = self.locate_in_direction(params, y0, t0, t1, bound)
         if not (np.isfinite(t) and np.all(np.isfinite(y))):
             from .._errors import non_finite_error
             raise non_finite_error()
         extra = {}
         if sensitivities:
-            gradient = self.event_gradient(bound, params, t, y) if occurred else None
+            gradient = self.event_gradient(bound.component(which), params, t, y) if occurred else None
             extra = implicit_sensitivities(self.model, params, y0, t0, t, y, gradient)
-        return EventSolution(t, y, occurred, Stats(**stats, nfe_backward=None if sensitivities else 0), **extra)
+        return EventSolution(t, y, occurred, Stats(**stats, nfe_backward=None if sensitivities else 0),
+                             which=which, **extra)
 
     def solve_event_ensemble(self, inputs, t0, t1, bound, *, solve_one):
         """The members of ``inputs`` solved to the event one after another with ``solve_one(params, y0)``
@@ -60,13 +74,15 @@ class AbstractProgram(abc.ABC):
         from .._events import loop_event_ensemble
         return loop_event_ensemble(solve_one, inputs)
 
-    def locate_event(self, params, y0, t0, t1, bound):
-        """``(t, y, occurred, forward counts as a dict)`` of a solve stopped by the event (or at ``t1``)."""
+    def locate_event(self, params, y0, t0, t1, bound, signs, arm):
+        """``(t, y, occurred, forward counts as a dict)`` of a solve stopped at the first zero of the combined
+        function ``min_i max(σ (arm_i − t), signs_i g_i)`` of ``bound``'s conditions (or at ``t1``)."""
         from .._errors import NotSupportedError
         raise NotSupportedError(f"Terminating events are not available on this backend ({type(self).__name__}).")
 
-    def event_gradient(self, bound, params, t, y):
-        """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of the event function at ``(t, y)``, ``∂g/∂θ`` in the canonical layout."""
+    def event_gradient(self, condition, params, t, y):
+        """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of one event condition (a scalar :class:`pyneuralode.Dynamics`) at ``(t, y)``,
+        ``∂g/∂θ`` in the canonical layout."""
         from .._errors import NotSupportedError
         raise NotSupportedError(f"Event sensitivities are not available on this backend ({type(self).__name__}).")
 

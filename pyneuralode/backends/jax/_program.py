@@ -243,58 +243,101 @@ class JaxProgram(AbstractProgram):
         return EnsembleSolution.from_counts(ts, ys, counts, errors)
 
     @staticmethod
-    def _event_value(bound):
-        """``value(tensors, t, y)``: the event function ``bound`` at a batch of one ``y``, as a scalar;
-        ``tensors`` are the field's split parameters, which a dynamics field's event reads as its own."""
-        condition = compile_tensors(bound)
-        shares = bool(bound.params or bound.nets)
-        return lambda tensors, t, y: condition(tensors if shares else [], t, y)[0]
+    def _event_value(condition):
+        """``value(tensors, t, y)``: the event function ``condition`` (a scalar- or vector-valued ``Dynamics``) at
+        a batch of one ``y``; ``tensors`` are the field's split parameters, which a dynamics field's event reads as
+        its own."""
+        compiled = compile_tensors(condition)
+        shares = bool(condition.params or condition.nets)
+        return lambda tensors, t, y: compiled(tensors if shares else [], t, y)[0]
 
-    def _event_solve_fn(self, bound, *, watch_stalls=True):
-        """``solve(params, y0, t0, t1) -> ((t, y), (occurred, stats))`` stopping where ``bound`` (a scalar
-        ``Dynamics``) changes sign, located by diffrax's root find (optimistix Newton) on the dense output.
-        ``watch_stalls=False``: the blow-up test only, as in vectorised ensembles (see ``integrate``)."""
-        value = self._event_value(bound)
+    def _event_solve_fn(self, bound, *, watch_stalls=True, rearmed=False):
+        """``solve(params, y0, t0, t1, signs, arm) -> ((t, y), (occurred, which, rearm, start, stats))`` stopping at
+        the first zero of the combined function ``min_i max(σ (arm_i − t), signs_i g_i)`` of ``bound``'s
+        conditions (``pyneuralode._events``; ``signs`` of 0 are taken from the conditions at the start), located
+        by diffrax's root find on the dense output: optimistix Newton, or, when a condition is re-armed
+        (``rearmed``), bisection — the arming term's kink can send Newton out of a step that spans it, and
+        bisection needs only the sign change diffrax brackets. ``which`` is the condition that fired, ``rearm``
+        whether one starts on the side its direction crosses to (the caller then re-arms it), ``start`` the
+        conditions at ``t0``. ``watch_stalls=False``: the blow-up test only, as in vectorised ensembles."""
+        value = self._event_value(bound.conditions)
+        directions = np.asarray(bound.directions, dtype=self.dtype)
         tol = float(np.finfo(self.dtype).eps) ** 0.75  # in time: ~2e-12 (float64), ~6e-6 (float32)
-        root_finder = optx.Newton(rtol=tol, atol=tol, norm=optx.rms_norm)
+        root_finder = (optx.Bisection(rtol=tol, atol=tol) if rearmed
+                       else optx.Newton(rtol=tol, atol=tol, norm=optx.rms_norm))
 
-        def solve(params, y0, t0, t1):
-            tensors = self.split(params)
-            event = diffrax.Event(lambda t, y, args, **_: value(args, t, y), root_finder=root_finder)
+        def solve(params, y0, t0, t1, signs, arm):
+            tensors, sigma = self.split(params), jnp.sign(t1 - t0)
+            start = value(tensors, t0, y0[None]).reshape(-1)
+            signs = jnp.where(signs == 0, jnp.sign(start), signs)
+
+            def terms(t, y, w):
+                return jnp.maximum(sigma * (arm - t), signs * value(w, t, y).reshape(-1))
             sol, stats = integrate(lambda t, y, w: self.apply(w, t, y), tensors, y0[None], t0, t1,
                                    model_solver=self.model.solver, diffrax_solver=self.solver,
-                                   control=self.model.control, saveat=diffrax.SaveAt(t1=True), event=event,
+                                   control=self.model.control, saveat=diffrax.SaveAt(t1=True),
+                                   event=diffrax.Event(lambda t, y, args, **_: jnp.min(terms(t, y, args)),
+                                                       root_finder=root_finder),
                                    watch_stalls=watch_stalls)
-            return (sol.ts[-1], sol.ys[-1, 0]), (sol.result == diffrax.RESULTS.event_occurred, stats)
+            t, y = sol.ts[-1], sol.ys[-1]
+            which = jnp.argmin(terms(t, y, tensors))
+            rearm = jnp.any((directions != 0) & (jnp.sign(start) == directions))
+            occurred = sol.result == diffrax.RESULTS.event_occurred
+            return (t, y[0]), (occurred, which, rearm, start, stats)
         return solve
 
-    def solve_event(self, params, y0, t0, t1, bound, *, sensitivities=False):
-        from ..._events import EventSolution
-        key = (bound, sensitivities)
+    def _event_run(self, bound, sensitivities: bool, rearmed: bool):
+        """The compiled ``run(params, y0, t0, t1, signs, arm) -> (y, jacobian or None, packed report)``."""
+        key = (bound, sensitivities, rearmed)
         if key not in self._event_jit:
-            solve = self._event_solve_fn(bound)
+            solve = self._event_solve_fn(bound, rearmed=rearmed)
 
-            def report(t, occurred, stats):  # one array for the host: a transfer per leaf costs ~7 us
-                return _pack([t, occurred, *(stats[k] for k in _FORWARD)])
+            def report(t, aux):  # one array for the host: a transfer per leaf costs ~7 us
+                occurred, which, rearm, _, stats = aux
+                return _pack([t, occurred, which, rearm, *(stats[k] for k in _FORWARD)])
 
-            def run(params, y0, t0, t1):
+            def run(params, y0, t0, t1, signs, arm):
                 if not sensitivities:
-                    (t, y_event), (occurred, stats) = solve(params, y0, t0, t1)
-                    return y_event, None, report(t, occurred, stats)
+                    (t, y_event), aux = solve(params, y0, t0, t1, signs, arm)
+                    return y_event, None, report(t, aux)
 
                 def flat(p, y):  # the event time and state as one vector, for one VJP per component
-                    (t, y_event), aux = solve(p, y, t0, t1)
+                    (t, y_event), aux = solve(p, y, t0, t1, signs, arm)
                     return jnp.concatenate([t[None], y_event.ravel()]), (y_event, aux)
                 # reverse mode through the solve and, by implicit differentiation, through the root find
-                out, vjp, (y_event, (occurred, stats)) = jax.vjp(flat, params, y0, has_aux=True)
+                out, vjp, (y_event, aux) = jax.vjp(flat, params, y0, has_aux=True)
                 jac = jax.vmap(vjp)(jnp.eye(out.size, dtype=out.dtype))
-                return y_event, jac, report(out[0], occurred, stats)
+                return y_event, jac, report(out[0], aux)
             self._event_jit[key] = jax.jit(run)
-        t0_, t1_ = np.asarray(t0, self.dtype), np.asarray(t1, self.dtype)
-        y, jac, packed = jax.device_get(self._event_jit[key](params, y0, t0_, t1_))
-        t, occurred, forward = packed[0], packed[1], self._forward_report(packed[2:])
+        return self._event_jit[key]
+
+    def _run_event(self, bound, sensitivities, params, y0, t0, t1, signs, arm):
+        """``(t, y, occurred, which, rearm, forward counts, jacobian or None)`` of one compiled event solve."""
+        run = self._event_run(bound, sensitivities, rearmed=bool(np.any(np.isfinite(arm))))
+        y, jac, packed = jax.device_get(run(params, y0, *(np.asarray(v, self.dtype) for v in (t0, t1, signs, arm))))
+        t, occurred = float(packed[0]), bool(packed[1] == 1)
         if not (np.isfinite(t) and np.all(np.isfinite(y))):
             raise non_finite_error()
+        return t, y, occurred, int(packed[2]), bool(packed[3] == 1), self._forward_report(packed[4:]), jac
+
+    def locate_event(self, params, y0, t0, t1, bound, signs, arm):
+        t, y, occurred, _, _, forward, _ = self._run_event(bound, False, params, y0, t0, t1, signs, arm)
+        return t, y, occurred, forward
+
+    def solve_event(self, params, y0, t0, t1, bound, *, sensitivities=False):
+        """One compiled solve; with sensitivities, reverse mode through it and the root find. When a condition
+        must be re-armed (its direction excludes its first crossing; the solve reports it), the shared
+        :meth:`locate_in_direction` settles it and, with sensitivities, the last solve is differentiated."""
+        from ..._events import EventSolution
+        none, arm = np.zeros(bound.count), np.full(bound.count, -np.sign(t1 - t0) * np.inf)  # signs from the start
+        t, y, occurred, which, rearm, forward, jac = self._run_event(bound, sensitivities, params, y0, t0, t1, none,
+                                                                     arm)
+        if rearm:
+            t, y, occurred, which, signs, arm, earlier = self.locate_in_direction(params, y0, t0, t1, bound)
+            forward = {k: v + earlier[k] for k, v in forward.items()}
+            if sensitivities and occurred:
+                t, y, occurred, _, _, last, jac = self._run_event(bound, True, params, y0, t0, t1, signs, arm)
+                forward = {k: v + last[k] for k, v in forward.items()}
         extra = {}
         if jac is not None:  # rows: d t, then d y (flattened)
             jp, jy = jac
@@ -302,46 +345,54 @@ class JaxProgram(AbstractProgram):
                          dy_dparams=jp[1:].reshape(*y0.shape, -1), dy_dy0=jy[1:].reshape(*y0.shape, *y0.shape))
             if not all(np.all(np.isfinite(v)) for v in extra.values()):
                 raise non_finite_error("event sensitivities")
-        return EventSolution(float(t), y, bool(occurred == 1),
-                             Stats(**forward, nfe_backward=None if sensitivities else 0), **extra)
+        return EventSolution(t, y, occurred, Stats(**forward, nfe_backward=None if sensitivities else 0),
+                             which=which if occurred else None, **extra)
 
     def solve_event_ensemble(self, inputs, t0, t1, bound, *, solve_one):
         """The members vectorised with ``jax.vmap`` of the event solve in one compiled call, each a batch of one
         with its own steps and counts (as :meth:`solve_ensemble`); the event's value at ``t0`` is checked for every
-        member on the device, and a failed member is solved again alone for its error's words."""
+        member on the device, and a failed member — or one with a condition to re-arm (see :meth:`solve_event`) —
+        is solved again alone."""
         from ..._errors import SolveError
         from ..._events import EventEnsembleSolution, check_event_start
         axes = (None if inputs.params_shared else 0, None if inputs.y0_shared else 0)
         key = ("ensemble", bound, axes)
         if key not in self._event_jit:
             solve = self._event_solve_fn(bound, watch_stalls=False)  # stalls cost a vectorised solve 25-40%
-            value = self._event_value(bound)
+            none = jnp.zeros(bound.count, dtype=self.dtype)
 
             def member(p, y, a, b):
-                (t, y_event), (occurred, stats) = solve(p, y, a, b)
-                start = value(self.split(p), a, y[None])
-                return t, y_event, occurred, start, {k: stats[k] for k in _ENSEMBLE_STATS}
+                arm = jnp.full(bound.count, -jnp.sign(b - a) * jnp.inf, dtype=self.dtype)
+                (t, y_event), (occurred, which, rearm, start, stats) = solve(p, y, a, b, none, arm)
+                return t, y_event, occurred, which, rearm, start, {k: stats[k] for k in _ENSEMBLE_STATS}
             self._event_jit[key] = jax.jit(jax.vmap(member, in_axes=(*axes, None, None)))
         t0_, t1_ = np.asarray(t0, self.dtype), np.asarray(t1, self.dtype)
-        t, y, occurred, start, stats = jax.device_get(self._event_jit[key](inputs.params, inputs.y0, t0_, t1_))
-        for m in np.flatnonzero(~np.isfinite(start) | (start == 0)):
-            check_event_start(bound.name, float(start[m]), t0, member=int(m))
+        t, y, occurred, which, rearm, start, stats = (np.array(v) if not isinstance(v, dict) else v for v in
+                                                      jax.device_get(self._event_jit[key](inputs.params, inputs.y0,
+                                                                                          t0_, t1_)))
+        for m in np.flatnonzero(~np.isfinite(start).all(1) | (start == 0).any(1)):
+            check_event_start(bound.name, start[m], t0, member=int(m))
+        counts = np.stack([np.asarray(stats[k]) for k in _ENSEMBLE_STATS[:3]], axis=1)
         errors: list[str | None] = [None] * inputs.members
         kinds = np.asarray(stats["failed"])
-        for m in np.flatnonzero((kinds != OK) | ~np.isfinite(t) | ~np.isfinite(y.reshape(inputs.members, -1)).all(1)):
-            try:  # alone: the single solve's diagnosis and words
-                solve_one(inputs.params if inputs.params_shared else inputs.params[m],
-                          inputs.y0 if inputs.y0_shared else inputs.y0[m])
-                raise non_finite_error()
+        alone = (kinds != OK) | ~np.isfinite(t) | ~np.isfinite(y.reshape(inputs.members, -1)).all(1) | rearm
+        for m in np.flatnonzero(alone):
+            try:  # alone: the single solve's diagnosis and words, or its re-arming
+                hit = solve_one(inputs.params if inputs.params_shared else inputs.params[m],
+                                inputs.y0 if inputs.y0_shared else inputs.y0[m])
+                if not rearm[m]:
+                    raise non_finite_error()
+                t[m], y[m], occurred[m] = hit.t, hit.y, hit.occurred
+                which[m] = -1 if hit.which is None else hit.which
+                counts[m] = hit.stats.nfe_forward, hit.stats.steps_accepted, hit.stats.steps_rejected
             except SolveError as err:
                 errors[m] = str(err)
-        counts = np.stack([np.asarray(stats[k]) for k in _ENSEMBLE_STATS[:3]], axis=1)
-        return EventEnsembleSolution.assemble(t, y, occurred, counts, errors)
+        return EventEnsembleSolution.assemble(t, y, occurred, which, counts, errors)
 
-    def event_gradient(self, bound, params, t, y):
-        """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of the event function at ``(t, y)`` (``jax.grad``; not compiled: it serves
+    def event_gradient(self, condition, params, t, y):
+        """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of one event condition at ``(t, y)`` (``jax.grad``; not compiled: it serves
         the implicit-function-theorem path that other backends take, which tests compare with this one's)."""
-        value = self._event_value(bound)
+        value = self._event_value(condition)
         gradient = jax.grad(lambda p, t_, y_: value(self.split(p), t_, y_[None]), argnums=(0, 1, 2))
         d_p, d_t, d_y = gradient(jnp.asarray(params), jnp.asarray(t, self.dtype), jnp.asarray(y, self.dtype))
         return float(d_t), np.asarray(d_y), np.asarray(d_p)

@@ -297,16 +297,17 @@ class JuliaProgram(AbstractProgram):
             self._call(self._module.set_params_b, ev, params)
         return ev
 
-    def locate_event(self, params, y0, t0, t1, bound):
-        """OrdinaryDiffEq's ``ContinuousCallback`` with ``terminate!`` (``event_forward`` in julia/src/solve.jl):
-        its root find locates the event to near machine precision; the steps are those of :meth:`solve` over
-        ``[t0, t1]`` up to the event."""
+    def locate_event(self, params, y0, t0, t1, bound, signs, arm):
+        """OrdinaryDiffEq's ``ContinuousCallback`` with ``terminate!`` on the conditions' combined function
+        (``event_forward`` in julia/src/solve.jl): its root find locates the event to near machine precision; the
+        steps are those of :meth:`solve` over ``[t0, t1]`` up to the event."""
         if y0.ndim != 1:
             raise NotSupportedError("backend 'julia' takes event states of shape (D,).")
-        ev = self._event_field(bound, params)
+        ev = self._event_field(bound.conditions, params)
         self._set_params(params)
         (t, y, occurred, nfe, _nf, accepted, rejected, _njacs, status, text) = self._call(
-            self._module.event_forward, self._field, ev, self._opts, y0, float(t0), float(t1))
+            self._module.event_forward, self._field, ev, self._opts, y0, float(t0), float(t1),
+            np.asarray(signs, dtype=np.float64), np.asarray(arm, dtype=np.float64))
         error = _status_error(status, "forward solve", self.model, text)
         if error is not None:
             raise error
@@ -315,9 +316,9 @@ class JuliaProgram(AbstractProgram):
         stats = {"nfe_forward": int(nfe), "steps_accepted": int(accepted), "steps_rejected": int(rejected)}
         return float(t), np.asarray(_to_numpy(y), dtype=self._dtype), bool(occurred), stats
 
-    def event_gradient(self, bound, params, t, y):
-        """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of the event function (Zygote, ``event_gradient`` in julia/src/dynamics.jl)."""
-        ev = self._event_field(bound, params)
+    def event_gradient(self, condition, params, t, y):
+        """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of one event condition (Zygote, ``event_gradient`` in julia/src/dynamics.jl)."""
+        ev = self._event_field(condition, params)
         d_t, d_y, d_p = self._call(self._module.event_gradient, ev, np.asarray(y, dtype=self._dtype), float(t))
         d_p = _to_numpy(d_p)
         return float(d_t), _to_numpy(d_y), d_p if d_p.size else np.zeros(self._n)

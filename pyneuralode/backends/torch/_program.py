@@ -100,22 +100,30 @@ class TorchProgram(AbstractProgram):
             load_flat(condition, params)
         return condition
 
-    def locate_event(self, params, y0, t0, t1, bound):
+    @property
+    def event_time_tolerance(self) -> float:
+        """torchdiffeq's bisection stops within ``atol`` in time."""
+        return float(self.model.control.atol)
+
+    def locate_event(self, params, y0, t0, t1, bound, signs, arm):
         """Located by torchdiffeq's ``odeint_event`` (bisection on the dense output to ``atol`` in time), with
-        the event ``min(s0 * g(t, y), ±(t1 - t))`` (``s0`` the sign of ``g`` at the start), which changes sign at
-        the event or on reaching ``t1``: torchdiffeq's own loop has no end time. The steps are clipped onto
-        ``t1`` as in :meth:`solve`."""
+        the event ``min(h(t, y), ±(t1 - t))``, ``h`` the conditions' combined function (``pyneuralode._events``),
+        which changes sign at the event or on reaching ``t1``: torchdiffeq's own loop has no end time. The steps
+        are clipped onto ``t1`` as in :meth:`solve`."""
         from torchdiffeq import odeint_event
-        condition = self._event_module(bound, params)
+        condition = self._event_module(bound.conditions, params)
         load_flat(self.field, params)
         ts_t, y0_t = self._tensor(np.array([t0, t1], dtype=self.dtype_np)), self._tensor(y0)
+        signs_t, arm_t = self._tensor(np.asarray(signs, self.dtype_np)), self._tensor(np.asarray(arm, self.dtype_np))
         direction = 1.0 if t1 > t0 else -1.0
         self._start(np.array([t0, t1], dtype=self.dtype_np))
         with torch.no_grad(), self._failures():
-            sign0 = torch.sign(condition(ts_t[0], y0_t[None])[0])
+            def combined(t, y):
+                terms = torch.maximum(direction * (arm_t - t), signs_t * condition(t, y[None])[0].reshape(-1))
+                return torch.min(terms)
 
             def first_crossing(t, y):
-                return torch.minimum(sign0 * condition(t, y[None])[0], direction * (ts_t[1] - t))
+                return torch.minimum(combined(t, y), direction * (ts_t[1] - t))
 
             t_event, path = odeint_event(
                 self.counter, y0_t, ts_t[0], event_fn=first_crossing, reverse_time=direction < 0,
@@ -123,16 +131,16 @@ class TorchProgram(AbstractProgram):
                 options=forward_options(self.model.solver, self.model.control, ts_t))
             stats = self._forward_stats()
             t_event = t_event.reshape(())
-            occurred = bool(sign0 * condition(t_event, path[-1][None])[0] < direction * (ts_t[1] - t_event))
+            occurred = bool(combined(t_event, path[-1]) < direction * (ts_t[1] - t_event))
             y_event = path[-1]
             if not occurred:  # the end time itself, not the bisection's estimate of it (within atol)
                 t_event = ts_t[1]
                 y_event = self._integrate(y0_t, ts_t, adjoint=False)[-1]
         return float(t_event), y_event.cpu().numpy(), occurred, stats
 
-    def event_gradient(self, bound, params, t, y):
-        """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of the event function at ``(t, y)`` (autograd)."""
-        condition = self._event_module(bound, params)
+    def event_gradient(self, condition, params, t, y):
+        """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of one event condition at ``(t, y)`` (autograd)."""
+        condition = self._event_module(condition, params)
         t_t, y_t = self._tensor(np.asarray(t)).requires_grad_(True), self._tensor(y).requires_grad_(True)
         weights = condition.flat_parameters()
         g = condition(t_t, y_t[None])[0]

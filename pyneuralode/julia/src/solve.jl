@@ -398,33 +398,44 @@ function forward(f::AbstractField, opts::SolveOptions, u0::AbstractMatrix, ts::A
 end
 
 """
-    EventCondition(ev, reversed)
+    EventCondition(ev, reversed, signs, arm, sigma)
 
 The condition of a terminating event for OrdinaryDiffEq's `ContinuousCallback`: the event function `ev` (a
-scalar-valued [`DynamicsField`](@ref), generated from the traced `pn.Event`) at one sample, with its own copy of the
-canonical parameters `ev.p`. `reversed`: the solve runs in `s = -t` (see [`Reversed`](@ref)), so the function is
-read at `t = -s`.
+[`DynamicsField`](@ref) generated from the traced `pn.Event`, with one number or a vector of conditions as its
+value) at one sample, with its own copy of the canonical parameters `ev.p`, combined into the one function
+`minimum(max.(sigma .* (arm .- t), signs .* g))` whose first zero is the earliest crossing that counts (pyneuralode's
+`_events` module explains `signs` and `arm`; `sigma` is the sign of `t1 - t0`). `reversed`: the solve runs in
+`s = -t` (see [`Reversed`](@ref)), so the function is read at `t = -s`.
 """
-struct EventCondition{E}
+struct EventCondition{E, V}
     ev::E
     reversed::Bool
+    signs::V
+    arm::V
+    sigma::Float64
 end
-(c::EventCondition)(u, s, integrator) = event_value(c.ev, u, c.reversed ? -s : s)
+function (c::EventCondition)(u, s, integrator)
+    t = c.reversed ? -s : s
+    g = event_value(c.ev, u, t)
+    return minimum(max.(c.sigma .* (c.arm .- t), c.signs .* vec([g;])))
+end
 
 _terminate!(integrator) = terminate!(integrator)
 
 """
-    event_forward(f, ev, opts, u0, t0, t1) -> (t, y, occurred, nfe, nf, naccept, nreject, njacs, retcode, warnings)
+    event_forward(f, ev, opts, u0, t0, t1, signs, arm) -> (t, y, occurred, nfe, nf, naccept, nreject, njacs, retcode, warnings)
 
-Solve from one state `u0` (`(D,)`) at `t0` towards `t1` until the event function `ev` changes sign (either
-direction, OrdinaryDiffEq's `ContinuousCallback` with `terminate!` as the affect for up- and down-crossings; its
-root find locates the time to near machine precision), or until `t1`. `occurred` is whether the callback ended
+Solve from one state `u0` (`(D,)`) at `t0` towards `t1` until the combined function of the event's conditions
+(see [`EventCondition`](@ref)) changes sign (OrdinaryDiffEq's `ContinuousCallback` with `terminate!` as the affect
+for up- and down-crossings; its root find locates the time to near machine precision), or until `t1`. `occurred` is whether the callback ended
 the solve (`ReturnCode.Terminated`); `t`, `y` the time and state where the solve ended. Counts as [`forward`](@ref).
 """
-function event_forward(f::AbstractField, ev, opts::SolveOptions, u0::AbstractVector, t0::Real, t1::Real)
+function event_forward(f::AbstractField, ev, opts::SolveOptions, u0::AbstractVector, t0::Real, t1::Real,
+        signs::AbstractVector, arm::AbstractVector)
     U0, s, reversed = _inputs(f, reshape(u0, :, 1), [t0, t1])
     prob = _problem(f, U0, s, reversed)
-    callback = ContinuousCallback(EventCondition(ev, reversed), _terminate!)
+    condition = EventCondition(ev, reversed, Vector{Float64}(signs), Vector{Float64}(arm), Float64(sign(t1 - t0)))
+    callback = ContinuousCallback(condition, _terminate!)
     logger = WarnCollector()
     f.nfe[] = 0
     sol = Logging.with_logger(logger) do
