@@ -65,7 +65,8 @@ class Event:
 
     ``direction`` (diffrax's ``direction``, SciPy's ``event.direction``, OrdinaryDiffEq's ``affect!`` /
     ``affect_neg!``): ``0`` (default) counts any sign change; ``1`` only a crossing from negative to positive
-    (rising), ``-1`` only from positive to negative (falling); a tuple gives one per condition. A condition that
+    (rising), ``-1`` only from positive to negative (falling), both as the solve proceeds (backwards in time when
+    ``t1 < t0``, as diffrax counts them); a tuple gives one per condition. A condition that
     starts on the side it is meant to reach lets its first crossing pass and stops at the next one in its direction
     (found by solving again from ``t0``; its counts are included in ``stats``).
     """

@@ -115,10 +115,14 @@ def backend_field(backend, dyn, dtype="float64"):
             jax.config.update("jax_enable_x64", True)
         field = compile_field(dyn)
 
+        @jax.jit  # one compile of the whole graph: op-by-op dispatch compiles each op of a big graph apart
+        def evaluate(p, t, y, r):
+            du, vjp = jax.vjp(lambda p, y: field(p, t, y), p, y)
+            return du, *vjp(r.astype(du.dtype))
+
         def run(params, t, u, r):
-            p, y = jnp.asarray(params, dtype), jnp.asarray(u, dtype)
-            value, grads = jax.value_and_grad(lambda p, y: jnp.sum(field(p, t, y) * r), argnums=(0, 1))(p, y)
-            return np.asarray(field(p, t, y)), np.asarray(grads[0]), np.asarray(grads[1])
+            out = evaluate(jnp.asarray(params, dtype), jnp.asarray(t, dtype), jnp.asarray(u, dtype), jnp.asarray(r))
+            return tuple(np.asarray(v) for v in out)
         return run
     if backend == "torch":
         import torch
