@@ -78,3 +78,38 @@ def write_results(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine_info(), **payload}, indent=2))
     return path
+
+
+def training_step_benchmark(title: str, name: str, cases: dict, settings: dict, *, steps: int) -> Path:
+    """The training-step comparison of ``benchmarks.ude_step`` and ``benchmarks.hnn_step``: ``cases`` maps the
+    contenders of :data:`STEP_RATIOS` to step functions; each is called once (the first losses must agree: same
+    weights, same data), then all are timed interleaved, then the JAX contenders again alternating among
+    themselves only — between two sub-millisecond JAX steps the full block runs ~100 ms of torch work, which
+    leaves each JAX step starting cold, while a training loop runs its steps back to back. Prints the tables and
+    writes ``benchmarks/results/<name>.json``."""
+    def loss_of(value):
+        return value.loss if hasattr(value, "loss") else value
+
+    first = {case: fn() for case, fn in cases.items()}
+    timing = interleaved(cases, rounds=steps, warmup=5)
+    ratios = median_ratios(timing, STEP_RATIOS)
+    print(f"{title} (median ms, {steps} interleaved steps after warm-up); first losses:")
+    for case, t in timing.items():
+        print(f"{timing_row(case, t)}   first loss {loss_of(first[case]):.12g}")
+    print_ratios(ratios)
+    jax_names = [case for case in cases if "jax" in case or "diffrax" in case]
+    jax_timing = interleaved({case: cases[case] for case in jax_names}, rounds=4 * steps, warmup=20)
+    jax_ratios = median_ratios(jax_timing, [pair for pair in STEP_RATIOS if pair[0] in jax_names
+                                            and pair[1] in jax_names])
+    print(f"JAX contenders alone ({4 * steps} interleaved steps):")
+    for case, t in jax_timing.items():
+        print(timing_row(case, t))
+    print_ratios(jax_ratios)
+    path = write_results(name, {
+        "settings": {**settings, "steps": steps,
+                     "note": "2-core machine shared with other jobs: absolute times are noisy; ratios come from "
+                             "interleaved rounds in one process"},
+        "first_loss": {case: loss_of(v) for case, v in first.items()},
+        "timing": timing, "ratios": ratios, "jax_alone": {"timing": jax_timing, "ratios": jax_ratios}})
+    print(f"\nwrote {path}")
+    return path

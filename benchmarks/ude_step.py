@@ -26,7 +26,7 @@ import numpy as np
 import pyneuralode as pn
 from pyneuralode.problems.ude import ALPHA, DATA_TIMES, DELTA, UDEConfig, lotka_volterra_data, ude_field
 
-from ._harness import STEP_RATIOS, interleaved, median_ratios, print_ratios, timing_row, write_results
+from ._harness import training_step_benchmark
 
 RTOL = ATOL = 1e-6
 LR = 1e-3
@@ -142,34 +142,10 @@ def main(argv=None):
         "pn-torch": pn_step("torch", field, flat, y0, target),
         "raw-torchdiffeq": raw_torchdiffeq_step(layers, y0, target),
     }
-    first = {name: fn() for name, fn in cases.items()}  # same weights, same data: the first losses must agree
-    timing = interleaved(cases, rounds=args.steps, warmup=5)
-    ratios = median_ratios(timing, STEP_RATIOS)
-    print(f"UDE step (median ms, {args.steps} interleaved steps after warm-up); first losses:")
-    for name, t in timing.items():
-        loss = first[name].loss if hasattr(first[name], "loss") else first[name]
-        print(f"{timing_row(name, t)}   first loss {loss:.12g}")
-    print_ratios(ratios)
-    # The JAX contenders again, alternating among themselves only: between two 0.9 ms JAX steps the five-way block
-    # runs ~95 ms of torch work, which leaves each JAX step starting cold; a training loop runs its steps back to
-    # back, which is what this block measures.
-    jax_names = [name for name in cases if "jax" in name or "diffrax" in name]
-    jax_timing = interleaved({name: cases[name] for name in jax_names}, rounds=4 * args.steps, warmup=20)
-    jax_ratios = median_ratios(jax_timing, [pair for pair in STEP_RATIOS if pair[0] in jax_names
-                                            and pair[1] in jax_names])
-    print(f"JAX contenders alone ({4 * args.steps} interleaved steps):")
-    for name, t in jax_timing.items():
-        print(timing_row(name, t))
-    print_ratios(jax_ratios)
-    path = write_results("ude_step", {
-        "settings": {"problem": "Lotka-Volterra UDE, U 2-5-5-5-2 rbf, 21 observations on [0, 5], one trajectory",
-                     "solver": "Dopri5", "rtol": RTOL, "atol": ATOL, "dtype": "float64", "optimizer": "Adam",
-                     "lr": LR, "steps": args.steps,
-                     "note": "2-core machine shared with other jobs: absolute times are noisy; ratios come from "
-                             "interleaved rounds in one process"},
-        "first_loss": {k: (v.loss if hasattr(v, "loss") else v) for k, v in first.items()},
-        "timing": timing, "ratios": ratios, "jax_alone": {"timing": jax_timing, "ratios": jax_ratios}})
-    print(f"\nwrote {path}")
+    training_step_benchmark("UDE step", "ude_step", cases, {
+        "problem": "Lotka-Volterra UDE, U 2-5-5-5-2 rbf, 21 observations on [0, 5], one trajectory",
+        "solver": "Dopri5", "rtol": RTOL, "atol": ATOL, "dtype": "float64", "optimizer": "Adam", "lr": LR},
+        steps=args.steps)
 
 
 if __name__ == "__main__":

@@ -271,8 +271,9 @@ class JaxProgram(AbstractProgram):
             start = value(tensors, t0, y0[None]).reshape(-1)
             signs = jnp.where(signs == 0, jnp.sign(start), signs)
 
-            def terms(t, y, w):
-                return jnp.maximum(sigma * (arm - t), signs * value(w, t, y).reshape(-1))
+            def terms(t, y, w):  # without a re-armed condition every arm term is -inf: left out
+                signed = signs * value(w, t, y).reshape(-1)
+                return jnp.maximum(sigma * (arm - t), signed) if rearmed else signed
             sol, stats = integrate(lambda t, y, w: self.apply(w, t, y), tensors, y0[None], t0, t1,
                                    model_solver=self.model.solver, diffrax_solver=self.solver,
                                    control=self.model.control, saveat=diffrax.SaveAt(t1=True),
@@ -280,7 +281,7 @@ class JaxProgram(AbstractProgram):
                                                        root_finder=root_finder),
                                    watch_stalls=watch_stalls)
             t, y = sol.ts[-1], sol.ys[-1]
-            which = jnp.argmin(terms(t, y, tensors))
+            which = jnp.argmin(terms(t, y, tensors)) if bound.count > 1 else jnp.zeros((), jnp.int32)
             rearm = jnp.any((directions != 0) & (jnp.sign(start) == directions))
             occurred = sol.result == diffrax.RESULTS.event_occurred
             return (t, y[0]), (occurred, which, rearm, start, stats)
