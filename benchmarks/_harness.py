@@ -113,3 +113,99 @@ def training_step_benchmark(title: str, name: str, cases: dict, settings: dict, 
         "timing": timing, "ratios": ratios, "jax_alone": {"timing": jax_timing, "ratios": jax_ratios}})
     print(f"\nwrote {path}")
     return path
+
+
+def raw_diffrax_trainer(field, params, ts, y0, target, *, rtol: float, atol: float, lr: float):
+    """A hand-written JAX training step for the step benchmarks: ``field(t, y, params)`` solved by
+    ``diffrax.diffeqsolve`` (Dopri5, ``PIDController``, ``RecursiveCheckpointAdjoint``, ``dt0=None``) at ``ts``,
+    MSE against ``target``, ``optax.adam`` — one ``jax.jit`` step. Returns ``run() -> loss``."""
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    ts = jnp.asarray(ts)
+
+    def loss(p, y0, target):
+        sol = diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax.Dopri5(), ts[0], ts[-1], None, y0, args=p,
+                                  saveat=diffrax.SaveAt(ts=ts), adjoint=diffrax.RecursiveCheckpointAdjoint(),
+                                  stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol))
+        return jnp.mean((sol.ys - target) ** 2)
+
+    opt = optax.adam(lr)
+
+    @jax.jit
+    def step(p, s, y0, target):
+        value, grads = jax.value_and_grad(loss)(p, y0, target)
+        updates, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, value
+
+    state = {"p": params, "s": opt.init(params)}
+
+    def run():
+        state["p"], state["s"], value = step(state["p"], state["s"], y0, target)
+        return float(value)
+    return run
+
+
+def torch_linears(layers):
+    """``torch.nn.Linear`` modules (float64) holding ``layers``' ``(weight, bias)`` pairs, in a ``ModuleList``."""
+    import torch
+    linears = torch.nn.ModuleList(torch.nn.Linear(w.shape[1], w.shape[0]).double() for w, _ in layers)
+    with torch.no_grad():
+        for lin, (w, b) in zip(linears, layers):
+            lin.weight.copy_(torch.as_tensor(w))
+            lin.bias.copy_(torch.as_tensor(b))
+    return linears
+
+
+def raw_torchdiffeq_trainer(func, ts, y0, target, *, rtol: float, atol: float, lr: float):
+    """A hand-written torch training step for the step benchmarks: ``torchdiffeq.odeint(func, ...)`` with dopri5
+    at ``ts``, MSE against ``target``, ``torch.optim.Adam``. Returns ``run() -> loss``."""
+    import torch
+    from torchdiffeq import odeint
+
+    opt = torch.optim.Adam(func.parameters(), lr=lr)
+    y0_t, target_t, ts_t = (torch.as_tensor(np.array(a)) for a in (y0, target, ts))
+
+    def run():
+        opt.zero_grad()
+        loss = torch.mean((odeint(func, y0_t, ts_t, rtol=rtol, atol=atol, method="dopri5") - target_t) ** 2)
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+    return run
+
+
+def pn_trainer(field, flat, ts, y0, target, *, backend: str, rtol: float, atol: float, lr: float, dt0=None):
+    """pyneuralode's side of a step benchmark: ``pn.Trainer`` (Adam, MSE) on ``field`` with Dopri5 at
+    ``rtol``/``atol`` in float64 — ``CheckpointAdjoint`` on JAX (diffrax's default), backprop through ``odeint``
+    on torch. Returns ``run() -> step info``."""
+    import pyneuralode as pn
+    adjoint = pn.CheckpointAdjoint() if backend == "jax" else pn.DirectAdjoint()
+    model = pn.ODEModel(field, solver=pn.Dopri5(), control=pn.StepControl(rtol=rtol, atol=atol, dt0=dt0),
+                        adjoint=adjoint, backend=backend, dtype="float64")
+    trainer = pn.Trainer(model, optimizer=pn.Adam(lr=lr), loss=pn.MSE)
+    trainer.init(flat)
+    return lambda: trainer.step(y0, ts, target)
+
+
+def linear_layers(flat, sizes) -> list:
+    """``[(weight, bias), ...]`` of an MLP with layer widths ``sizes`` from its canonical flat vector (per Linear
+    layer: weight ``(out, in)`` row-major, then bias)."""
+    layers, offset = [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers.append((flat[offset:offset + n_in * n_out].reshape(n_out, n_in),
+                       flat[offset + n_in * n_out:offset + n_in * n_out + n_out]))
+        offset += n_in * n_out + n_out
+    assert offset == flat.size
+    return layers
+
+
+def pn_contenders(field, flat, ts, y0, target, **settings) -> dict:
+    """pyneuralode's three contenders of a step benchmark: JAX (Hairer's first step), JAX with diffrax 0.7.2's
+    effective first step ``dt0=0.01`` (so its steps equal raw diffrax's), and torch."""
+    return {"pn-jax": pn_trainer(field, flat, ts, y0, target, backend="jax", **settings),
+            "pn-jax (dt0=0.01)": pn_trainer(field, flat, ts, y0, target, backend="jax", dt0=0.01, **settings),
+            "pn-torch": pn_trainer(field, flat, ts, y0, target, backend="torch", **settings)}
+

@@ -25,10 +25,12 @@ import numpy as np
 
 import pyneuralode as pn
 
-from ._harness import training_step_benchmark
+from ._harness import (linear_layers, pn_contenders, raw_diffrax_trainer, raw_torchdiffeq_trainer, torch_linears,
+                       training_step_benchmark)
 
 RTOL = ATOL = 1e-6
 LR = 1e-3
+SETTINGS = dict(rtol=RTOL, atol=ATOL, lr=LR)
 TS = np.linspace(0.0, 3.0, 16)
 H_NET = pn.MLP([2, 32, 32, 1], activation="tanh")
 
@@ -50,29 +52,12 @@ def _problem():
     y0 = np.stack([rng.uniform(-1.5, 1.5, 8), rng.uniform(-1.0, 1.0, 8)], axis=1)
     data = truth.solve(truth.init(0), y0, TS).ys
     flat = pn.init_params(hamiltonian_nn, 1, "float64")
-    layers, offset = [], 0  # canonical layout: per Linear layer, weight (out, in) row-major then bias
-    for n_in, n_out in ((2, 32), (32, 32), (32, 1)):
-        layers.append((flat[offset:offset + n_in * n_out].reshape(n_out, n_in),
-                       flat[offset + n_in * n_out:offset + n_in * n_out + n_out]))
-        offset += n_in * n_out + n_out
-    assert offset == flat.size
-    return flat, layers, data[0], data
-
-
-def pn_step(backend, flat, y0, target, dt0=None):
-    adjoint = pn.CheckpointAdjoint() if backend == "jax" else pn.DirectAdjoint()
-    model = pn.ODEModel(hamiltonian_nn, solver=pn.Dopri5(), control=pn.StepControl(rtol=RTOL, atol=ATOL, dt0=dt0),
-                        adjoint=adjoint, backend=backend, dtype="float64")
-    trainer = pn.Trainer(model, optimizer=pn.Adam(lr=LR), loss=pn.MSE)
-    trainer.init(flat)
-    return lambda: trainer.step(y0, TS, target)
+    return flat, linear_layers(flat, (2, 32, 32, 1)), data[0], data
 
 
 def raw_diffrax_step(layers, y0, target):
-    import diffrax
     import jax
     import jax.numpy as jnp
-    import optax
 
     jax.config.update("jax_enable_x64", True)
     params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in layers]
@@ -86,42 +71,16 @@ def raw_diffrax_step(layers, y0, target):
         dH = jax.vmap(jax.grad(energy), in_axes=(0, None))(y, p)
         return jnp.stack([dH[:, 1], -dH[:, 0]], axis=1)
 
-    ts = jnp.asarray(TS)
-
-    def loss(p, y0, target):
-        sol = diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax.Dopri5(), ts[0], ts[-1], None, y0, args=p,
-                                  saveat=diffrax.SaveAt(ts=ts), adjoint=diffrax.RecursiveCheckpointAdjoint(),
-                                  stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL))
-        return jnp.mean((sol.ys - target) ** 2)
-
-    opt = optax.adam(LR)
-
-    @jax.jit
-    def step(p, s, y0, target):
-        value, grads = jax.value_and_grad(loss)(p, y0, target)
-        updates, s = opt.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, value
-
-    state = {"p": params, "s": opt.init(params)}
-
-    def run():
-        state["p"], state["s"], value = step(state["p"], state["s"], y0, target)
-        return float(value)
-    return run
+    return raw_diffrax_trainer(field, params, TS, y0, target, **SETTINGS)
 
 
 def raw_torchdiffeq_step(layers, y0, target):
     import torch
-    from torchdiffeq import odeint
 
     class HNN(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.linears = torch.nn.ModuleList(torch.nn.Linear(w.shape[1], w.shape[0]).double() for w, _ in layers)
-            with torch.no_grad():
-                for lin, (w, b) in zip(self.linears, layers):
-                    lin.weight.copy_(torch.as_tensor(w))
-                    lin.bias.copy_(torch.as_tensor(b))
+            self.linears = torch_linears(layers)
 
         def forward(self, t, y):
             with torch.enable_grad():
@@ -132,17 +91,7 @@ def raw_torchdiffeq_step(layers, y0, target):
                 dH = torch.autograd.grad(self.linears[-1](h).sum(), x, create_graph=True)[0]
             return torch.stack([dH[:, 1], -dH[:, 0]], dim=1)
 
-    func = HNN()
-    opt = torch.optim.Adam(func.parameters(), lr=LR)
-    y0_t, target_t, ts = (torch.as_tensor(np.array(a)) for a in (y0, target, TS))
-
-    def run():
-        opt.zero_grad()
-        loss = torch.mean((odeint(func, y0_t, ts, rtol=RTOL, atol=ATOL, method="dopri5") - target_t) ** 2)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
-    return run
+    return raw_torchdiffeq_trainer(HNN(), TS, y0, target, **SETTINGS)
 
 
 def main(argv=None):
@@ -150,13 +99,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=50, help="timed steps per contender (after warm-up)")
     args = parser.parse_args(argv)
     flat, layers, y0, target = _problem()
-    cases = {
-        "pn-jax": pn_step("jax", flat, y0, target),
-        "pn-jax (dt0=0.01)": pn_step("jax", flat, y0, target, dt0=0.01),
-        "raw-diffrax": raw_diffrax_step(layers, y0, target),
-        "pn-torch": pn_step("torch", flat, y0, target),
-        "raw-torchdiffeq": raw_torchdiffeq_step(layers, y0, target),
-    }
+    cases = {**pn_contenders(hamiltonian_nn, flat, TS, y0, target, **SETTINGS),
+             "raw-diffrax": raw_diffrax_step(layers, y0, target),
+             "raw-torchdiffeq": raw_torchdiffeq_step(layers, y0, target)}
     training_step_benchmark("Hamiltonian-network step", "hnn_step", cases, {
         "problem": "Hamiltonian network H 2-32-32-1 tanh, 8 pendulum trajectories, 16 times on [0, 3]",
         "solver": "Dopri5", "rtol": RTOL, "atol": ATOL, "dtype": "float64", "optimizer": "Adam", "lr": LR},

@@ -26,10 +26,12 @@ import numpy as np
 import pyneuralode as pn
 from pyneuralode.problems.ude import ALPHA, DATA_TIMES, DELTA, UDEConfig, lotka_volterra_data, ude_field
 
-from ._harness import training_step_benchmark
+from ._harness import (linear_layers, pn_contenders, raw_diffrax_trainer, raw_torchdiffeq_trainer, torch_linears,
+                       training_step_benchmark)
 
 RTOL = ATOL = 1e-6
 LR = 1e-3
+SETTINGS = dict(rtol=RTOL, atol=ATOL, lr=LR)
 
 
 def _problem():
@@ -38,30 +40,12 @@ def _problem():
     field = ude_field(cfg)
     flat = pn.init_params(field, 0, "float64")
     # U's canonical layout: per Linear layer, weight (out, in) row-major then bias (DESIGN.md contract 1).
-    layers, offset = [], 0
-    for n_in, n_out in ((2, 5), (5, 5), (5, 5), (5, 2)):
-        w = flat[offset:offset + n_in * n_out].reshape(n_out, n_in)
-        b = flat[offset + n_in * n_out:offset + n_in * n_out + n_out]
-        layers.append((w, b))
-        offset += n_in * n_out + n_out
-    assert offset == flat.size
-    return field, flat, layers, noisy[0], noisy
-
-
-def pn_step(backend, field, flat, y0, target, dt0=None):
-    adjoint = pn.CheckpointAdjoint() if backend == "jax" else pn.DirectAdjoint()
-    model = pn.ODEModel(field, solver=pn.Dopri5(), control=pn.StepControl(rtol=RTOL, atol=ATOL, dt0=dt0),
-                        adjoint=adjoint, backend=backend, dtype="float64")
-    trainer = pn.Trainer(model, optimizer=pn.Adam(lr=LR), loss=pn.MSE)
-    trainer.init(flat)
-    return lambda: trainer.step(y0, DATA_TIMES, target)
+    return field, flat, linear_layers(flat, (2, 5, 5, 5, 2)), noisy[0], noisy
 
 
 def raw_diffrax_step(layers, y0, target):
-    import diffrax
     import jax
     import jax.numpy as jnp
-    import optax
 
     jax.config.update("jax_enable_x64", True)
     params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in layers]
@@ -73,42 +57,16 @@ def raw_diffrax_step(layers, y0, target):
         m = h @ p[-1][0].T + p[-1][1]
         return jnp.stack([ALPHA * u[0] + m[0], -DELTA * u[1] + m[1]])
 
-    ts = jnp.asarray(DATA_TIMES)
-
-    def loss(p, y0, target):
-        sol = diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax.Dopri5(), ts[0], ts[-1], None, y0, args=p,
-                                  saveat=diffrax.SaveAt(ts=ts), adjoint=diffrax.RecursiveCheckpointAdjoint(),
-                                  stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL))
-        return jnp.mean((sol.ys - target) ** 2)
-
-    opt = optax.adam(LR)
-
-    @jax.jit
-    def step(p, s, y0, target):
-        value, grads = jax.value_and_grad(loss)(p, y0, target)
-        updates, s = opt.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, value
-
-    state = {"p": params, "s": opt.init(params)}
-
-    def run():
-        state["p"], state["s"], value = step(state["p"], state["s"], y0, target)
-        return float(value)
-    return run
+    return raw_diffrax_trainer(field, params, DATA_TIMES, y0, target, **SETTINGS)
 
 
 def raw_torchdiffeq_step(layers, y0, target):
     import torch
-    from torchdiffeq import odeint
 
     class UDE(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.linears = torch.nn.ModuleList(torch.nn.Linear(w.shape[1], w.shape[0]).double() for w, _ in layers)
-            with torch.no_grad():
-                for lin, (w, b) in zip(self.linears, layers):
-                    lin.weight.copy_(torch.as_tensor(w))
-                    lin.bias.copy_(torch.as_tensor(b))
+            self.linears = torch_linears(layers)
 
         def forward(self, t, u):
             h = u
@@ -117,17 +75,7 @@ def raw_torchdiffeq_step(layers, y0, target):
             m = self.linears[-1](h)
             return torch.stack([ALPHA * u[0] + m[0], -DELTA * u[1] + m[1]])
 
-    func = UDE()
-    opt = torch.optim.Adam(func.parameters(), lr=LR)
-    y0_t, target_t, ts = (torch.as_tensor(a) for a in (y0, target, DATA_TIMES))
-
-    def run():
-        opt.zero_grad()
-        loss = torch.mean((odeint(func, y0_t, ts, rtol=RTOL, atol=ATOL, method="dopri5") - target_t) ** 2)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
-    return run
+    return raw_torchdiffeq_trainer(UDE(), DATA_TIMES, y0, target, **SETTINGS)
 
 
 def main(argv=None):
@@ -135,13 +83,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=100, help="timed steps per contender (after warm-up)")
     args = parser.parse_args(argv)
     field, flat, layers, y0, target = _problem()
-    cases = {
-        "pn-jax": pn_step("jax", field, flat, y0, target),
-        "pn-jax (dt0=0.01)": pn_step("jax", field, flat, y0, target, dt0=0.01),
-        "raw-diffrax": raw_diffrax_step(layers, y0, target),
-        "pn-torch": pn_step("torch", field, flat, y0, target),
-        "raw-torchdiffeq": raw_torchdiffeq_step(layers, y0, target),
-    }
+    cases = {**pn_contenders(field, flat, DATA_TIMES, y0, target, **SETTINGS),
+             "raw-diffrax": raw_diffrax_step(layers, y0, target),
+             "raw-torchdiffeq": raw_torchdiffeq_step(layers, y0, target)}
     training_step_benchmark("UDE step", "ude_step", cases, {
         "problem": "Lotka-Volterra UDE, U 2-5-5-5-2 rbf, 21 observations on [0, 5], one trajectory",
         "solver": "Dopri5", "rtol": RTOL, "atol": ATOL, "dtype": "float64", "optimizer": "Adam", "lr": LR},

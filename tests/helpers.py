@@ -10,8 +10,9 @@ The problems follow torchdiffeq's ``tests/problems.py`` where a spec can express
 
 Each returns ``(spec, params, y0, ts, exact_fn)`` with ``ts = linspace(1, 8, 10)`` as torchdiffeq uses.
 
-Also: :func:`backend_field` (a field's values and gradients on one backend, no solve) and :func:`fd_grads`
-(central differences of a ``pn.dynamics`` field's NumPy reference), shared by the user-dynamics tests.
+Also: :func:`backend_field` (a field's values and gradients on one backend, no solve), :func:`fd_grads`
+(central differences of a ``pn.dynamics`` field's NumPy reference) and :func:`assert_field_matches_reference`
+(both against each other), shared by the user-dynamics tests.
 """
 
 from __future__ import annotations
@@ -172,3 +173,13 @@ def fd_grads(dyn, params, t, u, r, eps=1e-6):
             g[i] = (f(x + e) - f(x - e)) / (2 * eps)
         return g
     return fd(params, lambda p: loss(p, u)), fd(u, lambda y: loss(params, y))
+
+
+def assert_field_matches_reference(backend: str, dyn, params, t: float, u, r, *, rtol: float = 1e-12) -> None:
+    """``dyn``'s compiled field on ``backend`` at a batch ``u`` equals its NumPy reference (to ``rtol``), and its
+    gradients of ``sum(f * r)`` with respect to the parameters and ``u`` equal central differences of it."""
+    du, gp, gu = backend_field(backend, dyn)(params, t, u, r)
+    np.testing.assert_allclose(du, dyn.evaluate(params, t, u), rtol=rtol, atol=rtol)
+    fd_p, fd_u = fd_grads(dyn, params, t, u, r)
+    np.testing.assert_allclose(gp, fd_p, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(gu, fd_u, rtol=1e-6, atol=1e-7)

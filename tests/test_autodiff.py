@@ -17,7 +17,7 @@ import pyneuralode as pn
 from pyneuralode._graph import NUMPY_OPS, evaluate
 from test_dynamics import CASES, M, U0, W, _make, _param
 
-from helpers import backend_field, fd_grads, model
+from helpers import assert_field_matches_reference, model
 
 R = np.array([0.7, -1.3, 0.4])  # weights that make each case's vector output one number
 P = types.SimpleNamespace(w=W, M=M, s=1.7, c=np.array([1.0, -2.0, 0.5]))  # the cases' p as NumPy values
@@ -114,11 +114,7 @@ def test_fields_built_from_gradients_match_the_reference_and_second_derivatives(
     params = pn.init_params(dyn, 0)
     u = np.stack([U0, U0[::-1] * 0.9])[:, :dyn.state[0]]
     r = np.random.default_rng(1).standard_normal(u.shape)
-    du, gp, gu = backend_field(backend, dyn)(params, 0.7, u, r)
-    np.testing.assert_allclose(du, dyn.evaluate(params, 0.7, u), rtol=1e-11, atol=1e-12)
-    fd_p, fd_u = fd_grads(dyn, params, 0.7, u, r)
-    np.testing.assert_allclose(gp, fd_p, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gu, fd_u, rtol=1e-6, atol=1e-7)
+    assert_field_matches_reference(backend, dyn, params, 0.7, u, r, rtol=1e-11)
 
 
 def test_reference_hnn_equals_its_hand_written_gradient():

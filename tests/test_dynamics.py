@@ -17,7 +17,7 @@ import pyneuralode as pn
 from pyneuralode._graph import NUMPY_OPS, OPS, evaluate
 from pyneuralode.backends import BACKEND_NAMES
 
-from helpers import backend_field, fd_grads, model, rel_err, unavailable_reason
+from helpers import assert_field_matches_reference, model, rel_err, unavailable_reason
 
 U0 = np.array([0.3, 0.55, 0.7])
 W = np.array([0.2, 0.9, 0.4])
@@ -135,11 +135,7 @@ def test_backend_values_and_gradients_match_the_reference(backend, case):
     params = pn.init_params(case, 0)
     u = np.stack([U0, U0[::-1] * 0.9])  # a batch of two samples
     r = np.random.default_rng(1).standard_normal(u.shape)
-    du, gp, gu = backend_field(backend, case)(params, 0.7, u, r)
-    np.testing.assert_allclose(du, case.evaluate(params, 0.7, u), rtol=1e-12, atol=1e-12)
-    fd_p, fd_u = fd_grads(case, params, 0.7, u, r)
-    np.testing.assert_allclose(gp, fd_p, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gu, fd_u, rtol=1e-6, atol=1e-7)
+    assert_field_matches_reference(backend, case, params, 0.7, u, r)
 
 
 # ---------------------------------------------------------------------- the UDE of the issue
@@ -187,11 +183,7 @@ def test_net_call_reference_and_backends(backend):
     params = pn.init_params(lotka_volterra_ude, 0)
     u = np.array([[0.44, 4.6], [1.0, 0.5]])
     r = np.ones_like(u)
-    du, gp, gu = backend_field(backend, lotka_volterra_ude)(params, 0.0, u, r)
-    np.testing.assert_allclose(du, lotka_volterra_ude.evaluate(params, 0.0, u), rtol=1e-12, atol=1e-12)
-    fd_p, fd_u = fd_grads(lotka_volterra_ude, params, 0.0, u, r)
-    np.testing.assert_allclose(gp, fd_p, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gu, fd_u, rtol=1e-6, atol=1e-7)
+    assert_field_matches_reference(backend, lotka_volterra_ude, params, 0.0, u, r)
 
 
 @pn.dynamics(state=3, params={"k": 0.5}, nets={"V": pn.MLP([3, 8, 3], activation="softplus", time_input=True),
@@ -208,11 +200,7 @@ def test_time_input_nets_and_two_nets_on_backends(backend):
     params = pn.init_params(forced_with_two_nets, 0)
     u = np.stack([U0, 1.5 * U0])
     r = np.random.default_rng(3).standard_normal(u.shape)
-    du, gp, gu = backend_field(backend, forced_with_two_nets)(params, 1.3, u, r)
-    np.testing.assert_allclose(du, forced_with_two_nets.evaluate(params, 1.3, u), rtol=1e-12, atol=1e-12)
-    fd_p, fd_u = fd_grads(forced_with_two_nets, params, 1.3, u, r)
-    np.testing.assert_allclose(gp, fd_p, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(gu, fd_u, rtol=1e-6, atol=1e-7)
+    assert_field_matches_reference(backend, forced_with_two_nets, params, 1.3, u, r)
 
 
 # ---------------------------------------------------------------------- errors at definition time
