@@ -9,7 +9,7 @@ model's own gradient differentiates through it (second-order derivatives, as a H
 Networks are differentiated through their layers: a ``p.net(x)`` call inside ``fn`` is expanded into the graph's
 own ops (``x @ W.T + b``, the activation's NumPy definition) with the weights as ``param`` leaves named by their
 slot in the canonical layout (``"H.0.weight"``), so a network built from ``Linear``, activations and ``Sequential``
-(:func:`pyneuralode.MLP`) is differentiable wherever it appears. Called with real NumPy arrays (the reference
+(:func:`pyneuralode.MLP`), with ``Residual`` and ``Augment``, is differentiable wherever it appears. Called with real NumPy arrays (the reference
 :meth:`pyneuralode.Dynamics.evaluate`), ``grad`` traces ``fn`` on the spot and evaluates the derivative with NumPy.
 """
 
@@ -302,8 +302,9 @@ def _lowered_call(tape: _Tape, node: Node, x: Tracer) -> Tracer:
     try:
         apply = numpy_layer(net)
     except NotSupportedError:
-        raise SpecError(f"pn.grad differentiates through networks built from Linear layers, activations and "
-                        f"Sequential (pn.MLP); p.{name} is a {type(net).__name__} with other layers.") from None
+        raise SpecError(f"pn.grad differentiates through networks built from Linear layers, activations, "
+                        f"Sequential (pn.MLP), Residual and Augment; p.{name} is a {type(net).__name__} with other "
+                        "layers.") from None
     weights = {slot.name: tape.add(Node("param", (), (("name", f"{name}.{slot.name}"),), slot.shape))
                for slot in param_layout(net)}
     time = Tracer(tape, 0)  # a dynamics trace records t first

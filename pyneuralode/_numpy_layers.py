@@ -1,5 +1,6 @@
-"""A NumPy evaluation of the MLP layer catalogue (``Linear``, ``Activation``, ``Sequential``): the reference a
-:class:`pyneuralode.Dynamics` calls its networks with in :meth:`pyneuralode.Dynamics.evaluate`."""
+"""A NumPy evaluation of the vector-field layer catalogue (``Linear``, ``Activation``, ``Sequential``, ``Residual``,
+``Augment``): the reference a :class:`pyneuralode.Dynamics` calls its networks with in
+:meth:`pyneuralode.Dynamics.evaluate`, and the ops :func:`pyneuralode.grad` writes a network into a graph with."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Callable
 import numpy as np
 
 from ._errors import NotSupportedError
+from ._augment import Augment
+from ._blocks import Residual
 from ._layers import AbstractLayer, Activation, Linear, Sequential, walk
 from ._params import param_layout
 
@@ -25,34 +28,48 @@ ACTIVATIONS: dict[str, Callable] = {
 
 
 def numpy_layer(spec: AbstractLayer) -> Callable:
-    """``apply(tensor, t, x)``: ``spec`` applied to ``x`` (features on the last axis), ``tensor(slot)`` giving
-    each parameter (a :class:`pyneuralode._params.ParamSlot` of ``param_layout(spec)``) with its shape.
+    """``apply(tensor, t, x)``: ``spec`` applied to ``x`` (vector samples: features on the last axis), ``tensor(slot)``
+    giving each parameter (a :class:`pyneuralode._params.ParamSlot` of ``param_layout(spec)``) with its shape.
 
     Written with NumPy functions only, so the same code evaluates the network on arrays (the reference) and, on
-    traced values, writes it into a graph in the graph's own ops (``pn.grad`` differentiates it there). Nested
-    ``Sequential``s only chain their leaves, so the leaves in :func:`pyneuralode._layers.walk` order are the whole
-    computation."""
+    traced values, writes it into a graph in the graph's own ops (``pn.grad`` differentiates it there). Covers the
+    layers of vector fields: ``Linear``, activations, ``Sequential``, ``Residual`` and ``Augment``; anything else
+    raises ``NotSupportedError``."""
+    root = spec.expand()
     own: dict[int, list] = {}
-    for slot in param_layout(spec):
+    for slot in param_layout(root):
         own.setdefault(slot.layer_index, []).append(slot)
-    steps = []
-    for index, layer in enumerate(walk(spec.expand())):
+    counter = iter(range(len(walk(root))))
+
+    def build(layer: AbstractLayer) -> Callable:
+        index = next(counter)  # walk() order: parent before children, as param_layout numbers them
         if isinstance(layer, Sequential):
-            continue
-        if not isinstance(layer, (Linear, Activation)):
-            raise NotSupportedError(f"The NumPy reference evaluates Linear/Activation/Sequential networks only, "
-                                    f"not {type(layer).__name__}.")
-        steps.append((layer, own.get(index, [])))
+            children = [build(child) for child in layer.layers]
 
-    def apply(tensor, t, x):
-        for layer, slots in steps:
-            if isinstance(layer, Activation):
-                x = ACTIVATIONS[layer.name](x)
-                continue
-            if layer.time_input:  # t is the last input feature
-                x = np.concatenate([x, np.broadcast_to(t, (*x.shape[:-1], 1))], axis=-1)
-            tensors = [tensor(s) for s in slots]
-            x = x @ tensors[0].T + (tensors[1] if layer.bias else 0.0)
-        return x
+            def sequential(tensor, t, x):
+                for child in children:
+                    x = child(tensor, t, x)
+                return x
+            return sequential
+        if isinstance(layer, Residual):
+            inner = build(layer.layer)
+            return lambda tensor, t, x: x + inner(tensor, t, x)
+        if isinstance(layer, Augment):  # zero features appended to each vector sample
+            return lambda tensor, t, x: np.concatenate([x, np.zeros_like(x[..., :1]) * np.zeros(layer.dims)],
+                                                       axis=-1)
+        if isinstance(layer, Activation):
+            return lambda tensor, t, x: ACTIVATIONS[layer.name](x)
+        if isinstance(layer, Linear):
+            slots = own.get(index, [])
 
-    return apply
+            def linear(tensor, t, x):
+                if layer.time_input:  # t is the last input feature
+                    x = np.concatenate([x, np.broadcast_to(t, (*x.shape[:-1], 1))], axis=-1)
+                weight = tensor(slots[0])
+                out = x @ weight.T
+                return out + tensor(slots[1]) if layer.bias else out
+            return linear
+        raise NotSupportedError(f"The NumPy reference evaluates Linear, activation, Sequential, Residual and Augment "
+                                f"networks only, not {type(layer).__name__}.")
+
+    return build(root)

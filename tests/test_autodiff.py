@@ -109,7 +109,15 @@ def hamiltonian_nn(t, u, p):
     return np.stack([dH[1], -dH[0]])
 
 
-@pytest.mark.parametrize("dyn", [gradient_of_every_case, hamiltonian_nn], ids=["every_op", "hamiltonian_nn"])
+@pn.dynamics(state=2, nets={"E": pn.Sequential(pn.Augment(1), pn.Residual(pn.MLP([3, 8, 3], activation="elu")),
+                                                pn.Linear(3, 1))})
+def gradient_flow(t, u, p):
+    """-∇E(u) of an energy whose network has a skip connection and an augmented input."""
+    return -pn.grad(lambda x: p.E(x)[0])(u)
+
+
+@pytest.mark.parametrize("dyn", [gradient_of_every_case, hamiltonian_nn, gradient_flow],
+                         ids=["every_op", "hamiltonian_nn", "residual_augment"])
 def test_fields_built_from_gradients_match_the_reference_and_second_derivatives(backend, dyn):
     params = pn.init_params(dyn, 0)
     u = np.stack([U0, U0[::-1] * 0.9])[:, :dyn.state[0]]
@@ -181,9 +189,8 @@ def test_grad_of_a_boolean_function_or_value():
 
 
 def test_grad_through_a_network_it_cannot_expand_names_the_network():
-    residual = pn.Residual(pn.MLP([2, 4, 2]))
-    message = _error(lambda t, u, p: pn.grad(lambda x: p.R(x)[0])(u), nets={"R": residual})
-    assert "p.R is a Residual" in message and "pn.MLP" in message
+    message = _error(lambda t, u, p: pn.grad(lambda x: p.C(x)[0])(u), nets={"C": pn.ConcatSquash(2, 1)})
+    assert "p.C is a ConcatSquash" in message and "pn.MLP" in message
 
 
 def test_the_users_own_error_is_reported_with_its_name():

@@ -31,7 +31,7 @@ from pyneuralode.backends.julia._graph import (
     julia_take_index,
 )
 
-from test_autodiff import gradient_of_every_case, hamiltonian_nn
+from test_autodiff import gradient_flow, gradient_of_every_case, hamiltonian_nn
 from test_dynamics import CASES, _make
 from test_julia_static import FATOU_CONFIG, _fatou, _parser, _problems
 
@@ -43,7 +43,8 @@ def lotka_volterra_ude(t, u, p):
 
 
 DYNAMICS = {"ude": lotka_volterra_ude, **{name: _make(fn, name) for name, fn in CASES.items()},
-            "grad_every_op": gradient_of_every_case, "hamiltonian_nn": hamiltonian_nn}  # pn.grad's ops too
+            "grad_every_op": gradient_of_every_case, "hamiltonian_nn": hamiltonian_nn,  # pn.grad's ops too
+            "gradient_flow": gradient_flow}
 
 
 # ==================================================================================== part 1: no Julia needed
