@@ -190,7 +190,10 @@ class Dynamics(AbstractLayer):
         values.update((n, v.array.copy()) for n, v in self.constants)
         kinds = {**{n: "params" for n, _ in self.params}, **{n: "nets" for n, _ in self.nets},
                  **{n: "constants" for n, _ in self.constants}}
-        du = np.asarray(self.fn(np.float64(t), u, Namespace(values, kinds)), dtype=np.float64)
+        du = np.asarray(self.fn(np.float64(t), u, Namespace(values, kinds)))
+        if self.scalar and du.dtype == np.bool_:  # a boolean event condition, as traced (see _trace.BOOLEAN_EVENT)
+            du = np.where(du, -1.0, 1.0)
+        du = du.astype(np.float64)
         return np.broadcast_to(du, self.out_shape(self.state)).copy()
 
 

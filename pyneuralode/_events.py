@@ -39,6 +39,7 @@ from ._ensemble import MemberOutcomes
 from ._errors import SpecError
 from ._layers import AbstractLayer
 from ._solution import Stats
+from ._trace import is_boolean_event
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -61,7 +62,9 @@ class Event:
     real number, or a 1-D array of ``k`` numbers for ``k`` conditions at once (the earliest crossing of any of them
     ends the solve, and ``EventSolution.which`` says which); ``p`` holds the field's declared parameters, constants
     and networks when the field is a :func:`pyneuralode.dynamics` (for any other field ``p`` is empty). ``fn``
-    must not be zero at the start of the solve.
+    must not be zero at the start of the solve. ``fn`` may also return a boolean (or booleans) — ``u[0] < 0``,
+    ``t > 10``, diffrax's boolean events — which ends the solve where it becomes true (located by bisection, to
+    the same tolerance in time; it must be false at the start, and it has no sensitivities).
 
     ``direction`` (diffrax's ``direction``, SciPy's ``event.direction``, OrdinaryDiffEq's ``affect!`` /
     ``affect_neg!``): ``0`` (default) counts any sign change; ``1`` only a crossing from negative to positive
@@ -145,6 +148,11 @@ class BoundEvent:
         """The number of conditions ``k``."""
         return len(self.directions)
 
+    @property
+    def boolean(self) -> bool:
+        """Whether the conditions are booleans (the solve ends where one becomes true; no derivatives)."""
+        return is_boolean_event(self.conditions.graph)
+
     def component(self, i: int) -> Dynamics:
         """Condition ``i`` alone, as a scalar :class:`Dynamics` (the whole function when it has one condition)."""
         if self.conditions.out_shape(self.state) == ():
@@ -211,27 +219,41 @@ def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[BoundEvent, fl
     for name, value in (("t0", t0), ("t1", t1)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
                 or not np.isfinite(value):
-            raise SpecError(f"{name} must be a finite number, got {value!r}.")
+            raise SpecError(f"{name} must be a finite number, got {value!r}" + (
+                ": t1 is the latest time the solve may reach before the event. For an open-ended wait give a "
+                "generous bound — the solve stops at the event, so a distant t1 costs nothing unless the event "
+                "never happens." if name == "t1" else "."))
         times.append(float(value))
     if times[0] == times[1]:
         raise SpecError(f"t1 must differ from t0 (both {times[0]}): t1 is the latest time the solve may reach "
                         "before the event.")
     bound = event.bind(model.field, tuple(state))
     if params is not None:
-        check_event_start(event.name, bound.values(params, times[0], y0), times[0])
+        check_event_start(bound, bound.values(params, times[0], y0), times[0])
     return bound, times[0], times[1]
 
 
-def check_event_start(name: str, g0, t0: float, member: int | None = None) -> None:
-    """The SpecError for an event function that is zero (or not finite) where the solve starts (``g0`` its
-    value, one number per condition)."""
+def check_event_start(bound: BoundEvent, g0, t0: float, member: int | None = None) -> None:
+    """The SpecError for an event function that is zero (or not finite) where the solve starts, or a boolean
+    condition that is already true there (``g0`` its value, one number per condition)."""
     g0 = np.atleast_1d(np.asarray(g0, dtype=np.float64))
+    where = "" if member is None else f"ensemble member {member}: "
+    if bound.boolean and np.any(g0 < 0):
+        which = "" if g0.size == 1 else f" (condition {int(np.flatnonzero(g0 < 0)[0])})"
+        raise SpecError(f"{where}The event condition {bound.name}{which} is already true at t0 = {t0}: a boolean "
+                        "condition ends the solve where it becomes true, so it must be false at the start.")
     bad = np.flatnonzero(~np.isfinite(g0) | (g0 == 0.0))
     if bad.size:
-        where = "" if member is None else f"ensemble member {member}: "
         value = f"{g0[bad[0]]}" if g0.size == 1 else f"{g0[bad[0]]} in condition {bad[0]}"
-        raise SpecError(f"{where}The event function {name} is {value} at t0 = {t0}: it must be a finite, "
+        raise SpecError(f"{where}The event function {bound.name} is {value} at t0 = {t0}: it must be a finite, "
                         "nonzero number at the start (the event is its first sign change after t0).")
+
+
+def check_event_sensitivities(bound: BoundEvent, sensitivities: bool) -> None:
+    """The SpecError for sensitivities of a boolean condition, which has no derivative."""
+    if sensitivities and bound.boolean:
+        raise SpecError(f"The event condition {bound.name} is a boolean, which has no derivative: for "
+                        "sensitivities write it as a number that crosses zero (u[0] - 10 rather than u[0] > 10).")
 
 
 def start_plan(g0, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
@@ -248,8 +270,12 @@ def combined(values, signs, arm, t: float, t0: float, t1: float) -> np.ndarray:
         return np.maximum(sigma * (arm - t), signs * np.atleast_1d(values))
 
 
-def fired(bound: BoundEvent, params, t: float, y, signs, arm, t0: float, t1: float) -> int:
-    """The condition that ended a solve at ``(t, y)``: the smallest term of the combined function there."""
+def fired(bound: BoundEvent, params, t: float, y, signs, arm, t0: float, t1: float, probe=None) -> int:
+    """The condition that ended a solve at ``(t, y)``: the smallest term of the combined function there. Boolean
+    conditions are read at ``probe(t, y)``, a point just past the located time (which lies within the root find's
+    tolerance of the switch, possibly before it, where every condition still reads false)."""
+    if bound.boolean and probe is not None:
+        t, y = probe(t, y)
     return int(np.argmin(combined(bound.values(params, t, y), signs, arm, t, t0, t1)))
 
 
@@ -260,12 +286,12 @@ def needs_rearming(bound: BoundEvent, signs) -> bool:
     return bool(np.any((directions != 0) & (np.asarray(signs) == directions)))
 
 
-def locate_in_direction(locate, bound: BoundEvent, params, y0, t0: float, t1: float, margin: float):
+def locate_in_direction(locate, bound: BoundEvent, params, y0, t0: float, t1: float, margin: float, probe=None):
     """``(t, y, occurred, which, signs, arm, stats)``: the event located with ``locate(signs, arm) -> (t, y,
     occurred, stats)`` (one backend solve from ``t0`` with the combined function), solving again, with that
     condition re-armed, after each crossing its direction excludes (module docstring). ``stats`` sums the solves'
     counts; ``margin`` is how far past an excluded crossing its condition counts again (above the backend's error
-    in locating the time)."""
+    in locating the time); ``probe`` as for :func:`fired`."""
     directions = np.array(bound.directions)
     signs, arm = start_plan(bound.values(params, t0, y0), t0, t1)
     total: dict = {}
@@ -274,7 +300,7 @@ def locate_in_direction(locate, bound: BoundEvent, params, y0, t0: float, t1: fl
         total = {k: total.get(k, 0) + v for k, v in stats.items()}
         if not occurred:
             return t, y, False, None, signs, arm, total
-        which = fired(bound, params, t, y, signs, arm, t0, t1)
+        which = fired(bound, params, t, y, signs, arm, t0, t1, probe)
         crossed_to = -signs[which]  # the combined term s_i g_i went from + to −, so g_i went to the sign −s_i
         if directions[which] == 0 or directions[which] == crossed_to:
             return t, y, True, which, signs, arm, total

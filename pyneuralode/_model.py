@@ -11,7 +11,7 @@ from ._augment import augmented_loss, check_augment, pad_features
 from ._control import StepControl
 from ._custom_loss import bound_loss_mistake
 from ._ensemble import EnsembleSolution, ensemble_inputs, refuse_ensemble_devices
-from ._events import EventEnsembleSolution, EventSolution, check_event_inputs
+from ._events import EventEnsembleSolution, EventSolution, check_event_inputs, check_event_sensitivities
 from ._errors import SpecError
 from ._layers import AbstractLayer, check_state_preserving
 from ._losses import AbstractLoss
@@ -236,6 +236,7 @@ class ODEModel(SpecParameters):
         params = check_params(params, self.num_params, self.dtype)
         y0 = check_state(y0, self.state_shape, self.dtype)
         bound, t0, t1 = check_event_inputs(self, params, y0, event, t0, t1)
+        check_event_sensitivities(bound, sensitivities)
         return self.program.solve_event(params, y0, t0, t1, bound, sensitivities=sensitivities)
 
     @checked_options

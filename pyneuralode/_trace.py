@@ -1038,10 +1038,13 @@ def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple
                         "np.stack([du0, du1]).")
     out = _as_tracer(tape, result, f"the value returned by {name}")
     if scalar:
-        if out.ndim > 1 or out.dtype == np.bool_:
+        if out.ndim > 1:
             raise SpecError(f"{name} must return one real number whose sign change is the event (e.g. u[0] - "
                             f"height), or a 1-D array of such numbers (several conditions), got a "
                             f"{'boolean ' * (out.dtype == np.bool_)}value of shape {out.shape}.")
+        if out.dtype == np.bool_:  # a condition that becomes true: +1 while false, -1 once true (BOOLEAN_EVENT)
+            flag = tape.add(Node("literal", (), (("value", Literal(np.array(1.0))), (BOOLEAN_EVENT, True)), ()))
+            out = tape.emit("where", (out, -1.0, flag), what="a boolean event condition")
         return _prune(Graph(tuple(tape.nodes), out._index))
     if out.shape == () and math.prod(state) == 1:  # one component: a number is its derivative (-k * u[0])
         out = _reshape(tape, out, tuple(state))
@@ -1051,6 +1054,18 @@ def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple
     if out.dtype == np.bool_:
         raise SpecError(f"{name} returned a boolean array: du/dt must be real.")
     return _prune(Graph(tuple(tape.nodes), out._index))
+
+
+BOOLEAN_EVENT = "boolean_event"
+"""The attribute that marks an event function written as a boolean condition (``u[0] < 0``, ``t > 10``): its
+traced value is ``where(condition, -1, +1)`` with this flag on the ``+1`` literal, so it changes sign where the
+condition becomes true (located by bisection; it has no derivative)."""
+
+
+def is_boolean_event(graph: Graph) -> bool:
+    """Whether ``graph`` (an event function's) was written as a boolean condition (see :data:`BOOLEAN_EVENT`)."""
+    out = graph.nodes[graph.output]
+    return out.op == "where" and bool(graph.nodes[out.inputs[2]].attr(BOOLEAN_EVENT, False))
 
 
 def trace_arrays(fn: Callable, inputs: dict[str, tuple[tuple[int, ...], str]], *, what: str) -> Graph:

@@ -352,3 +352,26 @@ def test_event_direction_errors():
     start = pn.Event(lambda t, u, p: np.stack([u[0] - H / 2, u[1] - V0]))
     with pytest.raises(pn.SpecError, match=r"is 0.0 in condition 1 at t0 = 0.0"):
         model.solve_event(model.init(0), np.array([H, V0]), event=start, t0=0.0, t1=1.0)
+
+
+def test_boolean_conditions_end_the_solve_where_they_become_true(backend):
+    """diffrax's boolean events, located to the solver's time tolerance rather than at the end of a step: the body
+    below the level (u[0] < LEVEL turns true on the way down, after being above it), and a time limit (t > 0.5)
+    that fires first when it is earlier; neither has sensitivities."""
+    model = pn.ODEModel(falling, solver=_solver(backend), control=TOL, backend=backend)
+    params = model.init(0)
+    below = pn.Event(lambda t, u, p: u[0] > LEVEL)  # false at the start (10 m), true from t_a until t_b
+    hit = model.solve_event(params, np.array([H, UP]), event=below, t0=0.0, t1=5.0)
+    assert hit.occurred and hit.which == 0 and abs(hit.t - _level_times()[0]) < 1e-8
+    both = pn.Event(lambda t, u, p: np.stack([u[0] < p.floor, t > 0.5]))
+    hit = model.solve_event(params, np.array([H, V0]), event=both, t0=0.0, t1=5.0)
+    assert hit.occurred and hit.which == 1 and abs(hit.t - 0.5) < 1e-8
+    many = model.solve_event_ensemble(params, np.array([[H, V0], [1.2, -5.0]]), event=both, t0=0.0, t1=5.0)
+    t_low = _landing(h=1.2, v0=-5.0)[0]
+    np.testing.assert_array_equal(many.which, [1, 0])
+    np.testing.assert_allclose(many.t, [0.5, t_low], atol=1e-8)
+    with pytest.raises(pn.SpecError, match=r"is a boolean, which has no derivative: .*\(u\[0\] - 10"):
+        model.solve_event(params, np.array([H, V0]), event=both, t0=0.0, t1=5.0, sensitivities=True)
+    with pytest.raises(pn.SpecError, match="already true at t0 = 0.0: a boolean condition ends the solve where "
+                                           "it becomes true"):
+        model.solve_event(params, np.array([LEVEL + 1.0, V0]), event=below, t0=0.0, t1=5.0)

@@ -45,9 +45,15 @@ class AbstractProgram(abc.ABC):
         """The event located by :meth:`locate_event`, honouring each condition's direction
         (:func:`pyneuralode._events.locate_in_direction`): ``(t, y, occurred, which, signs, arm, stats)``."""
         from .._events import event_margin, locate_in_direction
+        step = float(np.sign(t1 - t0)) * 4.0 * self.event_time_tolerance * max(1.0, abs(t0), abs(t1))
+
+        def probe(t, y):  # just past t along the solution (for boolean conditions: see _events.fired)
+            f = self.field_along(params, np.array([t], dtype=self.model.dtype),
+                                 np.asarray(y, dtype=self.model.dtype)[None, None])[0, 0]
+            return t + step, y + step * f
         return locate_in_direction(lambda signs, arm: self.locate_event(params, y0, t0, t1, bound, signs, arm),
                                    bound, params, y0, t0, t1,
-                                   event_margin(t0, t1, self.model.dtype, self.event_time_tolerance))
+                                   event_margin(t0, t1, self.model.dtype, self.event_time_tolerance), probe)
 
     def solve_event(self, params, y0, t0, t1, bound, *, sensitivities=False):
         """Solve to the first crossing of ``bound`` (a :class:`pyneuralode._events.BoundEvent`) or to ``t1``: the

@@ -52,6 +52,15 @@ def unbatch_like(ys, data):
     return ys if ys.ndim == data["target"].ndim else ys[:, 0]
 
 
+class _IntervalBisection(optx.Bisection):
+    """optimistix's bisection, finished when the bracket is narrower than the tolerance. optimistix also waits for
+    ``|f|`` below ``atol``, which a boolean event condition (``±1`` on either side of the switch) never reaches."""
+
+    def terminate(self, fn, y, args, options, state, tags):
+        scale = self.atol + self.rtol * jnp.abs(y)
+        return jnp.abs(state.lower - state.upper) < scale, optx.RESULTS.successful
+
+
 def _pack(values) -> jax.Array:
     """Scalars packed into one float array (float64 when enabled; counts stay exact below 2**24 in float32)."""
     return jnp.stack([jnp.asarray(v).astype(jnp.result_type(float)) for v in values])
@@ -255,15 +264,16 @@ class JaxProgram(AbstractProgram):
         """``solve(params, y0, t0, t1, signs, arm) -> ((t, y), (occurred, which, rearm, start, stats))`` stopping at
         the first zero of the combined function ``min_i max(σ (arm_i − t), signs_i g_i)`` of ``bound``'s
         conditions (``pyneuralode._events``; ``signs`` of 0 are taken from the conditions at the start), located
-        by diffrax's root find on the dense output: optimistix Newton, or, when a condition is re-armed
-        (``rearmed``), bisection — the arming term's kink can send Newton out of a step that spans it, and
-        bisection needs only the sign change diffrax brackets. ``which`` is the condition that fired, ``rearm``
-        whether one starts on the side its direction crosses to (the caller then re-arms it), ``start`` the
-        conditions at ``t0``. ``watch_stalls=False``: the blow-up test only, as in vectorised ensembles."""
+        by diffrax's root find on the dense output: optimistix Newton, or bisection when a condition is re-armed
+        (``rearmed``) or the conditions are booleans — the arming term's kink can send Newton out of a step that
+        spans it, a boolean's ±1 has no slope, and bisection needs only the sign change diffrax brackets.
+        ``which`` is the condition that fired, ``rearm`` whether one starts on the side its direction crosses to
+        (the caller then re-arms it), ``start`` the conditions at ``t0``. ``watch_stalls=False``: the blow-up test
+        only, as in vectorised ensembles."""
         value = self._event_value(bound.conditions)
         directions = np.asarray(bound.directions, dtype=self.dtype)
         tol = float(np.finfo(self.dtype).eps) ** 0.75  # in time: ~2e-12 (float64), ~6e-6 (float32)
-        root_finder = (optx.Bisection(rtol=tol, atol=tol) if rearmed
+        root_finder = (_IntervalBisection(rtol=tol, atol=tol) if rearmed or bound.boolean
                        else optx.Newton(rtol=tol, atol=tol, norm=optx.rms_norm))
 
         def solve(params, y0, t0, t1, signs, arm):
@@ -281,7 +291,13 @@ class JaxProgram(AbstractProgram):
                                                        root_finder=root_finder),
                                    watch_stalls=watch_stalls)
             t, y = sol.ts[-1], sol.ys[-1]
-            which = jnp.argmin(terms(t, y, tensors)) if bound.count > 1 else jnp.zeros((), jnp.int32)
+            if bound.count == 1:
+                which = jnp.zeros((), jnp.int32)
+            elif bound.boolean:  # read just past t: the root find's t may lie before the switch (_events.fired)
+                step = sigma * 4 * tol * jnp.maximum(1.0, jnp.maximum(jnp.abs(t0), jnp.abs(t1)))
+                which = jnp.argmin(terms(t + step, y + step * self.apply(tensors, t, y), tensors))
+            else:
+                which = jnp.argmin(terms(t, y, tensors))
             rearm = jnp.any((directions != 0) & (jnp.sign(start) == directions))
             occurred = sol.result == diffrax.RESULTS.event_occurred
             return (t, y[0]), (occurred, which, rearm, start, stats)
@@ -371,8 +387,9 @@ class JaxProgram(AbstractProgram):
         t, y, occurred, which, rearm, start, stats = (np.array(v) if not isinstance(v, dict) else v for v in
                                                       jax.device_get(self._event_jit[key](inputs.params, inputs.y0,
                                                                                           t0_, t1_)))
-        for m in np.flatnonzero(~np.isfinite(start).all(1) | (start == 0).any(1)):
-            check_event_start(bound.name, start[m], t0, member=int(m))
+        true_at_start = bound.boolean & (start < 0).any(1)
+        for m in np.flatnonzero(~np.isfinite(start).all(1) | (start == 0).any(1) | true_at_start):
+            check_event_start(bound, start[m], t0, member=int(m))
         counts = np.stack([np.asarray(stats[k]) for k in _ENSEMBLE_STATS[:3]], axis=1)
         errors: list[str | None] = [None] * inputs.members
         kinds = np.asarray(stats["failed"])

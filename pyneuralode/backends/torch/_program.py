@@ -131,7 +131,9 @@ class TorchProgram(AbstractProgram):
                 options=forward_options(self.model.solver, self.model.control, ts_t))
             stats = self._forward_stats()
             t_event = t_event.reshape(())
-            occurred = bool(combined(t_event, path[-1]) < direction * (ts_t[1] - t_event))
+            # the end-time term crossed first only where the bisection ended within its tolerance of t1 (a
+            # comparison of the two terms' values would not do for a boolean condition's ±1)
+            occurred = bool(direction * (ts_t[1] - t_event) > 4 * self.event_time_tolerance)
             y_event = path[-1]
             if not occurred:  # the end time itself, not the bisection's estimate of it (within atol)
                 t_event = ts_t[1]
