@@ -18,6 +18,7 @@ import pytest
 import pyneuralode as pn
 from pyneuralode.backends._registry import REGISTRY
 
+from helpers import model as cached_model
 from helpers import unavailable_reason
 
 G, H, V0, FLOOR = 9.81, 10.0, 2.0, 1.0
@@ -295,6 +296,13 @@ UP = 8.0  # thrown upwards from H: it passes LEVEL rising at t_a, falling at t_b
 LEVEL = 12.0
 
 
+AT_LEVEL = {d: pn.Event(lambda t, u, p: u[0] - LEVEL, direction=d) for d in (0, 1, -1)}
+FLOOR_OR_LEVEL_FALLING = pn.Event(lambda t, u, p: np.stack([u[0] - p.floor, u[0] - LEVEL]), direction=(0, -1))
+ABOVE_LEVEL = pn.Event(lambda t, u, p: u[0] > LEVEL)  # false at the start (10 m), true from t_a until t_b
+LANDED_OR_LATE = pn.Event(lambda t, u, p: np.stack([u[0] < p.floor, t > 0.5]))
+# module-level events and cached models: the parametrized cases share their compiled solves
+
+
 def _level_times(g=G, h=H, v0=UP, level=LEVEL):
     """``(t_a, t_b)``: the roots of ``h + v0 t - g t² / 2 = level``."""
     root = np.sqrt(v0 ** 2 - 2 * g * (level - h))
@@ -306,18 +314,16 @@ def test_direction_selects_the_crossing(backend, direction, crossing):
     """Rising (1) or any (0): the first crossing; falling (-1): the body starts below the level, on the side a
     falling crossing ends on, so the rising crossing passes and the solve stops on the way down — with the
     closed-form sensitivities of that second crossing (F = h + v0 t - g t²/2 - level = 0, F_t = v0 - g t)."""
-    model = pn.ODEModel(falling, solver=_solver(backend), control=TOL, backend=backend)
+    model = cached_model(falling, backend=backend, solver=_solver(backend), control=TOL)
     params = model.init(0)
-    event = pn.Event(lambda t, u, p: u[0] - LEVEL, direction=direction)
-    hit = model.solve_event(params, np.array([H, UP]), event=event, t0=0.0, t1=5.0, sensitivities=True)
+    hit = model.solve_event(params, np.array([H, UP]), event=AT_LEVEL[direction], t0=0.0, t1=5.0, sensitivities=True)
     t = _level_times()[crossing]
     assert hit.occurred and hit.which == 0 and abs(hit.t - t) < 1e-8
     np.testing.assert_allclose(hit.y, [LEVEL, UP - G * t], atol=1e-7)
     rate = UP - G * t
     np.testing.assert_allclose(hit.dt_dparams, [0.5 * t ** 2 / rate, 0.0], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(hit.dt_dy0, [-1.0 / rate, -t / rate], rtol=1e-6)
-    single = model.solve_event(params, np.array([H, UP]), event=pn.Event(lambda t, u, p: u[0] - LEVEL), t0=0.0,
-                               t1=5.0)
+    single = model.solve_event(params, np.array([H, UP]), event=AT_LEVEL[0], t0=0.0, t1=5.0, sensitivities=True)
     if crossing == 1:  # the excluded crossing costs a first solve to it, counted in the stats
         assert hit.stats.nfe_forward > single.stats.nfe_forward
 
@@ -326,9 +332,9 @@ def test_direction_selects_the_crossing(backend, direction, crossing):
 def test_several_conditions_stop_at_the_earliest_and_say_which(backend, v0, which):
     """Two conditions, the floor (either way) and the level (falling): thrown hard, the level on the way down
     ends the solve (condition 1); thrown softly it never reaches the level and lands (condition 0)."""
-    model = pn.ODEModel(falling, solver=_solver(backend), control=TOL, backend=backend)
+    model = cached_model(falling, backend=backend, solver=_solver(backend), control=TOL)
     params = model.init(0)
-    event = pn.Event(lambda t, u, p: np.stack([u[0] - p.floor, u[0] - LEVEL]), direction=(0, -1))
+    event = FLOOR_OR_LEVEL_FALLING
     hit = model.solve_event(params, np.array([H, v0]), event=event, t0=0.0, t1=5.0, sensitivities=True)
     t = _level_times()[1] if which == 1 else _landing(v0=v0)[0]
     assert hit.occurred and hit.which == which and abs(hit.t - t) < 1e-8
@@ -358,12 +364,12 @@ def test_boolean_conditions_end_the_solve_where_they_become_true(backend):
     """diffrax's boolean events, located to the solver's time tolerance rather than at the end of a step: the body
     below the level (u[0] < LEVEL turns true on the way down, after being above it), and a time limit (t > 0.5)
     that fires first when it is earlier; neither has sensitivities."""
-    model = pn.ODEModel(falling, solver=_solver(backend), control=TOL, backend=backend)
+    model = cached_model(falling, backend=backend, solver=_solver(backend), control=TOL)
     params = model.init(0)
-    below = pn.Event(lambda t, u, p: u[0] > LEVEL)  # false at the start (10 m), true from t_a until t_b
+    below = ABOVE_LEVEL
     hit = model.solve_event(params, np.array([H, UP]), event=below, t0=0.0, t1=5.0)
     assert hit.occurred and hit.which == 0 and abs(hit.t - _level_times()[0]) < 1e-8
-    both = pn.Event(lambda t, u, p: np.stack([u[0] < p.floor, t > 0.5]))
+    both = LANDED_OR_LATE
     hit = model.solve_event(params, np.array([H, V0]), event=both, t0=0.0, t1=5.0)
     assert hit.occurred and hit.which == 1 and abs(hit.t - 0.5) < 1e-8
     many = model.solve_event_ensemble(params, np.array([[H, V0], [1.2, -5.0]]), event=both, t0=0.0, t1=5.0)
