@@ -271,6 +271,12 @@ def _rule(tape: _Tape, node: Node, position: int, inputs: list[Tracer], y: Trace
             np.where(inputs[0], g, 0.0) if position == 1 else np.where(inputs[0], 0.0, g), x.shape)
     if op == "matmul":
         return _matmul_rule(position, inputs[0], inputs[1], g)
+    if op == "solve":  # y = a⁻¹ b: b̄ = a⁻ᵀ ȳ, ā = −b̄ yᵀ
+        a = inputs[0]
+        g_b = np.linalg.solve(np.transpose(a), g)
+        if position == 1:
+            return g_b
+        return -(np.outer(g_b, y) if y.ndim == 1 else g_b @ np.transpose(y))
     if op in ("sum", "mean", "prod", "max", "min"):
         return _reduction_rule(node, x, y, g)
     if op == "stack":

@@ -109,10 +109,11 @@ BINARY = ("add", "subtract", "multiply", "divide", "power", "maximum", "minimum"
 REDUCTIONS = ("sum", "mean", "prod", "max", "min")
 """Reductions with attrs ``axis`` (a sorted tuple of non-negative ints, or ``None`` for all) and ``keepdims``."""
 
-OTHER = ("integer_power", "where", "matmul", "stack", "concatenate", "getitem", "take", "reshape", "transpose",
-         "broadcast_to")
+OTHER = ("integer_power", "where", "matmul", "solve", "stack", "concatenate", "getitem", "take", "reshape",
+         "transpose", "broadcast_to")
 """Structural ops. Attributes: ``integer_power`` ``exponent`` (int; ``x ** n`` is exact for negative ``x``);
-``where`` ``(condition, a, b)``; ``matmul`` NumPy's ``@``; ``stack``/``concatenate`` ``axis`` (non-negative);
+``where`` ``(condition, a, b)``; ``matmul`` NumPy's ``@``; ``solve`` ``np.linalg.solve(a, b)`` with ``a`` a square
+matrix and ``b`` a vector or a matrix (no stacked systems); ``stack``/``concatenate`` ``axis`` (non-negative);
 ``getitem`` ``index`` (a tuple, one entry per indexed axis or new axis: an int ``i >= 0`` drops the axis,
 ``None`` inserts one, ``(start, stop, step)`` with ``0 <= start <= stop`` and ``step > 0`` is the slice
 ``start:stop:step``; axes after the last entry are kept whole); ``take`` ``axis`` (non-negative) and ``indices``
@@ -147,6 +148,7 @@ def namespace_ops(xp) -> dict[str, Callable]:
         "integer_power": lambda node, x: x ** node.attr("exponent"),
         "where": lambda node, c, a, b: xp.where(c, a, b),
         "matmul": lambda node, a, b: xp.matmul(a, b),
+        "solve": lambda node, a, b: xp.linalg.solve(a, b),
         "stack": lambda node, *xs: xp.stack(xs, axis=node.attr("axis")),
         "concatenate": lambda node, *xs: xp.concatenate(xs, axis=node.attr("axis")),
         "getitem": lambda node, x: x[index_of(node)],

@@ -32,7 +32,7 @@ _FUNCTION_NAMES = ("np.sum", "np.mean", "np.prod", "np.max", "np.min", "np.amax"
                    "np.concatenate", "np.where", "np.clip", "np.reshape", "np.ravel", "np.transpose",
                    "np.squeeze", "np.expand_dims", "np.broadcast_to", "np.dot", "np.outer", "np.zeros_like",
                    "np.ones_like", "np.full_like", "np.copy", "np.atleast_1d", "np.hstack", "np.vstack",
-                   "np.column_stack", "np.linalg.norm (vector ord 1, 2, inf, p; matrix 'fro')", "np.take", "np.flip",
+                   "np.column_stack", "np.linalg.norm (vector ord 1, 2, inf, p; matrix 'fro')", "np.linalg.solve", "np.linalg.inv", "np.take", "np.flip",
                    "np.roll", "np.repeat", "np.tile", "np.cross", "np.interp (forcing from data)", "np.shape",
                    "np.ndim", "np.size", "np.array([...]) of traced values")
 SUPPORTED = (*_UFUNC_NAMES, *_FUNCTION_NAMES, "+ - * / ** @, unary -, abs()", "comparisons < <= > >= == !=",
@@ -595,6 +595,22 @@ def _dot(tape, a, b, out=None):
     return tape.emit("matmul", (a, b), what="np.dot")
 
 
+def _solve(tape, a, b):
+    a, b = _as_tracer(tape, a, "np.linalg.solve"), _as_tracer(tape, b, "np.linalg.solve")
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or b.ndim not in (1, 2) or b.shape[0] != a.shape[0]:
+        raise SpecError(f"np.linalg.solve(a, b) takes a square matrix a and a vector or matrix b with as many rows, "
+                        f"got shapes {a.shape} and {b.shape} (solve stacked systems one by one).")
+    # the shape is b's (inferring it on placeholder ones, as emit does, would meet a singular matrix)
+    return tape.add(Node("solve", (a._index, b._index), (), b.shape))
+
+
+def _inv(tape, a):
+    a = _as_tracer(tape, a, "np.linalg.inv")
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise SpecError(f"np.linalg.inv takes a square matrix, got shape {a.shape}.")
+    return _solve(tape, a, np.eye(a.shape[0]))
+
+
 def _outer(tape, a, b, out=None):
     _no_extra("np.outer", out=out)
     a, b = _ravel(tape, _as_tracer(tape, a, "np.outer")), _ravel(tape, _as_tracer(tape, b, "np.outer"))
@@ -957,7 +973,7 @@ _FUNCTIONS: dict[Callable, Callable] = {
     np.concatenate: _concatenate, np.where: _where, np.clip: _clip, np.reshape: _reshape, np.ravel: _ravel,
     np.transpose: _transpose, np.squeeze: _squeeze, np.expand_dims: _expand_dims, np.broadcast_to: _broadcast_to,
     np.dot: _dot, np.outer: _outer, np.zeros_like: _filled_like(0.0), np.ones_like: _filled_like(1.0),
-    np.linalg.norm: _norm, np.hstack: _hstack, np.vstack: _vstack, np.take: _np_take, np.flip: _flip,
+    np.linalg.norm: _norm, np.linalg.solve: _solve, np.linalg.inv: _inv, np.hstack: _hstack, np.vstack: _vstack, np.take: _np_take, np.flip: _flip,
     np.roll: _roll, np.var: _var, np.std: _std, np.any: _any, np.all: _all, np.cumsum: _cumsum, np.diff: _diff,
     np.einsum: _einsum, np.inner: _inner, np.vdot: _vdot, np.full_like: _full_like, np.copy: _copy,
     np.atleast_1d: _atleast_1d, np.column_stack: _column_stack, np.cross: _cross, np.repeat: _repeat,

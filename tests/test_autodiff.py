@@ -77,7 +77,7 @@ def test_grad_of_a_function_that_ignores_its_argument_is_zero():
 
 # ---------------------------------------------------------------------- fields built from derivatives, on every backend
 COVER = ("interp", "trig", "comparisons_where", "hyperbolic", "powers", "logical", "reductions", "matmul",
-         "neg_pos_abs", "arctan2_logaddexp", "indexing")
+         "neg_pos_abs", "arctan2_logaddexp", "indexing", "linalg")
 """Op cases whose gradients together contain every op a gradient graph can have (checked below). Not
 ``lowered_numpy``, whose ``np.array([u[1], -u[0], t])`` mixes traced values with the NumPy reference's number
 ``t``, which NumPy's ufuncs then cannot apply to."""

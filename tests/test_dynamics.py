@@ -51,6 +51,12 @@ CASES = {
     "matmul": lambda t, u, p: (p.M @ u + u @ p.M + np.dot(p.M, u) + np.matmul(u, p.M.T) + u.dot(p.w) * u
                                + (u @ u) * p.w + np.outer(u, u) @ u + u @ np.outer(u, p.w) + p.w @ np.outer(u, u)
                                + (np.outer(u, u) @ p.M)[0] + (p.M @ np.outer(u, p.w))[:, 1] + p.w @ p.M),
+    # square systems: a and b each with and without u (backends batch them differently), b a vector or a matrix
+    "linalg": lambda t, u, p: (np.linalg.solve(p.M + 3.0 * np.eye(3), u)
+                               + np.linalg.solve(p.M + 3.0 * np.eye(3) + np.eye(3) * u, p.w)
+                               + np.linalg.inv(p.M + 2.0 * np.eye(3) + np.outer(u, u)) @ u
+                               + np.linalg.solve(p.M + 3.0 * np.eye(3), np.stack([u, p.w], axis=1)) @ np.array([1.0, 0.5])
+                               + np.linalg.solve(p.M * u + 3.0 * np.eye(3), np.stack([p.w, p.c], axis=1))[:, 1]),
     "stack_concatenate": lambda t, u, p: (np.stack([u[2], u[0] * p.s, u[1]]) + np.concatenate([u[:1], 2 * u[1:]])
                                           + np.stack([u, p.w], axis=-1).sum(axis=1) + np.concatenate([u[:1], p.w[1:]])
                                           + np.stack([p.w, p.c]).sum(0)),

@@ -105,6 +105,8 @@ EXPECTED_SHAPED = [
     ("integer_power", (("exponent", 3),), [(3,)], (3,), "(a .^ 3)"),
     ("integer_power", (("exponent", -2),), [(3,)], (3,), "(a .^ -2)"),
     ("where", (), [(3,), (3,), ()], (3,), "ifelse.(a, b, c)"),
+    ("solve", (), [(3, 3), (3,)], (3,), "(transpose(a) \\ b)"),
+    ("solve", (), [(3, 3), (3, 2)], (3, 2), "(b / a)"),
     ("matmul", (), [(3,), (3,)], (), "sum(a .* b)"),
     ("matmul", (), [(2, 3), (3,)], (2,), "(transpose(a) * b)"),
     ("matmul", (), [(3,), (3, 2)], (2,), "(b * a)"),

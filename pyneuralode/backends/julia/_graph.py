@@ -187,6 +187,8 @@ class _Emitter:
             return f"({args[0]} .^ {node.attr('exponent')})"
         if op == "where":
             return f"ifelse.({args[0]}, {args[1]}, {args[2]})"
+        if op == "solve":  # NumPy's a is the Julia view aᵀ, a NumPy matrix b is bᵀ (the layout map)
+            return f"(transpose({args[0]}) \\ {args[1]})" if len(shapes[1]) == 1 else f"({args[1]} / {args[0]})"
         if op == "matmul":
             return self.matmul(args, shapes)
         if op == "stack":

@@ -118,6 +118,19 @@ def _matmul(node, batched, ranks):
     return apply
 
 
+def _solve(node, batched, ranks):
+    """``np.linalg.solve(a, b)`` for a square ``a`` and a vector or matrix ``b``; a batched operand is met by
+    expanding the other (torch reads a ``b`` with one axis fewer than ``a`` as a batch of vectors)."""
+    (ba, bb), (_, rb) = batched, ranks
+    if not ba and not bb:
+        return torch.linalg.solve
+    if ba and bb:
+        return torch.linalg.solve
+    if bb:
+        return lambda a, b: torch.linalg.solve(a.expand(b.shape[0], *a.shape), b)
+    return lambda a, b: torch.linalg.solve(a, b.expand(a.shape[0], *b.shape))
+
+
 def _getitem(node, batched, ranks):
     index = ((slice(None),) if batched[0] else ()) + index_of(node)
     return lambda x: x[index]
@@ -165,6 +178,7 @@ TORCH_OPS: dict[str, Builder] = {
     "integer_power": _integer_power,
     "where": lambda node, batched, ranks: _aligned(torch.where, node, batched, ranks),
     "matmul": _matmul,
+    "solve": _solve,
     "stack": _joined(torch.stack),
     "concatenate": _joined(torch.cat),
     "getitem": _getitem,
