@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from typing import Callable
 
 from ._adjoints import AbstractAdjoint, DirectAdjoint, as_adjoint
 from ._control import StepControl, check_solver_control
 from ._errors import SpecError
-from ._layers import AbstractLayer, check_state_preserving
+from ._layers import AbstractLayer, Sequential, check_state_preserving, walk
 from ._solvers import AbstractSolver, Dopri5, as_solver
 
 
@@ -111,3 +112,32 @@ class Residual(AbstractLayer):
             raise SpecError(f"Residual layer maps shape {tuple(in_shape)} to {tuple(out)}: a skip connection "
                             "needs equal shapes.")
         return tuple(in_shape)
+
+
+def compose_layers(root: AbstractLayer, leaf: Callable[[AbstractLayer, range], Callable]) -> Callable:
+    """``apply(params, t, x)`` of the expanded spec ``root``, the one composition every layer compiler shares:
+    ``Sequential`` chains its children and ``Residual`` adds its layer's output to its input; every other layer is
+    ``leaf(layer, subtree)``, ``subtree`` the :func:`pyneuralode._layers.walk` positions of the layer and its
+    sublayers (its own first: ``param_layout`` numbers parameters by it), which such a layer compiles itself."""
+    counter = iter(range(len(walk(root))))
+
+    def build(layer: AbstractLayer) -> Callable:
+        index = next(counter)  # walk() order: parent before children
+        if isinstance(layer, Sequential):
+            children = [build(child) for child in layer.layers]
+
+            def sequential(params, t, x):
+                for child in children:
+                    x = child(params, t, x)
+                return x
+            return sequential
+        if isinstance(layer, Residual):  # x + layer(t, x)
+            inner = build(layer.layer)
+            return lambda params, t, x: x + inner(params, t, x)
+        subtree = range(index, index + len(walk(layer)))
+        for _ in subtree[1:]:
+            next(counter)
+        return leaf(layer, subtree)
+
+    return build(root)
+

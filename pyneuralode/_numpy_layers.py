@@ -10,8 +10,8 @@ import numpy as np
 
 from ._errors import NotSupportedError
 from ._augment import Augment
-from ._blocks import Residual
-from ._layers import AbstractLayer, Activation, Linear, Sequential, walk
+from ._blocks import compose_layers
+from ._layers import AbstractLayer, Activation, Linear
 from ._params import param_layout
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -39,37 +39,22 @@ def numpy_layer(spec: AbstractLayer) -> Callable:
     own: dict[int, list] = {}
     for slot in param_layout(root):
         own.setdefault(slot.layer_index, []).append(slot)
-    counter = iter(range(len(walk(root))))
-
-    def build(layer: AbstractLayer) -> Callable:
-        index = next(counter)  # walk() order: parent before children, as param_layout numbers them
-        if isinstance(layer, Sequential):
-            children = [build(child) for child in layer.layers]
-
-            def sequential(tensor, t, x):
-                for child in children:
-                    x = child(tensor, t, x)
-                return x
-            return sequential
-        if isinstance(layer, Residual):
-            inner = build(layer.layer)
-            return lambda tensor, t, x: x + inner(tensor, t, x)
+    def leaf(layer: AbstractLayer, subtree: range) -> Callable:
         if isinstance(layer, Augment):  # zero features appended to each vector sample
             return lambda tensor, t, x: np.concatenate([x, np.zeros_like(x[..., :1]) * np.zeros(layer.dims)],
                                                        axis=-1)
         if isinstance(layer, Activation):
             return lambda tensor, t, x: ACTIVATIONS[layer.name](x)
         if isinstance(layer, Linear):
-            slots = own.get(index, [])
+            slots = own.get(subtree[0], [])
 
             def linear(tensor, t, x):
                 if layer.time_input:  # t is the last input feature
                     x = np.concatenate([x, np.broadcast_to(t, (*x.shape[:-1], 1))], axis=-1)
-                weight = tensor(slots[0])
-                out = x @ weight.T
+                out = x @ tensor(slots[0]).T
                 return out + tensor(slots[1]) if layer.bias else out
             return linear
         raise NotSupportedError(f"The NumPy reference evaluates Linear, activation, Sequential, Residual and Augment "
                                 f"networks only, not {type(layer).__name__}.")
 
-    return build(root)
+    return compose_layers(root, leaf)

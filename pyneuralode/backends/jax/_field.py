@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from ..._augment import Augment
-from ..._blocks import Residual
-from ..._layers import AbstractLayer, Activation, Linear, Sequential, field_layer_not_supported, walk
+from ..._blocks import compose_layers
+from ..._layers import AbstractLayer, Activation, Linear, field_layer_not_supported
 from ..._params import param_layout
 
 _ACTIVATIONS: dict[str, Callable] = {
@@ -120,27 +120,10 @@ def compile_tensors(spec: AbstractLayer) -> LayerFn:
     for s, k in zip(param_layout(root), tensor_plan(root)[1]):
         if k not in positions.setdefault(s.layer_index, []):
             positions[s.layer_index].append(k)
-    counter = iter(range(len(walk(root))))
-
-    def build(layer: AbstractLayer):
-        index = next(counter)  # walk() order: parent before children, as param_layout numbers them
-        if isinstance(layer, Sequential):
-            children = [build(child) for child in layer.layers]
-
-            def sequential(tensors, t, y):
-                for child in children:
-                    y = child(tensors, t, y)
-                return y
-            return sequential
-        if isinstance(layer, Residual):  # y + layer(t, y)
-            inner = build(layer.layer)
-            return lambda tensors, t, y: y + inner(tensors, t, y)
+    def leaf(layer: AbstractLayer, subtree: range):
         if type(layer) not in _COMPILERS:
             raise field_layer_not_supported(layer, "jax", _COMPILERS)
-        subtree = range(index, index + len(walk(layer)))
-        for _ in subtree[1:]:
-            next(counter)
         apply, mine = _COMPILERS[type(layer)](layer), [k for i in subtree for k in positions.get(i, [])]
         return lambda tensors, t, y: apply([tensors[k] for k in mine], t, y)
 
-    return build(root)
+    return compose_layers(root, leaf)
