@@ -197,3 +197,32 @@ def test_the_users_own_error_is_reported_with_its_name():
     def energy(x):
         raise RuntimeError("boom")
     assert "Tracing pn.grad(energy) failed: RuntimeError: boom" in _error(lambda t, u, p: pn.grad(energy)(u))
+
+
+@pn.loss
+def fit_with_a_gradient_penalty(ys, target):
+    """A loss that reads a gradient: pn.grad works in pn.loss as in a field."""
+    return np.mean((ys - target) ** 2) + 0.1 * np.sum(pn.grad(lambda z: np.sum(np.sin(z)))(ys[-1]) ** 2)
+
+
+@pn.dynamics(state=2)
+def oscillator(t, u, p):
+    return np.stack([u[1], -u[0]])
+
+
+# the position's share of the energy falls to 0.1 (x = cos t, so at t = arccos 0.1), written through pn.grad
+ENERGY_GRADIENT_EVENT = pn.Event(lambda t, u, p: pn.grad(lambda x: 0.5 * x[0] ** 2 + 0.5 * x[1] ** 2)(u)[0] - 0.1)
+
+
+def test_grad_inside_a_loss_and_an_event(backend):
+    tol = pn.StepControl(rtol=1e-10, atol=1e-10)
+    hit = model(oscillator, backend=backend, control=tol).solve_event(
+        np.zeros(0), np.array([1.0, 0.0]), event=ENERGY_GRADIENT_EVENT, t0=0.0, t1=5.0)
+    assert hit.occurred and abs(hit.t - np.arccos(0.1)) < 1e-8
+    ude = model(pn.MLP([2, 8, 2], activation="tanh"), backend=backend)
+    params, ts, y0 = ude.init(0), np.linspace(0.0, 1.0, 3), np.array([[0.5, 0.1]])
+    target = np.zeros((3, 1, 2))
+    res = ude.value_and_grad(params, y0, ts, loss=fit_with_a_gradient_penalty(target))
+    ys = ude.solve(params, y0, ts).ys
+    expected = np.mean((ys - target) ** 2) + 0.1 * np.sum(np.cos(ys[-1]) ** 2)  # d/dz sum(sin z) = cos z
+    assert abs(res.value - expected) < 1e-12
