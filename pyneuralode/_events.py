@@ -279,6 +279,15 @@ def fired(bound: BoundEvent, params, t: float, y, signs, arm, t0: float, t1: flo
     return int(np.argmin(combined(bound.values(params, t, y), signs, arm, t, t0, t1)))
 
 
+def needs_rearming(bound: BoundEvent, params, t0: float, y0) -> bool:
+    """Whether a directed condition starts on the side its direction makes it cross to (so its first crossing does
+    not count and :func:`locate_in_direction` solves more than once); never for an event without directions."""
+    directions = np.array(bound.directions)
+    if not directions.any():
+        return False
+    return bool(np.any((directions != 0) & (np.sign(bound.values(params, t0, y0)) == directions)))
+
+
 def locate_in_direction(locate, bound: BoundEvent, params, y0, t0: float, t1: float, margin: float, probe=None):
     """``(t, y, occurred, which, signs, arm, stats)``: the event located with ``locate(signs, arm) -> (t, y,
     occurred, stats)`` (one backend solve from ``t0`` with the combined function), solving again, with that

@@ -41,8 +41,7 @@ def numpy_layer(spec: AbstractLayer) -> Callable:
         own.setdefault(slot.layer_index, []).append(slot)
     def leaf(layer: AbstractLayer, subtree: range) -> Callable:
         if isinstance(layer, Augment):  # zero features appended to each vector sample
-            return lambda tensor, t, x: np.concatenate([x, np.zeros_like(x[..., :1]) * np.zeros(layer.dims)],
-                                                       axis=-1)
+            return lambda tensor, t, x: np.concatenate([x, np.zeros((*x.shape[:-1], layer.dims))], axis=-1)
         if isinstance(layer, Activation):
             return lambda tensor, t, x: ACTIVATIONS[layer.name](x)
         if isinstance(layer, Linear):

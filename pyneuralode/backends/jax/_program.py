@@ -343,18 +343,19 @@ class JaxProgram(AbstractProgram):
 
     def solve_event(self, params, y0, t0, t1, bound, *, sensitivities=False):
         """One compiled solve; with sensitivities, reverse mode through it and the root find. When a condition
-        must be re-armed (its direction excludes its first crossing; the solve reports it), the shared
-        :meth:`locate_in_direction` settles it and, with sensitivities, the last solve is differentiated."""
-        from ..._events import EventSolution
-        none, arm = np.zeros(bound.count), np.full(bound.count, -np.sign(t1 - t0) * np.inf)  # signs from the start
-        t, y, occurred, which, rearm, forward, jac = self._run_event(bound, sensitivities, params, y0, t0, t1, none,
-                                                                     arm)
-        if rearm:
-            t, y, occurred, which, signs, arm, earlier = self.locate_in_direction(params, y0, t0, t1, bound)
-            forward = {k: v + earlier[k] for k, v in forward.items()}
+        must be re-armed (its direction excludes its first crossing), the shared :meth:`locate_in_direction` settles
+        it and, with sensitivities, the last solve is differentiated."""
+        from ..._events import EventSolution, needs_rearming
+        if needs_rearming(bound, params, t0, y0):  # directed events only: read on the host before any solve
+            t, y, occurred, which, signs, arm, forward = self.locate_in_direction(params, y0, t0, t1, bound)
+            jac = None
             if sensitivities and occurred:
                 t, y, occurred, _, _, last, jac = self._run_event(bound, True, params, y0, t0, t1, signs, arm)
                 forward = {k: v + last[k] for k, v in forward.items()}
+        else:  # one compiled solve, its signs taken from the conditions at the start
+            none, arm = np.zeros(bound.count), np.full(bound.count, -np.sign(t1 - t0) * np.inf)
+            t, y, occurred, which, _, forward, jac = self._run_event(bound, sensitivities, params, y0, t0, t1, none,
+                                                                     arm)
         extra = {}
         if jac is not None:  # rows: d t, then d y (flattened)
             jp, jy = jac

@@ -121,10 +121,8 @@ def _matmul(node, batched, ranks):
 def _solve(node, batched, ranks):
     """``np.linalg.solve(a, b)`` for a square ``a`` and a vector or matrix ``b``; a batched operand is met by
     expanding the other (torch reads a ``b`` with one axis fewer than ``a`` as a batch of vectors)."""
-    (ba, bb), (_, rb) = batched, ranks
-    if not ba and not bb:
-        return torch.linalg.solve
-    if ba and bb:
+    ba, bb = batched
+    if ba == bb:
         return torch.linalg.solve
     if bb:
         return lambda a, b: torch.linalg.solve(a.expand(b.shape[0], *a.shape), b)
