@@ -31,7 +31,7 @@ _FUNCTION_NAMES = ("np.sum", "np.mean", "np.prod", "np.max", "np.min", "np.amax"
                    "np.any", "np.all", "np.cumsum", "np.diff", "np.einsum", "np.inner", "np.vdot", "np.stack",
                    "np.concatenate", "np.where", "np.clip", "np.reshape", "np.ravel", "np.transpose",
                    "np.squeeze", "np.expand_dims", "np.broadcast_to", "np.dot", "np.outer", "np.zeros_like",
-                   "np.ones_like", "np.full_like", "np.copy", "np.atleast_1d", "np.hstack", "np.vstack",
+                   "np.ones_like", "np.full_like", "np.copy", "np.atleast_1d", "np.hstack", "np.vstack", "np.append",
                    "np.column_stack", "np.linalg.norm (vector ord 1, 2, inf, p; matrix 'fro')", "np.linalg.solve",
                    "np.linalg.inv", "np.take", "np.flip",
                    "np.roll", "np.repeat", "np.tile", "np.cross", "np.interp (forcing from data)", "np.shape",
@@ -287,7 +287,12 @@ class _Tape:
                 raise SpecError("A traced value from another pn.dynamics trace leaked into this one.")
             return x._index
         if isinstance(x, (list, tuple)) and any(isinstance(e, Tracer) for e in _flatten(x)):
-            raise SpecError(f"{what} got a Python list of traced values: build the array with np.stack([...]).")
+            # NumPy reads a (nested) list as its elements stacked on a new first axis: np.concatenate([u, [t]])
+            items = [Tracer(self, self.lift(e, what)) for e in x]
+            if len({e.shape for e in items}) > 1:
+                raise SpecError(f"{what} got a Python list of traced values of different shapes "
+                                f"{[e.shape for e in items]}: join them with np.concatenate([...]).")
+            return self.emit("stack", items, (("axis", 0),), what=what)._index
         if isinstance(x, np.ndarray) and x.dtype == object:  # np.array([a, b]) of traced values (see __array__)
             return self._lift_objects(x, what)
         try:
@@ -651,6 +656,13 @@ def _hstack(tape, tup, **extra):
     return _concatenate(tape, xs, axis=0 if xs[0].ndim == 1 else 1)
 
 
+def _append(tape, arr, values, axis=None):  # NumPy's definition: concatenate, both raveled when axis is None
+    arr, values = _as_tracer(tape, arr, "np.append"), _as_tracer(tape, values, "np.append")
+    if axis is None:
+        return _concatenate(tape, [_ravel(tape, arr), _ravel(tape, values)], axis=0)
+    return _concatenate(tape, [arr, values], axis=axis)
+
+
 def _vstack(tape, tup, **extra):
     xs = [_as_tracer(tape, x, "np.vstack") for x in _sequence(tape, tup, "np.vstack")]
     return _concatenate(tape, [x.reshape(1, -1) if x.ndim < 2 else x for x in xs], axis=0)
@@ -974,7 +986,7 @@ _FUNCTIONS: dict[Callable, Callable] = {
     np.concatenate: _concatenate, np.where: _where, np.clip: _clip, np.reshape: _reshape, np.ravel: _ravel,
     np.transpose: _transpose, np.squeeze: _squeeze, np.expand_dims: _expand_dims, np.broadcast_to: _broadcast_to,
     np.dot: _dot, np.outer: _outer, np.zeros_like: _filled_like(0.0), np.ones_like: _filled_like(1.0),
-    np.linalg.norm: _norm, np.linalg.solve: _solve, np.linalg.inv: _inv, np.hstack: _hstack, np.vstack: _vstack,
+    np.linalg.norm: _norm, np.linalg.solve: _solve, np.linalg.inv: _inv, np.hstack: _hstack, np.vstack: _vstack, np.append: _append,
     np.take: _np_take, np.flip: _flip,
     np.roll: _roll, np.var: _var, np.std: _std, np.any: _any, np.all: _all, np.cumsum: _cumsum, np.diff: _diff,
     np.einsum: _einsum, np.inner: _inner, np.vdot: _vdot, np.full_like: _full_like, np.copy: _copy,

@@ -69,7 +69,10 @@ CASES = {
     "iterate_and_len": lambda t, u, p: np.stack([x * len(u) for x in u]),
     "lowered_helpers": lambda t, u, p: (u[[2, 0, 1]] + p.M[np.array([1, 1, 0])][:, 0] + np.linalg.norm(u)
                                         + np.linalg.norm(p.M * u, axis=1) + np.hstack([u[:2], u[0]])
-                                        + np.vstack([u, p.w]).sum(axis=0) + np.hstack([p.M[:, :1], p.M])[0, :3]),
+                                        + np.vstack([u, p.w]).sum(axis=0) + np.hstack([p.M[:, :1], p.M])[0, :3]
+                                        + np.append(u[:2], t) + np.append(p.M[:1, :2], [[u[0]]], axis=1)[0]
+                                        + np.concatenate([u[1:], [u[0] * p.s]])
+                                        + np.array([[u[0], t], [1.0, u[1]]]).sum(axis=1).repeat([2, 1])),
     "reshape_transpose": lambda t, u, p: (np.reshape(np.outer(u, p.w), (9,))[3:6] + p.M.T[0]
                                           + p.M.transpose()[1] + np.transpose(p.M, (1, 0))[2] + u.reshape(1, 3)[0]
                                           + u.reshape((3, 1)).ravel() + np.ravel(p.M)[:3] + p.M.flatten()[3:6]),

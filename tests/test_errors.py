@@ -177,8 +177,19 @@ class _OptaxLike:
     init = update = staticmethod(lambda *a: None)
 
 
+def _step_with(m, **given):
+    trainer = pn.Trainer(m, optimizer=pn.Adam())
+    trainer.init(m.init(0))
+    return trainer.step(Y0, TS, **given)
+
+
 # A loss or an optimiser given in the form the *other* entry point takes: the error names the form this one takes.
 WRONG_FORM = [
+    ("trainer-step-bound-loss", lambda m: _step_with(m, loss=pn.MSE(_TARGET)),
+     r"Trainer.step takes the data to fit: trainer.step\(y0, ts, target\); the loss kind belongs to the trainer: "
+     r"pn.Trainer\(model, optimizer=..., loss=pn.MSE\)"),
+    ("trainer-step-no-target", lambda m: _step_with(m),
+     r"trainer.step\(y0, ts, target\); target must have shape \(len\(ts\), \*y0.shape\)"),
     ("vg-loss-class", lambda m: m.value_and_grad(m.init(0), Y0, TS, loss=pn.MSE),
      r"got the class pn.MSE: give it the target, loss=pn.MSE\(target\) \(it is pn.Trainer that takes the class"),
     ("vg-loss-function", lambda m: m.value_and_grad(m.init(0), Y0, TS, loss=_relative_mse),

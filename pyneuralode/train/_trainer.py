@@ -74,7 +74,7 @@ class Trainer(NativeTrainerState):
         self.steps_done = 0
         self._started()
 
-    def step(self, y0, ts, target, **data) -> StepInfo:
+    def step(self, y0, ts, target=None, **data) -> StepInfo:
         """One optimisation step on the batch ``(y0, ts)`` against ``target`` (shape ``(len(ts), *y0.shape)``).
 
         ``ts`` may also hold per-sample times, shape ``(batch, T)`` with ``target`` of shape ``(T, batch,
@@ -85,6 +85,12 @@ class Trainer(NativeTrainerState):
         arguments of your own :func:`pyneuralode.loss` function. A step that raises (bad input, a failed solve, a
         NaN or infinite loss or gradient) leaves the parameters and the optimiser state exactly as they were."""
         self._require_started()
+        if target is None:  # e.g. step(y0, ts, loss=pn.MSE(data)), the form of model.value_and_grad
+            given = isinstance(data.get("loss"), AbstractLoss)
+            raise SpecError("Trainer.step takes the data to fit: trainer.step(y0, ts, target); "
+                            + ("the loss kind belongs to the trainer: pn.Trainer(model, optimizer=..., "
+                               "loss=pn.MSE), then trainer.step(y0, ts, data)." if given else
+                               "target must have shape (len(ts), *y0.shape)."))
         dtype = self.model.dtype
         loss = self.loss(target, **data)
         if np.ndim(ts) == 2:
