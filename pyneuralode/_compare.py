@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from ._errors import BackendUnavailable, NotSupportedError
+from ._errors import BackendUnavailable, NotSupportedError, SpecError
 from ._options import checked_options
 
 
@@ -169,6 +169,15 @@ def run_backends(subject, backends, repeats: int, call, arrays, params):
     return results, skipped
 
 
+def _check_model(model) -> None:
+    """Raise unless ``model`` is a ``pn.ODEModel``; a bare layer names the fix."""
+    from ._model import ODEModel
+    if not isinstance(model, ODEModel):
+        raise SpecError(f"compare takes a pn.ODEModel, got {type(model).__name__}: wrap the field in one, "
+                        "pn.compare(pn.ODEModel(field, solver=..., control=...), ...) (its solver, tolerances and "
+                        "gradient method are part of what is compared).")
+
+
 @checked_options
 def compare(model, *, backends=("jax", "torch"), params, y0, ts, loss, repeats: int = 5,
             title: str | None = None) -> Comparison:
@@ -177,6 +186,7 @@ def compare(model, *, backends=("jax", "torch"), params, y0, ts, loss, repeats: 
     A backend that is not installed or cannot run this model's options is skipped with the reason shown.
     ``repeats`` timed calls follow one warm-up call (which includes compilation).
     """
+    _check_model(model)
     results, skipped = run_backends(
         model, backends, repeats, lambda m, p: m.value_and_grad(p, y0, ts, loss=loss),
         lambda res: (res.ys, res.grad_params, res.grad_y0), params)

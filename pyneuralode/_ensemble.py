@@ -145,7 +145,8 @@ def ensemble_inputs(params, y0, *, num_params: int, state_shape: tuple[int, ...]
                         "(members, *state).")
     if len(sizes) > 1:
         raise SpecError(f"params have {p.shape[0]} members but y0 has {y.shape[0]}: give both the same number "
-                        "of members, or share one of them.")
+                        "of members, or share one of them (params of shape (P,), or y0 of the state's shape "
+                        "alone).")
     m = sizes.pop()
     if m < 1:
         raise SpecError("an ensemble needs at least one member.")

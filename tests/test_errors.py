@@ -147,6 +147,14 @@ def test_bad_spec(make, pattern):
         make()
 
 
+def test_compare_names_what_it_takes():
+    """pn.compare(field, ...) (a layer where a model belongs) failed with "'MLP' object has no attribute
+    'replace'"."""
+    with pytest.raises(pn.SpecError, match=r"compare takes a pn.ODEModel, got MLP: wrap the field in one, "
+                                           r"pn.compare\(pn.ODEModel\(field, solver=..., control=...\), ...\)"):
+        pn.compare(spiral_field(), params=np.zeros(3), y0=Y0, ts=TS, loss=pn.L1(np.zeros(1)))
+
+
 def test_max_steps_exceeded(backend):
     m = model(spiral_field(), backend=backend, control=pn.StepControl(rtol=1e-10, atol=1e-10, max_steps=5))
     with pytest.raises(pn.MaxStepsError, match=r"max_steps=5 .*increase max_steps.*stiff solver such as pn.Kvaerno5"):
