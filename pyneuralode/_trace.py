@@ -62,6 +62,16 @@ _NO_ARRAY = ("A traced value cannot become a concrete numpy array of numbers (np
              "build arrays of traced values with np.stack([...]) or np.concatenate([...]).")
 
 
+def _foreign(library: str) -> str:
+    return (f"{library} functions cannot run on the traced values of a pn.dynamics function: write it with NumPy "
+            "(np.sin, np.stack, @, ...), which pyneuralode compiles to JAX, torch and Julia itself.")
+
+
+def _traced_by_torch(err: BaseException) -> bool:
+    """Whether ``err`` is torch refusing a traced value (``sin(): argument 'input' must be Tensor, not Tracer``)."""
+    return "must be Tensor, not Tracer" in str(err)
+
+
 _ASSIGNMENT = ("Assigning into an array (du[i] = ...) is not supported in a pn.dynamics function, which must not "
                "mutate: build the derivative from its parts with np.stack([...]) or np.concatenate([...]), and "
                "select with np.where.")
@@ -156,7 +166,8 @@ class Tracer(np.lib.mixins.NDArrayOperatorsMixin):
     def __array_function__(self, func, types, args, kwargs):
         impl = _FUNCTIONS.get(func)
         if impl is None:
-            raise _unsupported(f"np.{getattr(func, '__name__', func)}")
+            module = "np.linalg." if getattr(func, "__module__", "").endswith("linalg") else "np."
+            raise _unsupported(f"{module}{getattr(func, '__name__', func)}")
         return impl(self._tape, *args, **kwargs)
 
     __hash__ = object.__hash__  # NDArrayOperatorsMixin's __eq__ is elementwise, as NumPy's
@@ -233,6 +244,8 @@ class Tracer(np.lib.mixins.NDArrayOperatorsMixin):
     def __getattr__(self, name):  # any other ndarray attribute: name it and list what is supported
         if name.startswith("__") or name.startswith("_"):
             raise AttributeError(name)
+        if name in ("weak_type", "aval"):  # what jax.numpy asks of its arguments
+            raise SpecError(_foreign("jax.numpy"))
         raise _unsupported(f"x.{name}")
 
 
@@ -1062,6 +1075,8 @@ def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple
     except Exception as err:  # noqa: BLE001 - report any failure of the user's code at definition time
         if isinstance(err, ValueError) and "setting an array element" in str(err):
             raise SpecError(_ASSIGNMENT) from err  # numpy's words for du[i] = <traced value>
+        if _traced_by_torch(err):
+            raise SpecError(_foreign("torch")) from err
         raise SpecError(f"Tracing {name}(t, u, p) failed: {type(err).__name__}: {err}") from err
     if isinstance(result, (list, tuple)):
         raise SpecError(f"{name} returned a Python {type(result).__name__}: return one array, e.g. "
@@ -1112,6 +1127,8 @@ def trace_arrays(fn: Callable, inputs: dict[str, tuple[tuple[int, ...], str]], *
         except SpecError:
             raise
         except Exception as err:  # noqa: BLE001 - report any failure of the user's code when it is traced
+            if _traced_by_torch(err):
+                raise SpecError(_foreign("torch")) from err
             raise SpecError(f"Tracing {name}({', '.join(inputs)}) failed: {type(err).__name__}: {err}") from err
         if isinstance(result, (list, tuple)):
             raise SpecError(f"{name} returned a Python {type(result).__name__}: return one scalar.")

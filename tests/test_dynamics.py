@@ -246,8 +246,18 @@ def test_unsupported_function_is_named_and_supported_ones_listed():
     assert _error(lambda t, u, p: np.einsum("ii->i", np.outer(u, u))).startswith(
         "np.einsum('ii->i', ...) (supported: explicit letters, none repeated within one operand, no '...') is not "
         "supported")
+    assert _error(lambda t, u, p: np.linalg.det(np.outer(u, u)) * u).startswith("np.linalg.det is not supported")
     assert _error(lambda t, u, p: u * np.linalg.norm(np.outer(u, u), 1)).startswith(
         "np.linalg.norm(..., ord=1) of a matrix (only the Frobenius norm) is not supported")
+
+
+@pytest.mark.parametrize("library", ["jax.numpy", "torch"])
+def test_another_librarys_functions_say_write_numpy(library):
+    """jnp.sin(u) failed with "x.weak_type is not supported", torch.sin(u) with torch's own TypeError."""
+    module = pytest.importorskip(library)
+    assert _error(lambda t, u, p: module.sin(u)) == (
+        f"{library} functions cannot run on the traced values of a pn.dynamics function: write it with NumPy "
+        "(np.sin, np.stack, @, ...), which pyneuralode compiles to JAX, torch and Julia itself.")
 
 
 def test_wrong_derivative_shape():
