@@ -28,6 +28,7 @@ one condition.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable
 
@@ -36,9 +37,10 @@ import numpy as np
 from ._custom_loss import loss
 from ._dynamics import Dynamics
 from ._ensemble import MemberOutcomes
-from ._errors import SpecError
+from ._errors import MaxStepsError, SpecError
 from ._layers import AbstractLayer
 from ._solution import Stats
+from ._stepwatch import time_scale
 from ._trace import is_boolean_event
 
 
@@ -218,11 +220,9 @@ def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[BoundEvent, fl
     times = []
     for name, value in (("t0", t0), ("t1", t1)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(value):
-            raise SpecError(f"{name} must be a finite number, got {value!r}" + (
-                ": t1 is the latest time the solve may reach before the event. For an open-ended wait give a "
-                "generous bound — the solve stops at the event, so a distant t1 costs nothing unless the event "
-                "never happens." if name == "t1" else "."))
+                or np.isnan(value) or (name == "t0" and not np.isfinite(value)):
+            raise SpecError(f"{name} must be a " + ("finite number" if name == "t0" else "number (np.inf: wait "
+                            "until the event, bounded by max_steps)") + f", got {value!r}.")
         times.append(float(value))
     if times[0] == times[1]:
         raise SpecError(f"t1 must differ from t0 (both {times[0]}): t1 is the latest time the solve may reach "
@@ -231,6 +231,19 @@ def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[BoundEvent, fl
     if params is not None:
         check_event_start(bound, bound.values(params, times[0], y0), times[0])
     return bound, times[0], times[1]
+
+
+@contextlib.contextmanager
+def open_ended_advice(t1: float):
+    """A :class:`pyneuralode.MaxStepsError` of a solve with ``t1 = ±inf`` says the event may never happen."""
+    try:
+        yield
+    except MaxStepsError as err:
+        if np.isfinite(t1):
+            raise
+        raise MaxStepsError(f"{err} With t1 = {t1} the solve runs until the event, and it had not happened: "
+                            "check the event condition, or give a finite t1 to be told occurred=False when the "
+                            "event does not come by then.") from None
 
 
 def check_event_start(bound: BoundEvent, g0, t0: float, member: int | None = None) -> None:
@@ -314,7 +327,7 @@ def locate_in_direction(locate, bound: BoundEvent, params, y0, t0: float, t1: fl
 def event_margin(t0: float, t1: float, dtype, time_tolerance: float) -> float:
     """How far past a crossing its direction excludes a condition starts to count again: well above the error
     in the located time (``time_tolerance``, the backend's) and the time's round-off."""
-    scale = max(1.0, abs(t0), abs(t1))
+    scale = max(1.0, time_scale(t0, t1))
     return max(100.0 * time_tolerance, float(np.sqrt(np.finfo(dtype).eps)) * scale)
 
 

@@ -11,7 +11,8 @@ from ._augment import augmented_loss, check_augment, pad_features
 from ._control import StepControl
 from ._custom_loss import bound_loss_mistake
 from ._ensemble import EnsembleSolution, ensemble_inputs, refuse_ensemble_devices
-from ._events import EventEnsembleSolution, EventSolution, check_event_inputs, check_event_sensitivities
+from ._events import (EventEnsembleSolution, EventSolution, check_event_inputs, check_event_sensitivities,
+                      open_ended_advice)
 from ._errors import SpecError
 from ._layers import AbstractLayer, check_state_preserving
 from ._losses import AbstractLoss
@@ -230,6 +231,8 @@ class ODEModel(SpecParameters):
         ``sensitivities=True`` the derivatives of ``t`` and ``y`` with respect to ``params`` and ``y0``.
         ``y0`` is one sample; the solver must be adaptive. Steps are those of :meth:`solve` over ``[t0, t1]``
         until the step in which the event happens, so the counts compare across backends as for a solve.
+        ``t1`` may be ``np.inf`` (or ``-np.inf`` backwards in time): the solve waits for the event, bounded by the
+        control's ``max_steps``, as diffrax's ``t1=jnp.inf`` with an event.
         """
         if not isinstance(sensitivities, bool):
             raise SpecError(f"sensitivities must be True or False, not {sensitivities!r}.")
@@ -237,7 +240,8 @@ class ODEModel(SpecParameters):
         y0 = check_state(y0, self.state_shape, self.dtype)
         bound, t0, t1 = check_event_inputs(self, params, y0, event, t0, t1)
         check_event_sensitivities(bound, sensitivities)
-        return self.program.solve_event(params, y0, t0, t1, bound, sensitivities=sensitivities)
+        with open_ended_advice(t1):
+            return self.program.solve_event(params, y0, t0, t1, bound, sensitivities=sensitivities)
 
     @checked_options
     def solve_event_ensemble(self, params, y0, *, event, t0, t1) -> EventEnsembleSolution:

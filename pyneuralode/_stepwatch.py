@@ -31,6 +31,11 @@ has begun. OrdinaryDiffEq clamps its initial step the same way (``ode_determine_
 
 Raising ``max_steps`` relaxes the stiff test (more steps are left), so a user who really wants the long solve can
 always have it.
+
+A solve that waits for an event (``model.solve_event``) is not watched for stalls: its ``t_end`` is a bound it
+usually never reaches, so "too few steps left to reach it" says nothing about stiffness (a generous bound such as
+``t1 = 1e6`` tripped the test after 200 ordinary steps). Its end may also be infinite; the underflow threshold
+then uses ``|t|`` alone (:func:`time_scale`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,12 @@ EPS = {"float32": 2.0**-23, "float64": 2.0**-52}
 """Machine epsilon of each model dtype (``numpy.finfo(dtype).eps``) for the underflow test."""
 
 
+def time_scale(*times: float) -> float:
+    """``max |t|`` over the finite ``times`` (0 if none): the scale of the round-off in a time, where an event
+    solve's end may be infinite."""
+    return max((abs(float(t)) for t in times if math.isfinite(t)), default=0.0)
+
+
 class StepWatch:
     """The rule above in plain Python, fed one attempted step at a time (the torch backend's callbacks).
 
@@ -56,8 +67,9 @@ class StepWatch:
     returns ``max|y|`` and is called only on starved steps.
     """
 
-    def __init__(self, *, t_end: float, max_steps: int, atol: float, dtype: str):
+    def __init__(self, *, t_end: float, max_steps: int, atol: float, dtype: str, stalls: bool = True):
         self.t_end = float(t_end)
+        self.stalls = stalls  # False: the blow-up test only (an event solve, whose end is a bound)
         self.max_steps = max_steps
         self.atol = atol
         self.eps = EPS[dtype]
@@ -68,9 +80,9 @@ class StepWatch:
     def check(self, t: float, h: float, ymax) -> str | None:
         self.steps += 1
         h = abs(h)
-        if not h > self.eps * max(abs(t), abs(self.t_end)):
+        if not h > self.eps * time_scale(t, self.t_end):
             return "blow_up"
-        if h * (self.max_steps - self.steps) < abs(self.t_end - t):
+        if self.stalls and h * (self.max_steps - self.steps) < abs(self.t_end - t):
             size = ymax()
             if self.run == 0:
                 self.ref = size

@@ -130,6 +130,34 @@ def test_decay_reaches_a_level_in_either_direction(backend, reverse):
     np.testing.assert_allclose(hit.dt_dy0, [1.0 / 0.7], rtol=1e-6)  # dt*/dy0 = 1 / (k y0)
 
 
+@pn.dynamics(state=2, params={"k": 0.01})
+def slow_spiral(t, u, p):  # radius exp(k t), angular speed 1
+    return np.stack([p.k * u[0] + u[1], p.k * u[1] - u[0]])
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_open_ended_wait_and_a_distant_bound(backend, reverse):
+    """``t1 = ±inf`` waits for the event (diffrax's ``t1=jnp.inf`` with an event), and a distant finite bound costs
+    nothing. The radius ``exp(k t)`` meets 2 at ``log 2 / k`` (backwards: 1/2 at ``-log 2 / k``) after ~600
+    steps, with ``dt*/dk = -t*/k``. With ``t1 = 1e6`` the step watch's stiffness test (can the steps left reach
+    t1?) stopped this solve as stiff after 200 ordinary steps, until event solves stopped watching for stalls."""
+    model = pn.ODEModel(slow_spiral, solver=_solver(backend), control=pn.StepControl(rtol=1e-8, atol=1e-8),
+                        backend=backend)
+    sign = -1.0 if reverse else 1.0
+    event = pn.Event(lambda t, u, p: u[0] ** 2 + u[1] ** 2 - (0.25 if reverse else 4.0))
+    t_exact = sign * np.log(2.0) / 0.01
+    for t1 in (sign * 1e6, sign * np.inf):
+        hit = model.solve_event(model.init(0), np.array([1.0, 0.0]), event=event, t0=0.0, t1=t1,
+                                sensitivities=True)
+        assert hit.occurred and abs(hit.t - t_exact) < 1e-4 and hit.stats.steps_accepted > 500
+        np.testing.assert_allclose(hit.dt_dparams, [-t_exact / 0.01], rtol=1e-5)
+    never = pn.Event(lambda t, u, p: u[0] ** 2 + u[1] ** 2 - (4.0 if reverse else 0.25))  # the radius moves away
+    with pytest.raises(pn.MaxStepsError, match=f"With t1 = {sign * np.inf} the solve runs until the event, and it "
+                                               "had not happened: check the event condition, or give a finite t1"):
+        model.replace(control=pn.StepControl(rtol=1e-8, atol=1e-8, max_steps=300)).solve_event(
+            model.init(0), np.array([1.0, 0.0]), event=never, t0=0.0, t1=sign * np.inf)
+
+
 def test_implicit_solver_event_on_jax():
     """A stiff solver's dense output serves the root find the same way (Kvaerno5, JAX)."""
     if unavailable_reason("jax"):
@@ -174,8 +202,10 @@ def _model(**kw):
     (lambda m, p: m.solve_event(p, np.array([FLOOR, V0]), event=LANDING, t0=0.0, t1=5.0),
      "must be a finite, nonzero number at the start"),
     (lambda m, p: m.solve_event(p, np.array([H, V0]), event=LANDING, t0=0.0, t1=0.0), "t1 must differ from t0"),
-    (lambda m, p: m.solve_event(p, np.array([H, V0]), event=LANDING, t0=0.0, t1=np.inf),
-     "t1 must be a finite number"),
+    (lambda m, p: m.solve_event(p, np.array([H, V0]), event=LANDING, t0=0.0, t1=np.nan),
+     r"t1 must be a number \(np.inf: wait until the event, bounded by max_steps\), got nan"),
+    (lambda m, p: m.solve_event(p, np.array([H, V0]), event=LANDING, t0=-np.inf, t1=5.0),
+     "t0 must be a finite number, got -inf"),
     (lambda m, p: m.solve_event(p, np.array([H, V0]), event=pn.Event(lambda t, u, p: np.outer(u, u)), t0=0.0,
                                 t1=5.0),
      "must return one real number"),

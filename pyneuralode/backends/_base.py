@@ -45,7 +45,8 @@ class AbstractProgram(abc.ABC):
         """The event located by :meth:`locate_event`, honouring each condition's direction
         (:func:`pyneuralode._events.locate_in_direction`): ``(t, y, occurred, which, signs, arm, stats)``."""
         from .._events import event_margin, locate_in_direction
-        step = float(np.sign(t1 - t0)) * 4.0 * self.event_time_tolerance * max(1.0, abs(t0), abs(t1))
+        from .._stepwatch import time_scale
+        step = float(np.sign(t1 - t0)) * 4.0 * self.event_time_tolerance * max(1.0, time_scale(t0, t1))
 
         def probe(t, y):  # just past t along the solution (for boolean conditions: see _events.fired)
             f = self.field_along(params, np.array([t], dtype=self.model.dtype),

@@ -128,6 +128,12 @@ def hairer_initial_step(fn, t0, y0, direction, *, order: int, rtol: float, atol:
     return direction * h, f0
 
 
+def finite_abs(t):
+    """``|t|``, or 0 for an infinite ``t`` (an event solve's open end): :func:`pyneuralode._stepwatch.time_scale`
+    on traced times."""
+    return jnp.where(jnp.isfinite(t), jnp.abs(t), 0.0)
+
+
 class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
     """``inner`` (a PIDController, whose steps it does not change) plus :mod:`pyneuralode._stepwatch`'s rule.
 
@@ -199,7 +205,7 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
             fresh = jnp.where(keep, jump, fresh)  # diffrax: made_jump of an accepted step, else the flags it had
             restart = (fresh, restarts)
         h = jnp.abs(t1 - t0)
-        blow_up = ~(h > self.eps * jnp.maximum(jnp.abs(t0), jnp.abs(t_end)))
+        blow_up = ~(h > self.eps * jnp.maximum(jnp.abs(t0), finite_abs(t_end)))
         stiff = False
         if self.stall_is_stiffness:  # static: an implicit solve skips the stall bookkeeping (a few % of its step)
             steps, run, ref = stall
@@ -270,7 +276,7 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
         saveat = eqx.tree_at(lambda s: s.controller_state, saveat, True)
         if control.dt0 is None:
             before = 2
-            floor = FIRST_STEP_MARGIN * EPS[dtype] * jnp.maximum(jnp.abs(t0), jnp.abs(t1))
+            floor = FIRST_STEP_MARGIN * EPS[dtype] * jnp.maximum(jnp.abs(t0), finite_abs(t1))
             dt0, f0 = hairer_initial_step(lambda t, y: field(t, y, args), t0, y0, direction,
                                           order=model_solver.order, rtol=control.rtol, atol=control.atol, norm=norm,
                                           floor=floor)

@@ -17,7 +17,7 @@ from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram
 from ._backsolve import make_backsolve
 from ._counting import new_probe, vjp_counted
-from ._diffrax import fixed_grid, integrate, make_solver
+from ._diffrax import finite_abs, fixed_grid, integrate, make_solver
 from ._field import compile_split, compile_tensors
 from ._x64 import require_x64_for_native, x64_scoped
 
@@ -260,7 +260,7 @@ class JaxProgram(AbstractProgram):
         shares = bool(condition.params or condition.nets)
         return lambda tensors, t, y: compiled(tensors if shares else [], t, y)[0]
 
-    def _event_solve_fn(self, bound, *, watch_stalls=True, rearmed=False):
+    def _event_solve_fn(self, bound, *, rearmed=False):
         """``solve(params, y0, t0, t1, signs, arm) -> ((t, y), (occurred, which, rearm, start, stats))`` stopping at
         the first zero of the combined function ``min_i max(σ (arm_i − t), signs_i g_i)`` of ``bound``'s
         conditions (``pyneuralode._events``; ``signs`` of 0 are taken from the conditions at the start), located
@@ -268,8 +268,8 @@ class JaxProgram(AbstractProgram):
         (``rearmed``) or the conditions are booleans — the arming term's kink can send Newton out of a step that
         spans it, a boolean's ±1 has no slope, and bisection needs only the sign change diffrax brackets.
         ``which`` is the condition that fired, ``rearm`` whether one starts on the side its direction crosses to
-        (the caller then re-arms it), ``start`` the conditions at ``t0``. ``watch_stalls=False``: the blow-up test
-        only, as in vectorised ensembles."""
+        (the caller then re-arms it), ``start`` the conditions at ``t0``. The step watch runs its blow-up test only:
+        ``t1`` is a bound (possibly infinite), not a destination, so a stall says nothing (``_stepwatch``)."""
         value = self._event_value(bound.conditions)
         directions = np.asarray(bound.directions, dtype=self.dtype)
         tol = float(np.finfo(self.dtype).eps) ** 0.75  # in time: ~2e-12 (float64), ~6e-6 (float32)
@@ -289,12 +289,12 @@ class JaxProgram(AbstractProgram):
                                    control=self.model.control, saveat=diffrax.SaveAt(t1=True),
                                    event=diffrax.Event(lambda t, y, args, **_: jnp.min(terms(t, y, args)),
                                                        root_finder=root_finder),
-                                   watch_stalls=watch_stalls)
+                                   watch_stalls=False)
             t, y = sol.ts[-1], sol.ys[-1]
             if bound.count == 1:
                 which = jnp.zeros((), jnp.int32)
             elif bound.boolean:  # read just past t: the root find's t may lie before the switch (_events.fired)
-                step = sigma * 4 * tol * jnp.maximum(1.0, jnp.maximum(jnp.abs(t0), jnp.abs(t1)))
+                step = sigma * 4 * tol * jnp.maximum(1.0, jnp.maximum(jnp.abs(t0), finite_abs(t1)))
                 which = jnp.argmin(terms(t + step, y + step * self.apply(tensors, t, y), tensors))
             else:
                 which = jnp.argmin(terms(t, y, tensors))
@@ -376,7 +376,7 @@ class JaxProgram(AbstractProgram):
         axes = (None if inputs.params_shared else 0, None if inputs.y0_shared else 0)
         key = ("ensemble", bound, axes)
         if key not in self._event_jit:
-            solve = self._event_solve_fn(bound, watch_stalls=False)  # stalls cost a vectorised solve 25-40%
+            solve = self._event_solve_fn(bound)
             none = jnp.zeros(bound.count, dtype=self.dtype)
 
             def member(p, y, a, b):

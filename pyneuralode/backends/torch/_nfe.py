@@ -100,11 +100,12 @@ class AdaptiveCountingField(CountingField):
     and stops the solve with :class:`SolveStopped`.
     """
 
-    def watch(self, ts: np.ndarray, *, atol: float, dtype: str) -> None:
-        """Watch the next solve over save times ``ts`` (until the next :meth:`reset`)."""
+    def watch(self, ts: np.ndarray, *, atol: float, dtype: str, stalls: bool = True) -> None:
+        """Watch the next solve over save times ``ts`` (until the next :meth:`reset`); ``stalls=False`` keeps the
+        blow-up test only (an event solve, whose end is a bound)."""
         self._watch_config = dict(max_steps=self.max_steps, atol=atol, dtype=dtype)
         self._ts = np.asarray(ts, dtype=np.float64)
-        self._forward_watch = StepWatch(t_end=self._ts[-1], **self._watch_config)
+        self._forward_watch = StepWatch(t_end=self._ts[-1], stalls=stalls, **self._watch_config)
         self._backward_watch = None
 
     def reset(self, **kwargs) -> None:

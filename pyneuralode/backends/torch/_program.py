@@ -54,11 +54,12 @@ class TorchProgram(AbstractProgram):
         if not self.model.solver.adaptive:
             fixed_step_grid(ts, self.model.control.dt, self.model.control.max_steps)  # counts before building
 
-    def _start(self, ts: np.ndarray, **reset) -> None:
-        """Zero the counters and, for adaptive solvers, watch the solve over ``ts`` for blow-up and stiffness."""
+    def _start(self, ts: np.ndarray, *, stalls: bool = True, **reset) -> None:
+        """Zero the counters and, for adaptive solvers, watch the solve over ``ts`` for blow-up and (unless
+        ``stalls`` is false) stiffness."""
         self.counter.reset(**reset)
         if self.model.solver.adaptive:
-            self.counter.watch(ts, atol=self.model.control.atol, dtype=self.model.dtype)
+            self.counter.watch(ts, atol=self.model.control.atol, dtype=self.model.dtype, stalls=stalls)
 
     def _failures(self, **where):
         return torchdiffeq_failures(self.counter, max_steps=self.model.control.max_steps, solver=self.model.solver,
@@ -116,7 +117,7 @@ class TorchProgram(AbstractProgram):
         ts_t, y0_t = self._tensor(np.array([t0, t1], dtype=self.dtype_np)), self._tensor(y0)
         signs_t, arm_t = self._tensor(np.asarray(signs, self.dtype_np)), self._tensor(np.asarray(arm, self.dtype_np))
         direction = 1.0 if t1 > t0 else -1.0
-        self._start(np.array([t0, t1], dtype=self.dtype_np))
+        self._start(np.array([t0, t1], dtype=self.dtype_np), stalls=False)  # t1 is a bound, maybe infinite
         with torch.no_grad(), self._failures():
             def combined(t, y):
                 terms = torch.maximum(direction * (arm_t - t), signs_t * condition(t, y[None])[0].reshape(-1))
