@@ -385,29 +385,55 @@ class EventEnsembleSolution(MemberOutcomes):
     - ``nfe_forward``, ``steps_accepted``, ``steps_rejected``, ``ok``, ``errors``: per member, as
       :class:`pyneuralode.EnsembleSolution` — a member whose solve failed is reported there (its ``t`` and ``y``
       NaN, counts 0) while the others still return.
+    - With ``sensitivities=True``: ``dt_dparams`` ``(M, P)``, ``dt_dy0`` ``(M, *state)``, ``dy_dparams``
+      ``(M, *state, P)`` and ``dy_dy0`` ``(M, *state, *state)``, each member's
+      :class:`pyneuralode.EventSolution` derivatives (NaN for a failed member); ``None`` otherwise.
     """
 
     t: np.ndarray
     y: np.ndarray
     occurred: np.ndarray
     which: np.ndarray
+    dt_dparams: np.ndarray | None = None
+    dt_dy0: np.ndarray | None = None
+    dy_dparams: np.ndarray | None = None
+    dy_dy0: np.ndarray | None = None
 
     @classmethod
-    def assemble(cls, t, y, occurred, which, counts, errors) -> EventEnsembleSolution:
-        """From per-member arrays and ``errors``; a failed member's time, state and counts become NaN and 0."""
+    def assemble(cls, t, y, occurred, which, counts, errors, sensitivities=None) -> EventEnsembleSolution:
+        """From per-member arrays and ``errors``; a failed member's time, state, counts and ``sensitivities`` (a
+        dict of the four derivative arrays, member axis first) become NaN and 0."""
         fields = cls.outcomes(counts, errors)
         ok = fields["ok"]
         t, y = np.array(t, dtype=float), np.array(y)
         t[~ok], y[~ok] = np.nan, np.nan
+        derivatives = {k: np.array(v) for k, v in (sensitivities or {}).items()}
+        for v in derivatives.values():
+            v[~ok] = np.nan
         occurred = np.asarray(occurred, dtype=bool) & ok
-        return cls(t=t, y=y, occurred=occurred, which=np.where(occurred, which, -1).astype(np.int64), **fields)
+        return cls(t=t, y=y, occurred=occurred, which=np.where(occurred, which, -1).astype(np.int64), **fields,
+                   **derivatives)
 
 
-def loop_event_ensemble(solve_one, inputs) -> EventEnsembleSolution:
+SENSITIVITIES = ("dt_dparams", "dt_dy0", "dy_dparams", "dy_dy0")
+"""The derivative fields of an :class:`EventSolution` (and, member axis first, an :class:`EventEnsembleSolution`)."""
+
+
+def sensitivity_arrays(members: int, num_params: int, state: tuple[int, ...], dtype) -> dict:
+    """The four derivative arrays of an ensemble of ``members``, NaN until each member's are written."""
+    shapes = {"dt_dparams": (num_params,), "dt_dy0": state, "dy_dparams": (*state, num_params),
+              "dy_dy0": (*state, *state)}
+    return {k: np.full((members, *shapes[k]), np.nan, dtype=dtype) for k in SENSITIVITIES}
+
+
+def loop_event_ensemble(solve_one, inputs, *, sensitivities: bool = False) -> EventEnsembleSolution:
     """The members one after another with ``solve_one(params, y0) -> EventSolution``, each member's failure caught
-    (a bad input, such as an event function that is zero at ``t0`` for one member, raises for the call)."""
+    (a bad input, such as an event function that is zero at ``t0`` for one member, raises for the call); with
+    ``sensitivities`` each member's derivatives are gathered."""
     from ._errors import PyNeuralODEError
     params, y0 = inputs.expanded()
+    derivatives = (sensitivity_arrays(inputs.members, params.shape[1], y0.shape[1:], y0.dtype) if sensitivities
+                   else None)
     t = np.full(inputs.members, np.nan)
     y = np.full((inputs.members, *y0.shape[1:]), np.nan, dtype=y0.dtype)
     occurred = np.zeros(inputs.members, dtype=bool)
@@ -425,5 +451,7 @@ def loop_event_ensemble(solve_one, inputs) -> EventEnsembleSolution:
         t[m], y[m], occurred[m] = hit.t, hit.y, hit.occurred
         which[m] = -1 if hit.which is None else hit.which
         counts[m] = hit.stats.nfe_forward, hit.stats.steps_accepted, hit.stats.steps_rejected
+        for k in SENSITIVITIES if sensitivities else ():
+            derivatives[k][m] = getattr(hit, k)
         errors.append(None)
-    return EventEnsembleSolution.assemble(t, y, occurred, which, counts, errors)
+    return EventEnsembleSolution.assemble(t, y, occurred, which, counts, errors, derivatives)

@@ -244,23 +244,28 @@ class ODEModel(SpecParameters):
             return self.program.solve_event(params, y0, t0, t1, bound, sensitivities=sensitivities)
 
     @checked_options
-    def solve_event_ensemble(self, params, y0, *, event, t0, t1) -> EventEnsembleSolution:
+    def solve_event_ensemble(self, params, y0, *, event, t0, t1, sensitivities: bool = False) -> EventEnsembleSolution:
         """:meth:`solve_event` for many members at once — when does each of many parameter sets or initial
         states meet the event (a distribution of landing times, of times to a threshold)?
 
         ``params`` and ``y0`` take the member conventions of :meth:`solve_ensemble` (``(P,)`` or ``(M, P)``; one
         state or ``(M, *state)``). Each member is solved as if alone, with its own steps and counts; a member
         whose solve fails is reported in ``ok``/``errors`` while the others return. JAX vectorises the members in
-        one compiled solve (``jax.vmap`` of the event solve); torch and Julia solve them one after another. No
-        sensitivities here: call :meth:`solve_event` on the members that need them.
+        one compiled solve (``jax.vmap`` of the event solve); torch and Julia solve them one after another.
+        ``sensitivities=True`` adds each member's derivatives of its event time and state with respect to its
+        ``params`` and ``y0`` (``dt_dparams`` of shape ``(M, P)``, ...), as :meth:`solve_event` gives them for one;
+        on JAX the members' reverse-mode passes are vectorised with their solves.
         """
+        if not isinstance(sensitivities, bool):
+            raise SpecError(f"sensitivities must be True or False, not {sensitivities!r}.")
         inputs = ensemble_inputs(params, y0, num_params=self.num_params, state_shape=self.state_shape,
                                  dtype=self.dtype)
         one_state = inputs.y0 if inputs.y0_shared else inputs.y0[0]
         bound, t0, t1 = check_event_inputs(self, None, one_state, event, t0, t1)  # the event's start: per member
+        check_event_sensitivities(bound, sensitivities)
         return self.program.solve_event_ensemble(
-            inputs, t0, t1, bound,
-            solve_one=lambda p, y: self.solve_event(p, y, event=event, t0=t0, t1=t1))
+            inputs, t0, t1, bound, sensitivities=sensitivities,
+            solve_one=lambda p, y: self.solve_event(p, y, event=event, t0=t0, t1=t1, sensitivities=sensitivities))
 
     @checked_options
     def native(self, params=None):

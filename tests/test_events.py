@@ -308,6 +308,42 @@ def test_event_ensemble_landing_times_on_every_backend(backend):
         model.solve_event_ensemble(model.init(0), np.stack([drops[0], [0.0, 1.0]]), event=ground, t0=0.0, t1=9.0)
 
 
+def test_event_ensemble_sensitivities_match_the_closed_form_and_each_single_solve(backend):
+    """Free fall from four heights (the last not landing before t1): t* = sqrt(2h/g), so dt*/dg = -t*/(2g),
+    dt*/dh = t*/(2h), dt*/dv0 = 1/g at v0 = 0; the member that does not land has dt = 0 and the fixed-time
+    derivatives. A directed event whose first crossing must be skipped (re-armed, solved alone on JAX) sits in the
+    same ensemble. Every member's derivatives equal its own solve_event's."""
+    @pn.dynamics(state=2, params={"g": G})
+    def free_fall(t, u, p):
+        return np.stack([u[1], -p.g])
+
+    model = pn.ODEModel(free_fall, solver=_solver(backend), control=TOL, backend=backend)
+    heights = np.array([1.0, 5.0, 20.0, 500.0])
+    drops = np.stack([heights, np.zeros_like(heights)], axis=1)
+    ground = pn.Event(lambda t, u, p: u[0])
+    res = model.solve_event_ensemble(model.init(0), drops, event=ground, t0=0.0, t1=9.0, sensitivities=True)
+    t = np.sqrt(2 * heights[:3] / G)
+    np.testing.assert_allclose(res.dt_dparams[:3, 0], -t / (2 * G), rtol=1e-7)
+    np.testing.assert_allclose(res.dt_dy0[:3], np.stack([t / (2 * heights[:3]), np.full(3, 1 / G)], axis=1),
+                               rtol=1e-7)
+    assert np.all(res.dt_dparams[3] == 0.0) and np.all(res.dt_dy0[3] == 0.0)
+    np.testing.assert_allclose(res.dy_dy0[3], [[1.0, 9.0], [0.0, 1.0]], atol=1e-7)
+    falling_past = pn.Event(lambda t, u, p: u[0] - 12.0, direction=-1)  # thrown up from 10 m: skip the rise
+    throws = np.array([[10.0, 8.0], [15.0, -1.0]])
+    directed = model.solve_event_ensemble(model.init(0), throws, event=falling_past, t0=0.0, t1=9.0,
+                                          sensitivities=True)
+    for res, states, event in ((res, drops, ground), (directed, throws, falling_past)):
+        assert res.dt_dparams.shape == (len(states), 1) and res.dy_dy0.shape == (len(states), 2, 2)
+        for m, y0 in enumerate(states):
+            single = model.solve_event(model.init(0), y0, event=event, t0=0.0, t1=9.0, sensitivities=True)
+            assert abs(res.t[m] - single.t) < 1e-12
+            for name in ("dt_dparams", "dt_dy0", "dy_dparams", "dy_dy0"):
+                np.testing.assert_allclose(getattr(res, name)[m], getattr(single, name), rtol=1e-9, atol=1e-12)
+    with pytest.raises(pn.SpecError, match="is a boolean, which has no derivative"):
+        model.solve_event_ensemble(model.init(0), drops, event=pn.Event(lambda t, u, p: u[0] < 0.0), t0=0.0,
+                                   t1=9.0, sensitivities=True)
+
+
 def test_event_ensemble_reports_a_failed_member_and_returns_the_others(backend):
     """One member too stiff for Dopri5 within max_steps: reported with the single solve's words, NaN; the others
     exact."""
@@ -318,6 +354,14 @@ def test_event_ensemble_reports_a_failed_member_and_returns_the_others(backend):
                                      t1=50.0)
     assert list(res.ok) == [True, False, True] and np.isnan(res.t[1]) and res.nfe_forward[1] == 0
     assert "max_steps=300" in res.errors[1]
+    with_derivatives = model.solve_event_ensemble(rates, np.array([1.0]), event=pn.Event(lambda t, u, p: u[0] + 1.0),
+                                                  t0=0.0, t1=50.0, sensitivities=True)
+    assert list(with_derivatives.ok) == [True, False, True] and np.isnan(with_derivatives.dt_dparams[1]).all()
+    for m in (0, 2):  # no event: the fixed-time derivatives of y(50) = exp(-50 k), as the member's own solve
+        single = model.solve_event(rates[m], np.array([1.0]), event=pn.Event(lambda t, u, p: u[0] + 1.0), t0=0.0,
+                                   t1=50.0, sensitivities=True)
+        np.testing.assert_allclose(with_derivatives.dy_dparams[m], single.dy_dparams, rtol=1e-9, atol=1e-15)
+        assert abs(single.dy_dparams[0, 0]) < 1e-6 and with_derivatives.dt_dparams[m, 0] == 0.0
     assert not res.occurred.any() and np.all(res.t[[0, 2]] == 50.0)  # decay never reaches -1: no event
 
 

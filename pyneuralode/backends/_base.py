@@ -75,11 +75,12 @@ class AbstractProgram(abc.ABC):
         return EventSolution(t, y, occurred, Stats(**stats, nfe_backward=None if sensitivities else 0),
                              which=which, **extra)
 
-    def solve_event_ensemble(self, inputs, t0, t1, bound, *, solve_one):
+    def solve_event_ensemble(self, inputs, t0, t1, bound, *, solve_one, sensitivities=False):
         """The members of ``inputs`` solved to the event one after another with ``solve_one(params, y0)``
-        (the model's checked :meth:`pyneuralode.ODEModel.solve_event`); backends that vectorise override this."""
+        (the model's checked :meth:`pyneuralode.ODEModel.solve_event`, with ``sensitivities`` if asked); backends
+        that vectorise override this."""
         from .._events import loop_event_ensemble
-        return loop_event_ensemble(solve_one, inputs)
+        return loop_event_ensemble(solve_one, inputs, sensitivities=sensitivities)
 
     def locate_event(self, params, y0, t0, t1, bound, signs, arm):
         """``(t, y, occurred, forward counts as a dict)`` of a solve stopped at the first zero of the combined

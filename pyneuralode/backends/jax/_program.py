@@ -25,6 +25,29 @@ _FORWARD = ("nfe_forward", "steps_accepted", "steps_rejected", "max_steps", "fai
 _ENSEMBLE_STATS = ("nfe_forward", "steps_accepted", "steps_rejected", "failed")
 
 
+def _with_jacobian(solve, params, y0, *args):
+    """``((t, y), aux, (J_params, J_y0))`` of an event ``solve(params, y0, *args) -> ((t, y), aux)``: reverse mode
+    through the solve and, by implicit differentiation, its root find, one VJP per entry of ``[t, y.ravel()]``
+    (the Jacobians' rows)."""
+    def flat(p, y):
+        (t, y_event), aux = solve(p, y, *args)
+        return jnp.concatenate([t[None], y_event.ravel()]), (y_event, aux)
+    out, vjp, (y_event, aux) = jax.vjp(flat, params, y0, has_aux=True)
+    return (out[0], y_event), aux, jax.vmap(vjp)(jnp.eye(out.size, dtype=out.dtype))
+
+
+def _sensitivity_fields(j_params, j_y0, state, *, members=False) -> dict:
+    """The :class:`pyneuralode.EventSolution` derivative fields from :func:`_with_jacobian`'s rows (row 0: the
+    time, then the state's entries), with a leading member axis when ``members`` (numpy arrays)."""
+    axis = 1 if members else 0
+    lead = j_params.shape[:axis]
+    first = lambda a: np.take(a, 0, axis=axis)  # noqa: E731
+    rest = lambda a: np.take(a, np.arange(1, a.shape[axis]), axis=axis)  # noqa: E731
+    return dict(dt_dparams=first(j_params), dt_dy0=first(j_y0).reshape(*lead, *state),
+                dy_dparams=rest(j_params).reshape(*lead, *state, -1),
+                dy_dy0=rest(j_y0).reshape(*lead, *state, *state))
+
+
 CHECKPOINT_BUDGET_BYTES = 32 * 2**20
 MIN_CHECKPOINTS = 8
 
@@ -317,14 +340,8 @@ class JaxProgram(AbstractProgram):
                 if not sensitivities:
                     (t, y_event), aux = solve(params, y0, t0, t1, signs, arm)
                     return y_event, None, report(t, aux)
-
-                def flat(p, y):  # the event time and state as one vector, for one VJP per component
-                    (t, y_event), aux = solve(p, y, t0, t1, signs, arm)
-                    return jnp.concatenate([t[None], y_event.ravel()]), (y_event, aux)
-                # reverse mode through the solve and, by implicit differentiation, through the root find
-                out, vjp, (y_event, aux) = jax.vjp(flat, params, y0, has_aux=True)
-                jac = jax.vmap(vjp)(jnp.eye(out.size, dtype=out.dtype))
-                return y_event, jac, report(out[0], aux)
+                (t, y_event), aux, jac = _with_jacobian(solve, params, y0, t0, t1, signs, arm)
+                return y_event, jac, report(t, aux)
             self._event_jit[key] = jax.jit(run)
         return self._event_jit[key]
 
@@ -357,37 +374,41 @@ class JaxProgram(AbstractProgram):
             t, y, occurred, which, _, forward, jac = self._run_event(bound, sensitivities, params, y0, t0, t1, none,
                                                                      arm)
         extra = {}
-        if jac is not None:  # rows: d t, then d y (flattened)
-            jp, jy = jac
-            extra = dict(dt_dparams=jp[0], dt_dy0=jy[0].reshape(y0.shape),
-                         dy_dparams=jp[1:].reshape(*y0.shape, -1), dy_dy0=jy[1:].reshape(*y0.shape, *y0.shape))
+        if jac is not None:
+            extra = _sensitivity_fields(*jac, y0.shape)
             if not all(np.all(np.isfinite(v)) for v in extra.values()):
                 raise non_finite_error("event sensitivities")
         return EventSolution(t, y, occurred, Stats(**forward, nfe_backward=None if sensitivities else 0),
                              which=which if occurred else None, **extra)
 
-    def solve_event_ensemble(self, inputs, t0, t1, bound, *, solve_one):
+    def solve_event_ensemble(self, inputs, t0, t1, bound, *, solve_one, sensitivities=False):
         """The members vectorised with ``jax.vmap`` of the event solve in one compiled call, each a batch of one
-        with its own steps and counts (as :meth:`solve_ensemble`); the event's value at ``t0`` is checked for every
-        member on the device, and a failed member — or one with a condition to re-arm (see :meth:`solve_event`) —
-        is solved again alone."""
+        with its own steps and counts (as :meth:`solve_ensemble`) and, with ``sensitivities``, its own reverse-mode
+        pass (vectorised with the solves); the event's value at ``t0`` is checked for every member on the device,
+        and a failed member — or one with a condition to re-arm (see :meth:`solve_event`) — is solved again
+        alone."""
         from ..._errors import SolveError
-        from ..._events import EventEnsembleSolution, check_event_start
+        from ..._events import SENSITIVITIES, EventEnsembleSolution, check_event_start
         axes = (None if inputs.params_shared else 0, None if inputs.y0_shared else 0)
-        key = ("ensemble", bound, axes)
+        key = ("ensemble", bound, axes, sensitivities)
         if key not in self._event_jit:
             solve = self._event_solve_fn(bound)
             none = jnp.zeros(bound.count, dtype=self.dtype)
 
             def member(p, y, a, b):
                 arm = jnp.full(bound.count, -jnp.sign(b - a) * jnp.inf, dtype=self.dtype)
-                (t, y_event), (occurred, which, rearm, start, stats) = solve(p, y, a, b, none, arm)
-                return t, y_event, occurred, which, rearm, start, {k: stats[k] for k in _ENSEMBLE_STATS}
+                if sensitivities:
+                    (t, y_event), aux, jac = _with_jacobian(solve, p, y, a, b, none, arm)
+                else:
+                    ((t, y_event), aux), jac = solve(p, y, a, b, none, arm), None
+                occurred, which, rearm, start, stats = aux
+                return t, y_event, occurred, which, rearm, start, {k: stats[k] for k in _ENSEMBLE_STATS}, jac
             self._event_jit[key] = jax.jit(jax.vmap(member, in_axes=(*axes, None, None)))
         t0_, t1_ = np.asarray(t0, self.dtype), np.asarray(t1, self.dtype)
-        t, y, occurred, which, rearm, start, stats = (np.array(v) if not isinstance(v, dict) else v for v in
-                                                      jax.device_get(self._event_jit[key](inputs.params, inputs.y0,
-                                                                                          t0_, t1_)))
+        *arrays, stats, jac = jax.device_get(self._event_jit[key](inputs.params, inputs.y0, t0_, t1_))
+        t, y, occurred, which, rearm, start = (np.array(v) for v in arrays)
+        derivatives = None if jac is None else {k: np.array(v) for k, v in
+                                                _sensitivity_fields(*jac, y.shape[1:], members=True).items()}
         true_at_start = bound.boolean & (start < 0).any(1)
         for m in np.flatnonzero(~np.isfinite(start).all(1) | (start == 0).any(1) | true_at_start):
             check_event_start(bound, start[m], t0, member=int(m))
@@ -404,9 +425,11 @@ class JaxProgram(AbstractProgram):
                 t[m], y[m], occurred[m] = hit.t, hit.y, hit.occurred
                 which[m] = -1 if hit.which is None else hit.which
                 counts[m] = hit.stats.nfe_forward, hit.stats.steps_accepted, hit.stats.steps_rejected
+                for k in SENSITIVITIES if sensitivities else ():
+                    derivatives[k][m] = getattr(hit, k)
             except SolveError as err:
                 errors[m] = str(err)
-        return EventEnsembleSolution.assemble(t, y, occurred, which, counts, errors)
+        return EventEnsembleSolution.assemble(t, y, occurred, which, counts, errors, derivatives)
 
     def event_gradient(self, condition, params, t, y):
         """``(∂g/∂t, ∇_y g, ∂g/∂θ)`` of one event condition at ``(t, y)`` (``jax.grad``; not compiled: it serves
