@@ -41,14 +41,43 @@ def check_keywords(name: str, fn, kwargs) -> None:
             raise UnknownOptionError(f"{name} got an unknown option {key!r}: {hint}{known}.")
 
 
+@functools.lru_cache(maxsize=None)
+def _positional(fn) -> tuple[int, tuple[str, ...]] | None:
+    """``(how many positional arguments fn takes, its keyword-only names)``, or ``None`` if it takes ``*args``."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
+    return len(positional), tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+
+
+def check_positional(name: str, fn, args) -> None:
+    """Raise :class:`pyneuralode.UnknownOptionError` (also a ``TypeError``) naming the keywords when ``args`` holds
+    more positional values than ``fn`` takes (``pn.CosineDecay(1e-2, 100)`` for ``init_value=, decay_steps=``)."""
+    shape = _positional(fn)
+    if shape is None or len(args) <= shape[0]:
+        return
+    count, keywords = shape
+    if not (count or keywords):
+        raise UnknownOptionError(f"{name} takes no arguments, got {len(args)}: {name}().")
+    by_name = ", ".join(f"{k}=..." for k in keywords)
+    raise UnknownOptionError(f"{name} takes {count or 'no'} positional argument{'s' if count != 1 else ''} but got "
+                             f"{len(args)}: pass its options by name, {name}({'..., ' * count}{by_name}).")
+
+
 class CheckedOptions(abc.ABCMeta):
-    """Metaclass of the public bases: constructing a class with an unknown keyword raises
-    :class:`pyneuralode.UnknownOptionError` before ``__init__`` runs (an ``ABCMeta``, so abstract bases keep
-    working)."""
+    """Metaclass of the public bases: constructing a class with an unknown keyword, or with options given by
+    position where they are keyword-only, raises :class:`pyneuralode.UnknownOptionError` before ``__init__`` runs
+    (an ``ABCMeta``, so abstract bases keep working)."""
 
     def __call__(cls, *args, **kwargs):
         if kwargs:
             check_keywords(cls.__name__, cls.__init__, kwargs)
+        if args:
+            check_positional(cls.__name__, cls.__init__, args)
         return super().__call__(*args, **kwargs)
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import math
 
 from ._errors import SpecError
+from ._options import CheckedOptions
 
 
 def _finite_positive(value, name) -> float:
@@ -31,7 +32,7 @@ def _positive_int(value, name) -> int:
     return value
 
 
-class AbstractSchedule(abc.ABC):
+class AbstractSchedule(metaclass=CheckedOptions):
     """A learning rate as a function of the step. Subclasses are final frozen dataclasses (keyword-only)."""
 
     init_value: float

@@ -105,6 +105,24 @@ def test_tiny_fixed_step_is_counted_before_the_grid_is_built(backend):
                                "max_steps in pn.StepControl(dt=..., max_steps=...).")
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda: pn.CosineDecay(1e-2, 100), "CosineDecay takes no positional arguments but got 2: pass its options by "
+                                         "name, CosineDecay(init_value=..., decay_steps=..., alpha=...)."),
+    (lambda: pn.Adam(1e-3), "Adam takes no positional arguments but got 1: pass its options by name, "
+                            "Adam(lr=..., b1=..., b2=..., eps=...)."),
+    (lambda: pn.Dopri5(5), "Dopri5 takes no arguments, got 1: Dopri5()."),
+    (lambda: pn.Trainer(pn.ODEModel(spiral_field()), pn.Adam()),
+     "Trainer takes 1 positional argument but got 2: pass its options by name, Trainer(..., optimizer=..., "
+     "loss=..., devices=...)."),
+])
+def test_options_given_by_position_name_the_keywords(make, message):
+    """``pn.CosineDecay(1e-2, 100)`` (optax's positional form) raised Python's "takes 1 positional argument but 3
+    were given", which does not say that the options are keyword-only or what they are called."""
+    with pytest.raises(pn.UnknownOptionError) as info:
+        make()
+    assert str(info.value) == message and isinstance(info.value, TypeError)
+
+
 def test_unknown_options_are_errors():
     """A SpecError of the family and the TypeError Python raises for an unknown keyword, both at once."""
     with pytest.raises(pn.UnknownOptionError, match="StepControl got an unknown option 'rtoll': did you mean 'rtol'"):
