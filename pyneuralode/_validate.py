@@ -23,6 +23,15 @@ def check_dtype(dtype) -> str:
 def as_real_array(value, what: str, dtype: str) -> np.ndarray:
     """``value`` as a numpy array of ``dtype``; non-real dtypes and non-finite values are SpecErrors, checked after
     the cast too, so a float64 value beyond float32's range is refused rather than turned into ``inf``."""
+    if getattr(value, "requires_grad", False) and type(value).__module__.startswith("torch"):
+        raise SpecError(f"{what} is a torch tensor that requires grad: pyneuralode's model methods take and return "
+                        "NumPy arrays, so autograd cannot follow them. Differentiate with model.value_and_grad(...), "
+                        "or embed model.native(params) (a torch.nn.Module) in your torch code; pass "
+                        "tensor.detach() here to solve without gradients.")
+    if "Tracer" in type(value).__name__ and type(value).__module__.startswith("jax"):
+        raise SpecError(f"{what} is a JAX tracer (a model method called inside jax.jit, jax.grad or jax.vmap): "
+                        "pyneuralode's model methods take and return NumPy arrays. Inside JAX transformations use "
+                        "model.native(params), an equinox module that jax.grad and jax.jit go through.")
     try:
         arr = np.asarray(value)
     except Exception as err:  # ragged lists and other oddities

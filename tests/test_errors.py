@@ -165,6 +165,19 @@ def test_bad_spec(make, pattern):
         make()
 
 
+def test_autograd_and_jax_transforms_through_the_numpy_api_name_native():
+    """A torch tensor that requires grad failed with numpy's "Can't call numpy() on Tensor that requires grad", and
+    a JAX tracer (model.solve inside jax.grad) with JAX's array-conversion error; both now say what to use."""
+    torch, jax = pytest.importorskip("torch"), pytest.importorskip("jax")
+    m = pn.ODEModel(spiral_field(), control=CONTROL, backend="jax")
+    with pytest.raises(pn.SpecError, match=r"params is a torch tensor that requires grad: .* model.value_and_grad"
+                                           r"\(...\), or embed model.native\(params\)"):
+        m.solve(torch.tensor(m.init(0), requires_grad=True), Y0, TS)
+    with pytest.raises(pn.SpecError, match=r"params is a JAX tracer .* use model.native\(params\), an equinox "
+                                           "module"):
+        jax.grad(lambda p: m.solve(p, Y0, TS).ys.sum())(jax.numpy.asarray(m.init(0)))
+
+
 def test_compare_names_what_it_takes():
     """pn.compare(field, ...) (a layer where a model belongs) failed with "'MLP' object has no attribute
     'replace'"."""
