@@ -82,6 +82,7 @@ from ._ensemble import EnsembleSolution as EnsembleSolution
 from ._events import Event as Event
 from ._events import EventEnsembleSolution as EventEnsembleSolution
 from ._events import EventSolution as EventSolution
+from ._events import steady_state_event as steady_state_event
 from ._solution import Solution as Solution
 from ._solution import Stats as Stats
 from ._solution import ValueAndGrad as ValueAndGrad

@@ -95,23 +95,84 @@ class Event:
         """The function's name."""
         return getattr(self.fn, "__name__", "event")
 
-    def bind(self, field: AbstractLayer, state: tuple[int, ...]) -> BoundEvent:
-        """The event traced against ``field``'s declarations (:class:`BoundEvent`). Cached, so each backend
-        compiles it once per field."""
-        key = (field, tuple(state))
+    def bind(self, field: AbstractLayer, state: tuple[int, ...], control=None) -> BoundEvent:
+        """The event traced against ``field``'s declarations (:class:`BoundEvent`); ``control`` (the model's
+        :class:`pyneuralode.StepControl`) gives a :func:`steady_state_event` the tolerances it was not given.
+        Cached, so each backend compiles it once per field."""
+        steady = isinstance(self.fn, _SteadyState)
+        tolerances = self.fn.tolerances(control) if steady else None
+        key = (field, tuple(state), tolerances)
         if key not in self._bound:
-            bound = BoundEvent(self._trace(self.fn, field, state), self.direction, self, field, tuple(state))
+            fn = self.fn.condition(field, *tolerances) if steady else self.fn
+            bound = BoundEvent(self._trace(fn, field, state, calls_field=steady), self.direction, self, field,
+                               tuple(state))
             self._bound[key] = bound
         return self._bound[key]
 
     @staticmethod
-    def _trace(fn, field, state) -> Dynamics:
+    def _trace(fn, field, state, *, calls_field: bool = False) -> Dynamics:
         """``fn`` as a :class:`Dynamics` with one number or a vector as its value, whose canonical parameters are
-        the field's own when the field is a ``Dynamics`` (so one flat vector serves both), and none otherwise."""
+        the field's own when the field is a ``Dynamics`` (so one flat vector serves both), and none otherwise —
+        unless ``calls_field``: a function of the field's value (:func:`steady_state_event`) calls any other field
+        as its one network, ``p.field``, whose weights are then the model's whole flat vector."""
         if isinstance(field, Dynamics):
             return Dynamics(fn, state=field.state, params=field.params, nets=field.nets,
                             constants=field.constants, positive=field.positive, scalar=True)
+        if calls_field:
+            return Dynamics(fn, state=state, nets={"field": field}, scalar=True)
         return Dynamics(fn, state=state, scalar=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SteadyState:
+    """The condition of :func:`steady_state_event`: ``rms(f(t, u)) − (atol + rtol · rms(u))``."""
+
+    rtol: float | None
+    atol: float | None
+    __name__ = "steady_state"
+
+    def __call__(self, t, u, p):  # pragma: no cover - bound to a field by Event.bind, never called as it is
+        raise SpecError("pn.steady_state_event() is bound to the model's field by model.solve_event.")
+
+    def tolerances(self, control) -> tuple[float, float]:
+        """``(rtol, atol)``: the ones given, else the model's step control's (diffrax's default)."""
+        if control is None and (self.rtol is None or self.atol is None):
+            raise SpecError("pn.steady_state_event() without rtol/atol takes them from the model's StepControl: "
+                            "use it with model.solve_event, or give rtol= and atol=.")
+        return (float(control.rtol if self.rtol is None else self.rtol),
+                float(control.atol if self.atol is None else self.atol))
+
+    @staticmethod
+    def condition(field, rtol: float, atol: float) -> Callable:
+        def rms(x):
+            return np.sqrt(np.mean(x * x))
+        if isinstance(field, Dynamics):
+            def steady_state(t, u, p):
+                return rms(field.fn(t, u, p)) - (atol + rtol * rms(u))
+        else:
+            def steady_state(t, u, p):
+                return rms(p.field(u)) - (atol + rtol * rms(u))
+        return steady_state
+
+
+def steady_state_event(*, rtol: float | None = None, atol: float | None = None) -> Event:
+    """An :class:`Event` that ends the solve where it reaches a steady state: the first time the field's
+    root-mean-square value falls to ``atol + rtol · rms(y)`` (diffrax's ``steady_state_event``, the same test with
+    its default RMS norm; OrdinaryDiffEq's ``TerminateSteadyState``). ``rtol``/``atol`` default to the model's
+    ``StepControl`` tolerances, as diffrax's do. Unlike diffrax's boolean test the condition is a number, so the
+    time is located by root finding and has sensitivities. Use it with ``t1=np.inf`` to run until equilibrium::
+
+        hit = model.solve_event(params, y0, event=pn.steady_state_event(), t0=0.0, t1=np.inf)
+        hit.y, hit.t                     # the equilibrium state, and when the field fell below the tolerance
+    """
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not value >= 0 or not np.isfinite(value)):
+            raise SpecError(f"steady_state_event {name} must be a finite number >= 0 (or None for the model's "
+                            f"StepControl {name}), got {value!r}.")
+    if rtol == 0 and atol == 0:
+        raise SpecError("steady_state_event needs rtol > 0 or atol > 0: the field never reaches exactly zero.")
+    return Event(_SteadyState(rtol, atol), direction=-1)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -155,6 +216,12 @@ class BoundEvent:
         """Whether the conditions are booleans (the solve ends where one becomes true; no derivatives)."""
         return is_boolean_event(self.conditions.graph)
 
+    @property
+    def steady_state(self) -> bool:
+        """Whether this is a :func:`steady_state_event` (an RMS norm of the field, whose root JAX brackets by
+        bisection: Newton's step left the interval on a decaying oscillation's norm, measured)."""
+        return isinstance(self.event.fn, _SteadyState)
+
     def component(self, i: int) -> Dynamics:
         """Condition ``i`` alone, as a scalar :class:`Dynamics` (the whole function when it has one condition)."""
         if self.conditions.out_shape(self.state) == ():
@@ -170,7 +237,8 @@ class BoundEvent:
 
     def values(self, params, t: float, y) -> np.ndarray:
         """The ``k`` conditions at ``(t, y)`` in NumPy (the reference), ``params`` the model's flat vector."""
-        own = params if isinstance(self.field, Dynamics) else np.zeros(0)  # the event reads the field's
+        reads = self.conditions.params or self.conditions.nets
+        own = params if reads else np.zeros(0)  # the event reads the field's
         return np.atleast_1d(self.conditions.evaluate(own, t, y)).astype(np.float64)
 
 
@@ -227,7 +295,7 @@ def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[BoundEvent, fl
     if times[0] == times[1]:
         raise SpecError(f"t1 must differ from t0 (both {times[0]}): t1 is the latest time the solve may reach "
                         "before the event.")
-    bound = event.bind(model.field, tuple(state))
+    bound = event.bind(model.field, tuple(state), model.control)
     if params is not None:
         check_event_start(bound, bound.values(params, times[0], y0), times[0])
     return bound, times[0], times[1]
@@ -255,6 +323,9 @@ def check_event_start(bound: BoundEvent, g0, t0: float, member: int | None = Non
         which = "" if g0.size == 1 else f" (condition {int(np.flatnonzero(g0 < 0)[0])})"
         raise SpecError(f"{where}The event condition {bound.name}{which} is already true at t0 = {t0}: a boolean "
                         "condition ends the solve where it becomes true, so it must be false at the start.")
+    if bound.steady_state and np.all(np.isfinite(g0)) and g0[0] <= 0:
+        raise SpecError(f"{where}The solve starts at a steady state: at t0 = {t0} the field's RMS value is already "
+                        "within the steady-state tolerance (atol + rtol * rms(y)), so there is nothing to wait for.")
     bad = np.flatnonzero(~np.isfinite(g0) | (g0 == 0.0))
     if bad.size:
         value = f"{g0[bad[0]]}" if g0.size == 1 else f"{g0[bad[0]]} in condition {bad[0]}"

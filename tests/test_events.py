@@ -158,6 +158,56 @@ def test_open_ended_wait_and_a_distant_bound(backend, reverse):
             model.init(0), np.array([1.0, 0.0]), event=never, t0=0.0, t1=sign * np.inf)
 
 
+@pn.dynamics(state=2, params={"k": 0.5}, constants={"target": np.array([1.0, -2.0])})
+def relax(t, u, p):  # u = target + (y0 - target) exp(-k t)
+    return -p.k * (u - p.target)
+
+
+def _steady_time(k, rtol=1e-3, atol=1e-6):
+    """When rms(f) = k rms(y0 - target) e^{-kt} = 2 k e^{-kt} falls to atol + rtol rms(u), from y0 = (3, 0)."""
+    from scipy.optimize import brentq
+
+    def g(t):
+        e = np.exp(-k * t)
+        return 2 * k * e - (atol + rtol * np.sqrt(((1 + 2 * e) ** 2 + (-2 + 2 * e) ** 2) / 2))
+    return brentq(g, 0.0, 200.0, xtol=1e-14)
+
+
+def test_steady_state_event_waits_for_equilibrium(backend):
+    """``pn.steady_state_event`` with ``t1 = inf`` (diffrax's steady_state_event): the relaxation's steady-state
+    time against the root of its closed form, its derivative with respect to k against differences of that root;
+    a field that is not a pn.dynamics (a linear layer: equilibrium -W⁻¹b) with the model's tolerances; errors."""
+    model = pn.ODEModel(relax, solver=_solver(backend), control=pn.StepControl(rtol=1e-10, atol=1e-10),
+                        backend=backend)
+    event = pn.steady_state_event(rtol=1e-3, atol=1e-6)
+    hit = model.solve_event(model.init(0), np.array([3.0, 0.0]), event=event, t0=0.0, t1=np.inf,
+                            sensitivities=True)
+    t_exact = _steady_time(0.5)
+    assert hit.occurred and abs(hit.t - t_exact) < 1e-6
+    np.testing.assert_allclose(hit.y, [1.0, -2.0] + 2.0 * np.exp(-0.5 * t_exact), atol=1e-8)
+    np.testing.assert_allclose(hit.dt_dparams, [(_steady_time(0.5 + 1e-6) - _steady_time(0.5 - 1e-6)) / 2e-6],
+                               rtol=1e-5)
+    linear = pn.ODEModel(pn.Linear(2, 2), solver=_solver(backend), control=pn.StepControl(rtol=1e-9, atol=1e-9),
+                         backend=backend)
+    weights = np.array([-1.0, 0.2, -0.3, -0.8, 0.5, -0.4])   # W (complex eigenvalues: a decaying spiral), b
+    hit = linear.solve_event(weights, np.array([3.0, 0.0]), event=pn.steady_state_event(), t0=0.0, t1=np.inf)
+    np.testing.assert_allclose(hit.y, np.linalg.solve(weights[:4].reshape(2, 2), -weights[4:]), atol=1e-8)
+    field = weights[:4].reshape(2, 2) @ hit.y + weights[4:]
+    assert np.sqrt(np.mean(field ** 2)) <= 1.0001 * (1e-9 + 1e-9 * np.sqrt(np.mean(hit.y ** 2)))
+    with pytest.raises(pn.SpecError, match="The solve starts at a steady state: at t0 = 0.0 the field's RMS value"):
+        model.solve_event(model.init(0), np.array([1.0, -2.0]), event=event, t0=0.0, t1=np.inf)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rtol": 0.0, "atol": 0.0}, "needs rtol > 0 or atol > 0"),
+    ({"rtol": -1e-3}, r"rtol must be a finite number >= 0 \(or None for the model's StepControl rtol\)"),
+    ({"atol": np.inf}, "atol must be a finite number >= 0"),
+])
+def test_steady_state_event_errors(kwargs, message):
+    with pytest.raises(pn.SpecError, match=message):
+        pn.steady_state_event(**kwargs)
+
+
 def test_implicit_solver_event_on_jax():
     """A stiff solver's dense output serves the root find the same way (Kvaerno5, JAX)."""
     if unavailable_reason("jax"):

@@ -42,9 +42,13 @@ def lotka_volterra_ude(t, u, p):
     return np.stack([p.alpha * u[0] + m[0], -p.delta * u[1] + m[1]])
 
 
+_STEADY = pn.steady_state_event(rtol=1e-3, atol=1e-6)
 DYNAMICS = {"ude": lotka_volterra_ude, **{name: _make(fn, name) for name, fn in CASES.items()},
             "grad_every_op": gradient_of_every_case, "hamiltonian_nn": hamiltonian_nn,  # pn.grad's ops too
-            "gradient_flow": gradient_flow}
+            "gradient_flow": gradient_flow,
+            # the steady-state event's condition: of a pn.dynamics field, and of a plain layer called as a network
+            "steady_state_of_dynamics": _STEADY.bind(lotka_volterra_ude, (2,)).conditions,
+            "steady_state_of_a_layer": _STEADY.bind(pn.MLP([2, 8, 2], activation="tanh"), (2,)).conditions}
 
 
 # ==================================================================================== part 1: no Julia needed

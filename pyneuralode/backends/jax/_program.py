@@ -288,15 +288,16 @@ class JaxProgram(AbstractProgram):
         the first zero of the combined function ``min_i max(σ (arm_i − t), signs_i g_i)`` of ``bound``'s
         conditions (``pyneuralode._events``; ``signs`` of 0 are taken from the conditions at the start), located
         by diffrax's root find on the dense output: optimistix Newton, or bisection when a condition is re-armed
-        (``rearmed``) or the conditions are booleans — the arming term's kink can send Newton out of a step that
-        spans it, a boolean's ±1 has no slope, and bisection needs only the sign change diffrax brackets.
+        (``rearmed``), the conditions are booleans or the event is a steady state — the arming term's kink can
+        send Newton out of a step that spans it, a boolean's ±1 has no slope, a decaying oscillation's RMS norm
+        threw Newton out of the step (measured), and bisection needs only the sign change diffrax brackets.
         ``which`` is the condition that fired, ``rearm`` whether one starts on the side its direction crosses to
         (the caller then re-arms it), ``start`` the conditions at ``t0``. The step watch runs its blow-up test only:
         ``t1`` is a bound (possibly infinite), not a destination, so a stall says nothing (``_stepwatch``)."""
         value = self._event_value(bound.conditions)
         directions = np.asarray(bound.directions, dtype=self.dtype)
         tol = float(np.finfo(self.dtype).eps) ** 0.75  # in time: ~2e-12 (float64), ~6e-6 (float32)
-        root_finder = (_IntervalBisection(rtol=tol, atol=tol) if rearmed or bound.boolean
+        root_finder = (_IntervalBisection(rtol=tol, atol=tol) if rearmed or bound.boolean or bound.steady_state
                        else optx.Newton(rtol=tol, atol=tol, norm=optx.rms_norm))
 
         def solve(params, y0, t0, t1, signs, arm):
