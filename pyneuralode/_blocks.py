@@ -16,7 +16,7 @@ import numbers
 from typing import Callable
 
 from ._adjoints import AbstractAdjoint, DirectAdjoint, as_adjoint
-from ._control import StepControl, check_solver_control
+from ._control import StepControl, check_atol_shape, check_solver_control
 from ._errors import SpecError
 from ._layers import AbstractLayer, Sequential, check_state_preserving, walk
 from ._solvers import AbstractSolver, Dopri5, as_solver
@@ -55,6 +55,7 @@ class ODEBlock(AbstractLayer):
             raise SpecError(f"ODEBlock control must be a pn.StepControl(...), got {type(self.control).__name__}.")
         check_solver_control(self.solver, self.control,
                              give="give the ODEBlock a step with control=pn.StepControl(dt=...)")
+        check_atol_shape(self.control, None, "an ODEBlock")
 
     def param_specs(self):
         return ()

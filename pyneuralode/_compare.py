@@ -169,6 +169,11 @@ def run_backends(subject, backends, repeats: int, call, arrays, params):
     return results, skipped
 
 
+def _tolerance(atol) -> str:
+    """``atol`` for a title: ``1e-08``, or ``(1e-08, 1e-14)`` per component."""
+    return f"{atol:g}" if isinstance(atol, float) else str(atol)
+
+
 def _check_model(model) -> None:
     """Raise unless ``model`` is a ``pn.ODEModel``; a bare layer names the fix."""
     from ._model import ODEModel
@@ -192,7 +197,7 @@ def compare(model, *, backends=("jax", "torch"), params, y0, ts, loss, repeats: 
         lambda res: (res.ys, res.grad_params, res.grad_y0), params)
     pairs = pair_differences(results)
     title = title or (f"{model.solver.name}, {model.adjoint.name}, {model.dtype}, rtol={model.control.rtol:g}, "
-                      f"atol={model.control.atol:g}")
+                      f"atol={_tolerance(model.control.atol)}")
     return Comparison(title, tuple(results), pairs, skipped)
 
 

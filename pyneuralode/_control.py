@@ -6,6 +6,8 @@ import dataclasses
 import math
 import numbers
 
+import numpy as np
+
 from ._errors import SpecError
 from ._options import CheckedOptions
 
@@ -16,7 +18,11 @@ class StepControl(metaclass=CheckedOptions):
 
     **Arguments (keyword-only):**
 
-    - ``rtol``, ``atol``: relative and absolute tolerances of adaptive solvers (both > 0).
+    - ``rtol``, ``atol``: relative and absolute tolerances of adaptive solvers (both > 0). ``atol`` may also be
+      one tolerance per state component — an array of the state's shape, e.g. ``atol=(1e-8, 1e-14, 1e-8)`` for
+      species whose scales differ by orders of magnitude (Robertson's kinetics), as SciPy's ``solve_ivp``,
+      OrdinaryDiffEq's ``abstol`` and torchdiffeq take it: a step's error is measured against
+      ``atol[i] + rtol * |y[i]|`` component by component. For :class:`pyneuralode.ODEModel` on JAX and torch.
     - ``dt0``: first step of an adaptive solver; ``None`` picks it with Hairer's rule (Hairer, Nørsett & Wanner,
       *Solving ODEs I*, II.4), computed the same way on every backend.
     - ``dt``: the step of a fixed-step solver (``Euler``, ``Midpoint``, ``Heun``, ``RK4``); required by them and
@@ -55,7 +61,7 @@ class StepControl(metaclass=CheckedOptions):
     """
 
     rtol: float = 1e-6
-    atol: float = 1e-8
+    atol: float | tuple = 1e-8
     dt0: float | None = None
     dt: float | None = None
     safety: float = 0.9
@@ -68,7 +74,11 @@ class StepControl(metaclass=CheckedOptions):
     icoeff: float = 1.0
 
     def __post_init__(self):
+        if not isinstance(self.atol, numbers.Real) or isinstance(self.atol, bool):
+            object.__setattr__(self, "atol", _component_tolerances(self.atol))
         for name in ("rtol", "atol", "safety", "factormin", "factormax"):
+            if name == "atol" and isinstance(self.atol, tuple):
+                continue
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
                 raise SpecError(f"StepControl {name} must be a finite number > 0, got {value!r}.")
@@ -103,6 +113,21 @@ class StepControl(metaclass=CheckedOptions):
                             "makes every save time a step boundary, so put these times in ts instead.")
 
     @property
+    def per_component_atol(self) -> bool:
+        """Whether ``atol`` holds one tolerance per state component."""
+        return isinstance(self.atol, tuple)
+
+    @property
+    def smallest_atol(self) -> float:
+        """``atol``, or its smallest component: where one number is needed (a backward solve of an augmented
+        state, an event's tolerance in time, the step watch's growth test), the strictest of them."""
+        return float(np.min(self.atol)) if self.per_component_atol else self.atol
+
+    def atol_array(self, dtype) -> np.ndarray | float:
+        """``atol`` as the backends use it: a float, or an array of the state's shape."""
+        return np.asarray(self.atol, dtype=dtype) if self.per_component_atol else self.atol
+
+    @property
     def controller(self) -> str:
         """The step-size controller these coefficients select: ``"integral"`` (``pcoeff=0, icoeff=1``, which every
         backend runs) or ``"PI"``."""
@@ -115,10 +140,38 @@ class StepControl(metaclass=CheckedOptions):
         return tuple(t for t in getattr(self, which) if lo < t < hi)
 
 
+def _component_tolerances(value) -> tuple:
+    """A per-component ``atol`` as nested tuples of floats (hashable; ``np.asarray`` gives back its shape)."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.ndim == 0 or array.size == 0 or not np.all(np.isfinite(array)) \
+            or not np.all(array > 0):
+        raise SpecError(f"StepControl atol must be a finite number > 0, or an array of them with the state's shape "
+                        f"(one per component, e.g. atol=(1e-8, 1e-14, 1e-8)), got {value!r}.")
+
+    def nested(a):
+        return tuple(nested(x) for x in a) if a.ndim > 1 else tuple(float(x) for x in a)
+    return nested(array)
+
+
+def check_atol_shape(control: StepControl, state_shape, owner: str) -> None:
+    """A per-component ``atol`` must have the shape of the state it measures (``state_shape``; ``None`` where the
+    model has no single state shape, which refuses it)."""
+    if not control.per_component_atol:
+        return
+    shape = np.shape(control.atol)
+    if state_shape is None:
+        raise SpecError(f"A per-component StepControl atol needs a state of known shape; {owner} has none: give a "
+                        "scalar atol, or use pn.ODEModel with a field of fixed input shape.")
+    if tuple(shape) != tuple(state_shape):
+        raise SpecError(f"StepControl atol has shape {tuple(shape)} but the state has shape {tuple(state_shape)}: "
+                        "give one tolerance per state component (or one number for all).")
+
+
 def _sorted_times(value, name: str) -> tuple[float, ...]:
     """``value`` (a number or a sequence of numbers) as a sorted tuple of distinct finite floats."""
-    import numpy as np
-
     try:
         array = np.asarray(value)
     except (TypeError, ValueError):
@@ -135,8 +188,6 @@ def check_resolution(name: str, value: float, dtype: str) -> None:
     torchdiffeq's default ``rtol=1e-7`` is 0.84 of float32's epsilon, and its own test suite runs it in float32
     (measured here: its ConstantODE, SineODE and LinearODE within its thresholds on JAX and torch, both
     directions, Dopri5/Bosh3/Dopri8)."""
-    import numpy as np
-
     eps = float(np.finfo(dtype).eps)
     if value < eps / 2:
         raise SpecError(f"{name}={value:g} is below {dtype}'s resolution ({eps:.1e}): use a larger {name} or "
@@ -159,8 +210,6 @@ def check_solver_control(solver, control: StepControl, *, give: str = "give it a
 def fixed_step_counts(ts, dt: float):
     """Steps per interval between consecutive save times: ``ceil(|Δt| / dt)`` (at least 1), as floats so that an
     absurdly small ``dt`` counts to a huge number instead of overflowing or allocating."""
-    import numpy as np
-
     ts = np.asarray(ts, dtype=np.float64)
     return np.maximum(1.0, np.ceil(np.abs(np.diff(ts)) / dt - 1e-9))
 
@@ -173,8 +222,6 @@ def fixed_step_grid(ts, dt: float, max_steps: int | None = None):
     before the grid is built: more than ``max_steps`` raises :class:`pyneuralode.MaxStepsError` without
     allocating anything.
     """
-    import numpy as np
-
     ts = np.asarray(ts, dtype=np.float64)
     counts = fixed_step_counts(ts, dt)
     if max_steps is not None and counts.sum() > max_steps:

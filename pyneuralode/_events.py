@@ -140,7 +140,7 @@ class _SteadyState:
             raise SpecError("pn.steady_state_event() without rtol/atol takes them from the model's StepControl: "
                             "use it with model.solve_event, or give rtol= and atol=.")
         return (float(control.rtol if self.rtol is None else self.rtol),
-                float(control.atol if self.atol is None else self.atol))
+                float(control.smallest_atol if self.atol is None else self.atol))
 
     @staticmethod
     def condition(field, rtol: float, atol: float) -> Callable:

@@ -66,7 +66,7 @@ class ODEModel(SpecParameters):
         if self.field.in_shape is not None:
             check_state_preserving(self.field, self.field.in_shape, "The ODEModel field")
         check_runtime(self)
-        check_numerics(self)
+        check_numerics(self, state_shape=self.field.in_shape)
         object.__setattr__(self, "_program", None)
 
     @property

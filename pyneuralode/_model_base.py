@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 from ._adjoints import as_adjoint
-from ._control import StepControl, check_resolution, check_solver_control
+from ._control import StepControl, check_atol_shape, check_resolution, check_solver_control
 from ._errors import SpecError
 from ._options import CheckedOptions
 from ._params import init_params, num_params, param_layout
@@ -31,15 +31,17 @@ def check_runtime(model) -> None:
     entry(model.backend)
 
 
-def check_numerics(model) -> None:
+def check_numerics(model, *, state_shape=None) -> None:
     """Normalise ``model.solver``/``model.adjoint``, check ``model.control``, and check that the backend runs
-    them (a fixed-step solver needs ``StepControl(dt=...)``, an adaptive one refuses it)."""
+    them (a fixed-step solver needs ``StepControl(dt=...)``, an adaptive one refuses it). A per-component ``atol``
+    must have ``state_shape`` (``None``: the model has no one state shape, and refuses it)."""
     object.__setattr__(model, "solver", as_solver(model.solver))
     object.__setattr__(model, "adjoint", as_adjoint(model.adjoint))
     if not isinstance(model.control, StepControl):
         raise SpecError(f"control must be a pn.StepControl(...), got {type(model.control).__name__}.")
     require_support(model.backend, solver=model.solver, adjoint=model.adjoint, control=model.control)
     check_solver_control(model.solver, model.control)
+    check_atol_shape(model.control, state_shape, f"a pn.{type(model).__name__}")
     if model.solver.adaptive:
         check_resolution("StepControl rtol", model.control.rtol, model.dtype)
 

@@ -39,6 +39,7 @@ class BackendEntry:
     adjoints: frozenset[str]
     refusals: tuple[Refusal, ...] = ()
     controllers: frozenset[str] = frozenset({"integral"})  # StepControl.controller kinds it runs
+    component_atol: bool = True  # whether it takes a per-component StepControl atol
 
 
 _COMMON_SOLVERS = {"Euler", "Midpoint", "Heun", "RK4", "Bosh3", "Dopri5", "Dopri8"}
@@ -65,7 +66,8 @@ _ENTRIES = (
         frozenset({"BacksolveAdjoint", "DirectAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint",
                    "GaussAdjoint"}),
         refusals=(Refusal("BacksolveAdjoint", "seminorm", True,
-                          "SciMLSensitivity has no seminorm option; use seminorm=False, or backend 'jax'/'torch'"),)),
+                          "SciMLSensitivity has no seminorm option; use seminorm=False, or backend 'jax'/'torch'"),),
+        component_atol=False),  # OrdinaryDiffEq takes a vector abstol, but of the batched (D, B) state: not wired
 )
 REGISTRY: dict[str, BackendEntry] = {e.name: e for e in _ENTRIES}
 BACKEND_NAMES: tuple[str, ...] = tuple(REGISTRY)
@@ -99,6 +101,10 @@ def require_support(backend: str, *, solver: AbstractSolver | None = None,
             f"controller) is not available on backend {backend!r}: use backend={' or '.join(map(repr, others))}, "
             "or leave pcoeff=0, icoeff=1 (the integral controller every backend shares; torchdiffeq has only "
             "that one, and the Julia backend does not pass another to OrdinaryDiffEq yet).")
+    if control is not None and control.per_component_atol and not e.component_atol:
+        others = [x.name for x in _ENTRIES if x.component_atol]
+        raise NotSupportedError(f"A per-component StepControl atol is not available on backend {backend!r} yet: "
+                                f"use backend={' or '.join(map(repr, others))}, or one atol for all components.")
     for kind, option in (("solvers", solver), ("adjoints", adjoint)):
         if option is None:
             continue

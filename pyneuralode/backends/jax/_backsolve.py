@@ -55,7 +55,7 @@ def make_backsolve(model, field, solver, forward_solve):
     """
     adjoint, control = model.adjoint, model.control
     rtol = adjoint.rtol if adjoint.rtol is not None else control.rtol
-    atol = adjoint.atol if adjoint.atol is not None else control.atol
+    atol = adjoint.atol if adjoint.atol is not None else control.smallest_atol  # one for the augmented state
     back_control = dataclasses.replace(control, rtol=rtol, atol=atol)
     norm = adjoint_norm(model.field, adjoint.seminorm)
 

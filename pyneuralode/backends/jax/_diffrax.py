@@ -219,7 +219,7 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
                                       for leaf in jax.tree_util.tree_leaves(y0) if leaf.size]))
             ref = jnp.where(starved & (run == 0), size, ref)
             run = jnp.where(starved, run + 1, 0)
-            stiff = (run >= PATIENCE) & jnp.isfinite(size) & (size <= GROWTH * (ref + self.atol))
+            stiff = (run >= PATIENCE) & jnp.isfinite(size) & (size <= GROWTH * (ref + jnp.min(self.atol)))
             stall = (steps, run, ref)
         kind = jnp.where(blow_up, BLOW_UP, jnp.where(stiff, STIFF, kind)).astype(jnp.int32)
         # A tripped solve ends by rejecting the step and moving to the end of the interval, which ends diffrax's
@@ -268,17 +268,20 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
     solver_state, before = None, 0  # before: evaluations made before diffeqsolve
     fsal = stage_cost(diffrax_solver)[1] and not model_solver.stiff
     if model_solver.adaptive:
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0)).name  # the model's dtype
+        # one atol, or one per state component (an array of the state's shape, broadcast over the batch axis:
+        # diffrax's error scale atol + rtol |y| is elementwise)
+        atol = jnp.asarray(control.atol_array(dtype)) if control.per_component_atol else control.atol
         pid = diffrax.PIDController(
-            rtol=control.rtol, atol=control.atol, pcoeff=control.pcoeff, icoeff=control.icoeff, dcoeff=0.0,
+            rtol=control.rtol, atol=atol, pcoeff=control.pcoeff, icoeff=control.icoeff, dcoeff=0.0,
             safety=control.safety,
             factormin=control.factormin, factormax=control.factormax, norm=norm)
-        dtype = jnp.result_type(*jax.tree_util.tree_leaves(y0)).name  # the model's dtype
         saveat = eqx.tree_at(lambda s: s.controller_state, saveat, True)
         if control.dt0 is None:
             before = 2
             floor = FIRST_STEP_MARGIN * EPS[dtype] * jnp.maximum(jnp.abs(t0), finite_abs(t1))
             dt0, f0 = hairer_initial_step(lambda t, y: field(t, y, args), t0, y0, direction,
-                                          order=model_solver.order, rtol=control.rtol, atol=control.atol, norm=norm,
+                                          order=model_solver.order, rtol=control.rtol, atol=atol, norm=norm,
                                           floor=floor)
             if fsal:
                 solver_state = (jnp.array(False), f0)  # reuse f0 as the first FSAL stage, as torchdiffeq does
@@ -290,7 +293,7 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
                 before, solver_state = 1, (jnp.array(False), field(t0, y0, args))
         inner = pid if not (control.jump_ts or control.step_ts) else diffrax.ClipStepSizeController(
             pid, step_ts=_times_inside(control.step_ts, t0, t1), jump_ts=_times_inside(control.jump_ts, t0, t1))
-        controller = WatchedController(inner, control.max_steps, EPS[dtype], control.rtol, control.atol, norm,
+        controller = WatchedController(inner, control.max_steps, EPS[dtype], control.rtol, atol, norm,
                                        first_stage_given=solver_state is not None,
                                        stall_is_stiffness=watch_stalls and not model_solver.stiff,
                                        can_jump=bool(control.jump_ts), count_restarts=not model_solver.stiff,

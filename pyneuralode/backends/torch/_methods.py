@@ -221,19 +221,28 @@ def adjoint_options(solver: AbstractSolver, control: StepControl, ts: torch.Tens
     return options
 
 
+def forward_atol(control: StepControl, ts: torch.Tensor):
+    """torchdiffeq's ``atol``: a number, or a tensor of the state's shape (one per component), which its error
+    ratio and initial step broadcast over the batch as they do ``atol + rtol |y|``."""
+    if not control.per_component_atol:
+        return control.atol
+    return torch.as_tensor(control.atol_array("float64"), dtype=ts.dtype, device=ts.device)
+
+
 def integrate(counter, y0: torch.Tensor, ts: torch.Tensor, *, solver: AbstractSolver, control: StepControl,
               adjoint, method: str, field, backsolve: bool) -> torch.Tensor:
     """The states at ``ts`` from torchdiffeq: ``odeint`` of ``counter`` from ``y0`` with ``solver``'s ``method``
     and options and ``control``'s tolerances; with ``backsolve``, ``odeint_adjoint``, whose backward solves use
     ``adjoint``'s tolerances (``control``'s where it sets none) and seminorm and differentiate the parameters of
     ``field`` (a compiled vector field)."""
-    kwargs = dict(rtol=control.rtol, atol=control.atol, method=method, options=forward_options(solver, control, ts))
+    kwargs = dict(rtol=control.rtol, atol=forward_atol(control, ts), method=method,
+                  options=forward_options(solver, control, ts))
     if not backsolve:
         return odeint(counter, y0, ts, **kwargs)
     return odeint_adjoint(
         counter, y0, ts, **kwargs,
         adjoint_rtol=adjoint.rtol if adjoint.rtol is not None else control.rtol,
-        adjoint_atol=adjoint.atol if adjoint.atol is not None else control.atol,
+        adjoint_atol=adjoint.atol if adjoint.atol is not None else control.smallest_atol,  # the augmented state's
         adjoint_method=method,
         adjoint_options=adjoint_options(solver, control, ts, seminorm=adjoint.seminorm),
         adjoint_params=tuple(field.flat_parameters()))

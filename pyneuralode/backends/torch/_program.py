@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..._control import fixed_step_grid
-from ..._errors import non_finite_error
+from ..._errors import NotSupportedError, non_finite_error
 from ..._losses import cast_arrays
 from ..._solution import Solution, Stats, ValueAndGrad
 from .._base import AbstractProgram, refuse_devices
@@ -59,7 +59,7 @@ class TorchProgram(AbstractProgram):
         ``stalls`` is false) stiffness."""
         self.counter.reset(**reset)
         if self.model.solver.adaptive:
-            self.counter.watch(ts, atol=self.model.control.atol, dtype=self.model.dtype, stalls=stalls)
+            self.counter.watch(ts, atol=self.model.control.smallest_atol, dtype=self.model.dtype, stalls=stalls)
 
     def _failures(self, **where):
         return torchdiffeq_failures(self.counter, max_steps=self.model.control.max_steps, solver=self.model.solver,
@@ -104,7 +104,7 @@ class TorchProgram(AbstractProgram):
     @property
     def event_time_tolerance(self) -> float:
         """torchdiffeq's bisection stops within ``atol`` in time."""
-        return float(self.model.control.atol)
+        return self.model.control.smallest_atol
 
     def locate_event(self, params, y0, t0, t1, bound, signs, arm):
         """Located by torchdiffeq's ``odeint_event`` (bisection on the dense output to ``atol`` in time), with
@@ -112,6 +112,10 @@ class TorchProgram(AbstractProgram):
         which changes sign at the event or on reaching ``t1``: torchdiffeq's own loop has no end time. The steps
         are clipped onto ``t1`` as in :meth:`solve`."""
         from torchdiffeq import odeint_event
+        if self.model.control.per_component_atol:
+            raise NotSupportedError("Events on backend 'torch' need one StepControl atol: torchdiffeq also uses atol "
+                                    "as the event's tolerance in time. Give one atol for all components, or use "
+                                    "backend='jax'.")
         condition = self._event_module(bound.conditions, params)
         load_flat(self.field, params)
         ts_t, y0_t = self._tensor(np.array([t0, t1], dtype=self.dtype_np)), self._tensor(y0)
