@@ -55,4 +55,17 @@ single = model.solve_ensemble(params, y0[:5], ts)
 sharded = model.solve_ensemble(params, y0[:5], ts, devices=4)
 out["ensemble"] = {"max_abs_diff": float(np.max(np.abs(single.ys - sharded.ys))),
                    "stats_equal": list(single.stats) == list(sharded.stats), "ok": sharded.ok.tolist()}
+# --- the anode command's trainers (A1: both points every step) on 2 devices against one
+import tempfile  # noqa: E402
+
+from pyneuralode.problems._anode_run import train_anode  # noqa: E402
+from pyneuralode.problems.anode import AnodeConfig  # noqa: E402
+
+anode = {}
+with tempfile.TemporaryDirectory() as tmp:
+    for n in (None, 2):
+        cfg = AnodeConfig(problem="a1", iters=3, eval_every=3, dtype="float64")
+        summary = train_anode(cfg, f"{tmp}/run-{n}", show_progress=False, devices=n)
+        anode[str(n)] = {k: summary[k]["final_train_loss"] for k in ("node", "anode")}
+out["anode"] = anode
 json.dump(out, sys.stdout)

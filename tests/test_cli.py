@@ -86,6 +86,9 @@ def test_stiff_solver_the_backend_lacks_is_one_line_in_flags(argv, message, tmp_
     (["spiral", "--devices", "3"], "--devices 3 does not divide the batch of 20 samples: use --devices 1, 2, 4, 5."),
     (["cnf", "--devices", "3", "--batch", "64"], "--devices 3 does not divide the batch of 64 samples: use --devices "
                                                  "1, 2, 4, 8, or a --batch that is a multiple of 3 (e.g. 63)."),
+    (["anode", "--devices", "3"], "--devices 3 does not divide the batch of 128 samples: use --devices 1, 2, 4, 8."),
+    (["anode", "--problem", "a1", "--devices", "4"],
+     "--devices 4 does not divide the batch of 2 samples: use --devices 1, 2."),
 ])
 def test_devices_that_do_not_divide_the_batch_name_counts_that_do(argv, message, tmp_path, capsys):
     """spiral --devices 3 advised 'use a batch size that is a multiple of 3 (e.g. 18)', a size spiral has no flag

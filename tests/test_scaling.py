@@ -95,6 +95,14 @@ def test_subprocess_sees_four_devices(four_devices):
     assert four_devices["device_count"] == 4
 
 
+def test_anode_command_trains_the_same_on_two_devices(four_devices):
+    """``pyneuralode anode --devices 2``'s trainers: after 3 steps on A1, NODE's and ANODE's losses equal the
+    single-device run's to float64 round-off."""
+    runs = four_devices["anode"]
+    for kind in ("node", "anode"):
+        assert abs(runs["2"][kind] - runs["None"][kind]) <= 1e-12 * max(1.0, abs(runs["None"][kind]))
+
+
 @pytest.mark.parametrize("devices", ["2", "4"])
 def test_sharded_trainer_matches_one_device(four_devices, devices):
     one, many = four_devices["trainer"]["None"], four_devices["trainer"][devices]
@@ -142,7 +150,7 @@ def test_too_many_devices_names_the_flag():
         pn.Trainer(model, optimizer=pn.Adam(lr=1e-2), devices=8)
 
 
-@pytest.mark.parametrize("problem", ["spiral", "cnf", "mnist"])
+@pytest.mark.parametrize("problem", ["spiral", "cnf", "mnist", "anode"])
 def test_cli_devices_on_torch_is_one_clear_line(problem, tmp_path, capsys):
     from pyneuralode.cli import main
     assert main([problem, "--backend", "torch", "--devices", "2", "--out", str(tmp_path / "run")]) == 2

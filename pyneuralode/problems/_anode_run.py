@@ -67,11 +67,12 @@ def build_models(cfg: AnodeConfig) -> dict:
 class _A1:
     """A1: both points every step; ``ts = [0, 1]``; accuracy = sign of ``y(1)`` right."""
 
-    def __init__(self, cfg, models):
+    def __init__(self, cfg, models, devices=None):
         self.x, self.y = anode_a1(dtype=cfg.dtype)
         self.ts = np.array([0.0, 1.0], dtype=cfg.dtype)
         self.models = models
-        self.trainers = {k: Trainer(m, optimizer=Adam(lr=cfg.lr), loss=MSE) for k, m in models.items()}
+        self.trainers = {k: Trainer(m, optimizer=Adam(lr=cfg.lr), loss=MSE, devices=devices)
+                         for k, m in models.items()}
 
     def step(self, kind, rng):
         info = self.trainers[kind].step(self.x, self.ts, np.stack([self.x, self.y]))
@@ -88,11 +89,12 @@ class _A1:
 class _A2:
     """A2: minibatches of the training points; test accuracy on a held-out draw."""
 
-    def __init__(self, cfg, models):
+    def __init__(self, cfg, models, devices=None):
         self.cfg, self.models = cfg, models
         self.x, self.labels = anode_a2(cfg.points, cfg.seed, dtype=cfg.dtype)
         self.x_test, self.labels_test = anode_a2(max(300, cfg.points // 3), cfg.seed + 1, dtype=cfg.dtype)
-        self.trainers = {k: m.program.make_trainer(Adam(lr=cfg.lr), CrossEntropy()) for k, m in models.items()}
+        self.trainers = {k: m.program.make_trainer(Adam(lr=cfg.lr), CrossEntropy(), devices=devices)
+                         for k, m in models.items()}
 
     def step(self, kind, rng):
         idx = rng.choice(len(self.x), min(self.cfg.batch_size, len(self.x)), replace=False)
@@ -126,15 +128,16 @@ class _Pair:
 
 
 def train_anode(cfg: AnodeConfig, out_dir, *, resume: bool = False, overwrite: bool = False,
-                show_progress: bool = True) -> dict:
+                show_progress: bool = True, devices=None) -> dict:
     """Train NODE and ANODE on the same batches; writes ``metrics.json``/``.csv``, ``checkpoint.npz``,
     ``node_params.npy``/``anode_params.npy`` and ``anode.png`` to ``out_dir`` (the run-directory rules of
-    :class:`pyneuralode.train.RunDirectory`: ``resume`` continues, ``overwrite`` replaces) and returns the summary."""
+    :class:`pyneuralode.train.RunDirectory`: ``resume`` continues, ``overwrite`` replaces) and returns the summary.
+    ``devices`` trains both data-parallel on JAX (A1's two points, or each A2 minibatch, split over them)."""
     config = dataclasses.asdict(cfg)
     with RunDirectory(out_dir, config=config, budget_key="iters", counter="iteration", resume=resume,
                       overwrite=overwrite, outputs=("anode.png", "node_params.npy", "anode_params.npy")) as run:
         models = build_models(cfg)
-        task = (_A1 if cfg.problem == "a1" else _A2)(cfg, models)
+        task = (_A1 if cfg.problem == "a1" else _A2)(cfg, models, devices)
         pair = _Pair(task.trainers)
         rngs = {k: np.random.default_rng(cfg.seed) for k in KINDS}   # the same batches for both models
         start, log = start_run(run, pair, init_params={k: m.init(cfg.seed) for k, m in models.items()}, rng=rngs)

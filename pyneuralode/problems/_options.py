@@ -166,7 +166,7 @@ def config_from_args(config_class, args):
 def check_devices_divide_batch(devices: int | None, cfg, *, has_batch_flag: bool) -> None:
     """``--devices N`` splits each training batch evenly: refuse, before anything starts, an N that does not
     divide the run's batch, naming the device counts that do (and ``--batch`` where the command has it)."""
-    batch = getattr(cfg, "batch", None) or getattr(cfg, "batch_size", None)
+    batch = getattr(cfg, "sharded_batch", None) or getattr(cfg, "batch", None) or getattr(cfg, "batch_size", None)
     if not devices or not batch or batch % devices == 0:
         return
     counts = ", ".join(str(d) for d in range(1, batch + 1) if batch % d == 0 and d <= max(devices, 8))

@@ -44,6 +44,11 @@ class AnodeConfig:
     seed: int = 0
     dtype: str = "float32"
 
+    @property
+    def sharded_batch(self) -> int:
+        """The samples of one training step, which ``--devices`` splits: A1's two points, or an A2 minibatch."""
+        return 2 if self.problem == "a1" else min(self.batch_size, self.points)
+
     def __post_init__(self):
         if self.problem not in PROBLEMS:
             raise SpecError(f"problem must be one of {', '.join(PROBLEMS)}, got {self.problem!r}.")
@@ -71,7 +76,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--batch-size", type=option_type("batch_size"), default=d.batch_size, help="a2 only")
     p.add_argument("--points", type=option_type("points"), default=d.points, help="a2 training points")
     add_config_options(p, d, "eval_every", "seed", "dtype")
-    add_run_options(p, out_help="output directory (default runs/anode-<problem>-<backend>)", brief_help=True)
+    add_run_options(p, out_help="output directory (default runs/anode-<problem>-<backend>)", brief_help=True,
+                    devices=True)
     p.set_defaults(func=run)
 
 
@@ -83,4 +89,5 @@ def run(args) -> int:
 
     cfg = config_from_args(AnodeConfig, args)
     out = Path(args.out or f"runs/anode-{cfg.problem}-{cfg.backend}")
-    return run_problem(args, cfg, out, train=train_anode, format_summary=format_summary, plot="anode.png")
+    return run_problem(args, cfg, out, train=train_anode, format_summary=format_summary, plot="anode.png",
+                       devices=True)
