@@ -198,6 +198,22 @@ def test_steady_state_event_waits_for_equilibrium(backend):
         model.solve_event(model.init(0), np.array([1.0, -2.0]), event=event, t0=0.0, t1=np.inf)
 
 
+def test_steady_state_event_ensemble(backend):
+    """Two relaxation rates in one ensemble, each member's time and derivative as its own solve gives them; a member
+    that starts at equilibrium is named."""
+    model = pn.ODEModel(relax, solver=_solver(backend), control=pn.StepControl(rtol=1e-10, atol=1e-10),
+                        backend=backend)
+    event = pn.steady_state_event(rtol=1e-3, atol=1e-6)
+    many = model.solve_event_ensemble(np.array([[0.5], [1.0]]), np.array([3.0, 0.0]), event=event, t0=0.0,
+                                      t1=np.inf, sensitivities=True)
+    np.testing.assert_allclose(many.t, [_steady_time(0.5), _steady_time(1.0)], atol=1e-6)
+    np.testing.assert_allclose(many.dt_dparams[:, 0], [(_steady_time(k + 1e-6) - _steady_time(k - 1e-6)) / 2e-6
+                                                       for k in (0.5, 1.0)], rtol=1e-5)
+    with pytest.raises(pn.SpecError, match="ensemble member 1: The solve starts at a steady state"):
+        model.solve_event_ensemble(model.init(0), np.array([[3.0, 0.0], [1.0, -2.0]]), event=event, t0=0.0,
+                                   t1=np.inf)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"rtol": 0.0, "atol": 0.0}, "needs rtol > 0 or atol > 0"),
     ({"rtol": -1e-3}, r"rtol must be a finite number >= 0 \(or None for the model's StepControl rtol\)"),
@@ -500,6 +516,11 @@ def test_boolean_conditions_end_the_solve_where_they_become_true(backend):
     t_low = _landing(h=1.2, v0=-5.0)[0]
     np.testing.assert_array_equal(many.which, [1, 0])
     np.testing.assert_allclose(many.t, [0.5, t_low], atol=1e-8)
+    # a member whose condition never turns true before t1 beside one that does: on JAX the vectorised bisection ran
+    # for both and stopped the whole call ("The root is not contained in [lower, upper]")
+    some = model.solve_event_ensemble(params, np.array([[1.2, -5.0], [H, UP]]), event=below, t0=0.0, t1=1.0)
+    assert some.ok.all() and list(some.occurred) == [False, True] and some.t[0] == 1.0
+    assert abs(some.t[1] - _level_times()[0]) < 1e-8
     with pytest.raises(pn.SpecError, match=r"is a boolean, which has no derivative: .*\(u\[0\] - 10"):
         model.solve_event(params, np.array([H, V0]), event=both, t0=0.0, t1=5.0, sensitivities=True)
     with pytest.raises(pn.SpecError, match="already true at t0 = 0.0: a boolean condition ends the solve where "

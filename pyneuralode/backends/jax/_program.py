@@ -77,7 +77,13 @@ def unbatch_like(ys, data):
 
 class _IntervalBisection(optx.Bisection):
     """optimistix's bisection, finished when the bracket is narrower than the tolerance. optimistix also waits for
-    ``|f|`` below ``atol``, which a boolean event condition (``±1`` on either side of the switch) never reaches."""
+    ``|f|`` below ``atol``, which a boolean event condition (``±1`` on either side of the switch) never reaches.
+
+    Use it with ``flip=True``: the combined event function is positive before the event and not after (its signs
+    are chosen so), so the bracket's orientation is known. optimistix's ``flip="detect"`` also raises when the
+    bracket holds no root, and under ``vmap`` diffrax runs the root find for every member when any member's event
+    fires: a member whose event had not happened then stopped the whole ensemble ("The root is not contained in
+    [lower, upper]"); its root find's result is discarded anyway."""
 
     def terminate(self, fn, y, args, options, state, tags):
         scale = self.atol + self.rtol * jnp.abs(y)
@@ -297,7 +303,7 @@ class JaxProgram(AbstractProgram):
         value = self._event_value(bound.conditions)
         directions = np.asarray(bound.directions, dtype=self.dtype)
         tol = float(np.finfo(self.dtype).eps) ** 0.75  # in time: ~2e-12 (float64), ~6e-6 (float32)
-        root_finder = (_IntervalBisection(rtol=tol, atol=tol) if rearmed or bound.boolean or bound.steady_state
+        root_finder = (_IntervalBisection(rtol=tol, atol=tol, flip=True) if rearmed or bound.boolean or bound.steady_state
                        else optx.Newton(rtol=tol, atol=tol, norm=optx.rms_norm))
 
         def solve(params, y0, t0, t1, signs, arm):
@@ -410,7 +416,7 @@ class JaxProgram(AbstractProgram):
         t, y, occurred, which, rearm, start = (np.array(v) for v in arrays)
         derivatives = None if jac is None else {k: np.array(v) for k, v in
                                                 _sensitivity_fields(*jac, y.shape[1:], members=True).items()}
-        true_at_start = bound.boolean & (start < 0).any(1)
+        true_at_start = (bound.boolean | bound.steady_state) & (start < 0).any(1)  # already true, or steady
         for m in np.flatnonzero(~np.isfinite(start).all(1) | (start == 0).any(1) | true_at_start):
             check_event_start(bound, start[m], t0, member=int(m))
         counts = np.stack([np.asarray(stats[k]) for k in _ENSEMBLE_STATS[:3]], axis=1)
