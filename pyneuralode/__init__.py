@@ -83,6 +83,7 @@ from ._events import Event as Event
 from ._events import EventEnsembleSolution as EventEnsembleSolution
 from ._events import EventSolution as EventSolution
 from ._events import steady_state_event as steady_state_event
+from ._spline import Spline as Spline
 from ._solution import Solution as Solution
 from ._solution import Stats as Stats
 from ._solution import ValueAndGrad as ValueAndGrad

@@ -77,3 +77,57 @@ def test_bad_tables_are_refused_naming_the_fix(xp, fp, match):
 def test_periodic_interpolation_is_refused():
     with pytest.raises(pn.SpecError, match=r"np.interp\(..., period=...\) is not supported"):
         pn.dynamics(lambda t, u, p: np.interp(t, TIMES, VALUES, period=2.0) * u, state=1)
+
+
+# ---------------------------------------------------------------------- smooth forcing: pn.Spline
+DATA_T = np.linspace(0.0, 2.0, 9)
+DATA = np.stack([np.sin(3 * DATA_T), np.exp(-DATA_T)], axis=1)   # two channels
+
+
+def _interpolants():
+    interpolate = pytest.importorskip("scipy.interpolate")
+    return {"cubic": interpolate.CubicSpline(DATA_T, DATA),
+            "cubic_natural": interpolate.CubicSpline(DATA_T, DATA[:, 0], bc_type="natural"),
+            "pchip": interpolate.PchipInterpolator(DATA_T, DATA),
+            "akima": interpolate.Akima1DInterpolator(DATA_T, DATA[:, 1], extrapolate=True),
+            "bspline": interpolate.make_interp_spline(DATA_T, DATA, k=3),
+            "linear_bspline": interpolate.make_interp_spline(DATA_T, DATA[:, 0], k=1)}
+
+
+@pytest.mark.parametrize("name", ["cubic", "cubic_natural", "pchip", "akima", "bspline", "linear_bspline"])
+def test_spline_equals_scipys_evaluation_inside_and_beyond_the_data(name):
+    interpolant = _interpolants()[name]
+    spline = pn.Spline(interpolant)
+    t = np.concatenate([np.linspace(-0.5, 2.5, 97), DATA_T])   # the breakpoints themselves, and extrapolation
+    np.testing.assert_allclose(np.array([spline(s) for s in t]), interpolant(t), rtol=0, atol=1e-13)
+
+
+@pytest.fixture(scope="module")
+def spline_field():
+    spline = pn.Spline(_interpolants()["cubic"])
+
+    @pn.dynamics(state=2, params={"k": np.array([0.7, 1.3])})
+    def spline_driven(t, u, p):
+        return -p.k * u + spline(t) * np.stack([1.0, u[0]])
+    return spline_driven
+
+
+def test_spline_forced_field_on_every_backend(backend, spline_field):
+    """The compiled field equals the NumPy reference (SciPy's values) and its gradients central differences, at
+    times inside the data, on a breakpoint and beyond the last one."""
+    from helpers import assert_field_matches_reference, unavailable_reason
+    if unavailable_reason(backend):
+        pytest.skip(unavailable_reason(backend))
+    params = np.array([0.7, 1.3])
+    u = np.array([[0.3, -0.4], [1.1, 0.2]])
+    r = np.array([[0.5, -1.0], [2.0, 0.25]])
+    for t in (0.37, DATA_T[3], 2.4):
+        assert_field_matches_reference(backend, spline_field, params, t, u, r)
+
+
+def test_spline_refusals():
+    interpolate = pytest.importorskip("scipy.interpolate")
+    with pytest.raises(pn.SpecError, match="pn.Spline takes a SciPy piecewise polynomial"):
+        pn.Spline(np.sin)
+    with pytest.raises(pn.SpecError, match=r"returns NaN outside its data instead: build it with extrapolate=True"):
+        pn.Spline(interpolate.Akima1DInterpolator(DATA_T, DATA[:, 0]))

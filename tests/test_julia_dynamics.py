@@ -43,12 +43,21 @@ def lotka_volterra_ude(t, u, p):
 
 
 _STEADY = pn.steady_state_event(rtol=1e-3, atol=1e-6)
+_SPLINE = pn.Spline(type("Cubic", (), {"x": np.linspace(0.0, 1.0, 5),   # a piecewise cubic as SciPy's PPoly has it
+                                       "c": np.arange(32.0).reshape(4, 4, 2) / 10})())
+
+
+@pn.dynamics(state=2, params={"k": 0.5})
+def spline_forced(t, u, p):
+    return -p.k * u + _SPLINE(t)
+
 DYNAMICS = {"ude": lotka_volterra_ude, **{name: _make(fn, name) for name, fn in CASES.items()},
             "grad_every_op": gradient_of_every_case, "hamiltonian_nn": hamiltonian_nn,  # pn.grad's ops too
             "gradient_flow": gradient_flow,
             # the steady-state event's condition: of a pn.dynamics field, and of a plain layer called as a network
             "steady_state_of_dynamics": _STEADY.bind(lotka_volterra_ude, (2,)).conditions,
-            "steady_state_of_a_layer": _STEADY.bind(pn.MLP([2, 8, 2], activation="tanh"), (2,)).conditions}
+            "steady_state_of_a_layer": _STEADY.bind(pn.MLP([2, 8, 2], activation="tanh"), (2,)).conditions,
+            "spline_forced": spline_forced}
 
 
 # ==================================================================================== part 1: no Julia needed
