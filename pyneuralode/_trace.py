@@ -72,6 +72,20 @@ def _traced_by_torch(err: BaseException) -> bool:
     return "must be Tensor, not Tracer" in str(err)
 
 
+def _raised_in_scipy(err: BaseException) -> bool:
+    """Whether ``err`` was raised inside SciPy (an interpolant or special function called on a traced value)."""
+    tb = err.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("scipy"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+_SCIPY = (_foreign("SciPy") + " For forcing from data use np.interp(t, times, values), or wrap a SciPy spline "
+          "(CubicSpline, PchipInterpolator, ...) in pn.Spline(...) and call that.")
+
+
 _ASSIGNMENT = ("Assigning into an array (du[i] = ...) is not supported in a pn.dynamics function, which must not "
                "mutate: build the derivative from its parts with np.stack([...]) or np.concatenate([...]), and "
                "select with np.where.")
@@ -134,7 +148,9 @@ class Tracer(np.lib.mixins.NDArrayOperatorsMixin):
 
     # ------------------------------------------------------------------ NumPy protocols
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        name = f"np.{ufunc.__name__}"
+        # NumPy's own ufuncs by their np. name; another library's (scipy.special.erf) by its own
+        name = f"np.{ufunc.__name__}" if getattr(np, ufunc.__name__, None) is ufunc else \
+            f"the ufunc {ufunc.__name__} (not NumPy's; scipy.special's ufuncs are not traced)"
         if method != "__call__":
             raise _unsupported(f"{name}.{method}")
         if kwargs:
@@ -1073,6 +1089,8 @@ def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple
     except SpecError:
         raise
     except Exception as err:  # noqa: BLE001 - report any failure of the user's code at definition time
+        if _raised_in_scipy(err):
+            raise SpecError(_SCIPY) from err
         if isinstance(err, ValueError) and "setting an array element" in str(err):
             raise SpecError(_ASSIGNMENT) from err  # numpy's words for du[i] = <traced value>
         if _traced_by_torch(err):

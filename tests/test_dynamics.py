@@ -251,6 +251,20 @@ def test_unsupported_function_is_named_and_supported_ones_listed():
         "np.linalg.norm(..., ord=1) of a matrix (only the Frobenius norm) is not supported")
 
 
+def test_scipy_on_traced_values_names_np_interp_and_spline():
+    """A SciPy CubicSpline called on t failed with "Assigning into an array", interp1d with "object arrays are not
+    supported", and scipy.special.erf was named "np.erf"."""
+    interpolate, special = pytest.importorskip("scipy.interpolate"), pytest.importorskip("scipy.special")
+    times = np.linspace(0.0, 1.0, 5)
+    for interpolant in (interpolate.CubicSpline(times, times ** 2), interpolate.interp1d(times, times ** 2)):
+        msg = _error(lambda t, u, p: u + interpolant(t))
+        assert msg.startswith("SciPy functions cannot run on the traced values of a pn.dynamics function")
+        assert msg.endswith("For forcing from data use np.interp(t, times, values), or wrap a SciPy spline "
+                            "(CubicSpline, PchipInterpolator, ...) in pn.Spline(...) and call that.")
+    assert _error(lambda t, u, p: special.erf(u)).startswith(
+        "the ufunc erf (not NumPy's; scipy.special's ufuncs are not traced) is not supported")
+
+
 @pytest.mark.parametrize("library", ["jax.numpy", "torch"])
 def test_another_librarys_functions_say_write_numpy(library):
     """jnp.sin(u) failed with "x.weak_type is not supported", torch.sin(u) with torch's own TypeError."""
