@@ -96,6 +96,9 @@ class Spline:
         return self.coefficients.shape[0] - 1
 
     def __call__(self, t):
+        if np.ndim(t) != 0:
+            raise SpecError(f"pn.Spline takes one time (a scalar), got shape {np.shape(t)}: evaluate entries one by "
+                            "one and join them with np.stack([...]).")
         dt = t - self._start
         value = self.coefficients[0]
         for coefficient in self.coefficients[1:]:  # Horner's rule

@@ -131,3 +131,9 @@ def test_spline_refusals():
         pn.Spline(np.sin)
     with pytest.raises(pn.SpecError, match=r"returns NaN outside its data instead: build it with extrapolate=True"):
         pn.Spline(interpolate.Akima1DInterpolator(DATA_T, DATA[:, 0]))
+    spline = pn.Spline(interpolate.CubicSpline(DATA_T, DATA[:, 0]))
+    with pytest.raises(pn.SpecError, match=r"pn.Spline takes one time \(a scalar\), got shape \(2,\)"):
+        pn.dynamics(lambda t, u, p: spline(u), state=2)
+    state_table = pn.dynamics(lambda t, u, p: np.stack([spline(u[0]), spline(u[1])]), state=2)  # entries: fine
+    np.testing.assert_allclose(state_table.evaluate(np.zeros(0), 0.0, np.array([0.4, 1.7])),
+                               interpolate.CubicSpline(DATA_T, DATA[:, 0])([0.4, 1.7]), atol=1e-13)
