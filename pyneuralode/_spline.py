@@ -106,6 +106,14 @@ class Spline:
         inside = (t >= self._lower) & (t < self._upper)  # exactly one interval holds t
         return np.sum(np.where(inside, value, 0.0), axis=0)
 
+    def derivative(self) -> Spline:
+        """The spline of ``d/dt`` of this one (one degree lower), for a forcing's rate inside a field as diffrax's
+        ``interpolation.derivative(t)`` gives it; equal to SciPy's ``interpolant.derivative()``."""
+        if self.order == 0:
+            return Spline(_Pieces(self.breakpoints, np.zeros_like(self.coefficients)))
+        powers = np.arange(self.order, 0, -1).reshape(-1, *(1,) * (self.coefficients.ndim - 1))
+        return Spline(_Pieces(self.breakpoints, self.coefficients[:-1] * powers))
+
     def __repr__(self) -> str:
         channels = int(np.prod(self.coefficients.shape[2:]))
         return f"Spline(order={self.order}, breakpoints={self.breakpoints.size}, channels={channels})"

@@ -100,6 +100,10 @@ def test_spline_equals_scipys_evaluation_inside_and_beyond_the_data(name):
     spline = pn.Spline(interpolant)
     t = np.concatenate([np.linspace(-0.5, 2.5, 97), DATA_T])   # the breakpoints themselves, and extrapolation
     np.testing.assert_allclose(np.array([spline(s) for s in t]), interpolant(t), rtol=0, atol=1e-13)
+    rate = spline.derivative()   # and its derivative, as SciPy's (inside the data, where it is defined alike)
+    inside = np.linspace(0.01, 1.99, 41)
+    np.testing.assert_allclose(np.array([rate(s) for s in inside]), interpolant.derivative()(inside), rtol=0,
+                               atol=1e-12)
 
 
 @pytest.fixture(scope="module")
