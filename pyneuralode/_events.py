@@ -74,6 +74,9 @@ class Event:
     ``t1 < t0``, as diffrax counts them); a tuple gives one per condition. A condition that
     starts on the side it is meant to reach lets its first crossing pass and stops at the next one in its direction
     (found by solving again from ``t0``; its counts are included in ``stats``).
+
+    ``model.solve_event(..., t1=np.inf)`` waits for the event however long it takes (bounded by ``max_steps``);
+    :func:`pyneuralode.steady_state_event` is the ready-made event of reaching equilibrium.
     """
 
     fn: Callable
