@@ -317,6 +317,14 @@ def open_ended_advice(t1: float):
                             "event does not come by then.") from None
 
 
+def bad_starts(bound: BoundEvent, starts) -> np.ndarray:
+    """Which rows of ``starts`` (``(M, k)``: each member's conditions at ``t0``) :func:`check_event_start` refuses:
+    a value that is zero or not finite, or a boolean already true or a steady state already reached."""
+    starts = np.asarray(starts, dtype=np.float64)
+    already = bound.boolean or bound.steady_state  # a start past the event counts as one
+    return ~np.isfinite(starts).all(1) | (starts == 0).any(1) | (already & (starts < 0).any(1))
+
+
 def check_event_start(bound: BoundEvent, g0, t0: float, member: int | None = None) -> None:
     """The SpecError for an event function that is zero (or not finite) where the solve starts, or a boolean
     condition that is already true there (``g0`` its value, one number per condition)."""
@@ -500,6 +508,16 @@ def sensitivity_arrays(members: int, num_params: int, state: tuple[int, ...], dt
     return {k: np.full((members, *shapes[k]), np.nan, dtype=dtype) for k in SENSITIVITIES}
 
 
+def record_member(m: int, hit: EventSolution, t, y, occurred, which, counts, derivatives=None) -> None:
+    """Write member ``m``'s :class:`EventSolution` into an ensemble's arrays (and its derivatives into
+    ``derivatives``, the :func:`sensitivity_arrays`, when given)."""
+    t[m], y[m], occurred[m] = hit.t, hit.y, hit.occurred
+    which[m] = -1 if hit.which is None else hit.which
+    counts[m] = hit.stats.nfe_forward, hit.stats.steps_accepted, hit.stats.steps_rejected
+    for k in SENSITIVITIES if derivatives is not None else ():
+        derivatives[k][m] = getattr(hit, k)
+
+
 def loop_event_ensemble(solve_one, inputs, *, sensitivities: bool = False) -> EventEnsembleSolution:
     """The members one after another with ``solve_one(params, y0) -> EventSolution``, each member's failure caught
     (a bad input, such as an event function that is zero at ``t0`` for one member, raises for the call); with
@@ -522,10 +540,6 @@ def loop_event_ensemble(solve_one, inputs, *, sensitivities: bool = False) -> Ev
         except PyNeuralODEError as err:
             errors.append(str(err))
             continue
-        t[m], y[m], occurred[m] = hit.t, hit.y, hit.occurred
-        which[m] = -1 if hit.which is None else hit.which
-        counts[m] = hit.stats.nfe_forward, hit.stats.steps_accepted, hit.stats.steps_rejected
-        for k in SENSITIVITIES if sensitivities else ():
-            derivatives[k][m] = getattr(hit, k)
+        record_member(m, hit, t, y, occurred, which, counts, derivatives)
         errors.append(None)
     return EventEnsembleSolution.assemble(t, y, occurred, which, counts, errors, derivatives)

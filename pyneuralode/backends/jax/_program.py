@@ -303,7 +303,8 @@ class JaxProgram(AbstractProgram):
         value = self._event_value(bound.conditions)
         directions = np.asarray(bound.directions, dtype=self.dtype)
         tol = float(np.finfo(self.dtype).eps) ** 0.75  # in time: ~2e-12 (float64), ~6e-6 (float32)
-        root_finder = (_IntervalBisection(rtol=tol, atol=tol, flip=True) if rearmed or bound.boolean or bound.steady_state
+        bisect = rearmed or bound.boolean or bound.steady_state
+        root_finder = (_IntervalBisection(rtol=tol, atol=tol, flip=True) if bisect
                        else optx.Newton(rtol=tol, atol=tol, norm=optx.rms_norm))
 
         def solve(params, y0, t0, t1, signs, arm):
@@ -395,7 +396,7 @@ class JaxProgram(AbstractProgram):
         and a failed member — or one with a condition to re-arm (see :meth:`solve_event`) — is solved again
         alone."""
         from ..._errors import SolveError
-        from ..._events import SENSITIVITIES, EventEnsembleSolution, check_event_start
+        from ..._events import EventEnsembleSolution, bad_starts, check_event_start, record_member
         axes = (None if inputs.params_shared else 0, None if inputs.y0_shared else 0)
         key = ("ensemble", bound, axes, sensitivities)
         if key not in self._event_jit:
@@ -416,8 +417,7 @@ class JaxProgram(AbstractProgram):
         t, y, occurred, which, rearm, start = (np.array(v) for v in arrays)
         derivatives = None if jac is None else {k: np.array(v) for k, v in
                                                 _sensitivity_fields(*jac, y.shape[1:], members=True).items()}
-        true_at_start = (bound.boolean | bound.steady_state) & (start < 0).any(1)  # already true, or steady
-        for m in np.flatnonzero(~np.isfinite(start).all(1) | (start == 0).any(1) | true_at_start):
+        for m in np.flatnonzero(bad_starts(bound, start)):
             check_event_start(bound, start[m], t0, member=int(m))
         counts = np.stack([np.asarray(stats[k]) for k in _ENSEMBLE_STATS[:3]], axis=1)
         errors: list[str | None] = [None] * inputs.members
@@ -429,11 +429,7 @@ class JaxProgram(AbstractProgram):
                                 inputs.y0 if inputs.y0_shared else inputs.y0[m])
                 if not rearm[m]:
                     raise non_finite_error()
-                t[m], y[m], occurred[m] = hit.t, hit.y, hit.occurred
-                which[m] = -1 if hit.which is None else hit.which
-                counts[m] = hit.stats.nfe_forward, hit.stats.steps_accepted, hit.stats.steps_rejected
-                for k in SENSITIVITIES if sensitivities else ():
-                    derivatives[k][m] = getattr(hit, k)
+                record_member(m, hit, t, y, occurred, which, counts, derivatives)
             except SolveError as err:
                 errors[m] = str(err)
         return EventEnsembleSolution.assemble(t, y, occurred, which, counts, errors, derivatives)
