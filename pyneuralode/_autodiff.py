@@ -7,9 +7,10 @@ compiles the result with the compiler it already has — JAX, torch and Julia's 
 model's own gradient differentiates through it (second-order derivatives, as a Hamiltonian network's training needs).
 
 Networks are differentiated through their layers: a ``p.net(x)`` call inside ``fn`` is expanded into the graph's
-own ops (``x @ W.T + b``, the activation's NumPy definition) with the weights as ``param`` leaves named by their
-slot in the canonical layout (``"H.0.weight"``), so a network built from ``Linear``, activations and ``Sequential``
-(:func:`pyneuralode.MLP`), with ``Residual`` and ``Augment``, is differentiable wherever it appears. Called with real NumPy arrays (the reference
+own ops (``linear``, ``activation``: the lowering every backend compiles networks from) with the weights as
+``param`` leaves named by their slot in the canonical layout (``"H.0.weight"``), so a network built from ``Linear``
+or ``ConcatSquash`` layers, activations and ``Sequential`` (:func:`pyneuralode.MLP`), with ``Residual`` and
+``Augment``, is differentiable wherever it appears. Called with real NumPy arrays (the reference
 :meth:`pyneuralode.Dynamics.evaluate`), ``grad`` traces ``fn`` on the spot and evaluates the derivative with NumPy.
 """
 
@@ -251,6 +252,34 @@ _BINARY_RULES: dict[str, Callable] = {  # (position, a, b, y, g) -> cotangent of
 }
 
 
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+_ACTIVATION_RULES: dict[str, Callable] = {  # the activation op, by name: (x, y, g) -> cotangent of x
+    "tanh": lambda x, y, g: g * (1.0 - y * y),
+    "relu": lambda x, y, g: np.where(x > 0, g, 0.0),  # 0 at x = 0, as JAX and torch
+    "softplus": lambda x, y, g: g * _sigmoid(x),
+    "sigmoid": lambda x, y, g: g * y * (1.0 - y),
+    "elu": lambda x, y, g: np.where(x > 0, g, g * (y + 1.0)),  # y = expm1(x) below 0
+    "silu": lambda x, y, g: g * _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x))),
+    "cube": lambda x, y, g: g * 3.0 * x * x,
+    "rbf": lambda x, y, g: g * -2.0 * x * y,
+    "identity": lambda x, y, g: g,
+}
+
+
+def _linear_rule(position: int, inputs: list[Tracer], g: Tracer) -> Tracer:
+    """``y = x @ W.T + b`` over the last axis: x̄ = ȳ W, W̄ = ȳᵀ x and b̄ = ȳ, summed over any leading axes."""
+    x, weight = inputs[0], inputs[1]
+    if position == 0:
+        return g @ weight
+    rows = np.reshape(g, (-1, weight.shape[0]))
+    if position == 2:
+        return np.sum(rows, axis=0)
+    return np.transpose(rows) @ np.reshape(x, (-1, weight.shape[1]))
+
+
 def _tie_weight(first_wins, tied, position: int):
     weight = np.where(first_wins, 1.0, np.where(tied, 0.5, 0.0))
     return weight if position == 0 else 1.0 - weight
@@ -271,6 +300,13 @@ def _rule(tape: _Tape, node: Node, position: int, inputs: list[Tracer], y: Trace
             np.where(inputs[0], g, 0.0) if position == 1 else np.where(inputs[0], 0.0, g), x.shape)
     if op == "matmul":
         return _matmul_rule(position, inputs[0], inputs[1], g)
+    if op == "linear":
+        return _linear_rule(position, inputs, g)
+    if op == "activation":
+        return _ACTIVATION_RULES[node.attr("name")](x, y, g)
+    if op in ("conv2d", "group_norm"):
+        raise SpecError("pn.grad differentiates through networks of Linear and ConcatSquash layers, activations, "
+                        "Sequential (pn.MLP), Residual and Augment, not through Conv2d or GroupNorm.")
     if op == "solve":  # y = a⁻¹ b: b̄ = a⁻ᵀ ȳ, ā = −b̄ yᵀ
         a = inputs[0]
         g_b = np.linalg.solve(np.transpose(a), g)
@@ -314,4 +350,4 @@ def _lowered_call(tape: _Tape, node: Node, x: Tracer) -> Tracer:
     weights = {slot.name: tape.add(Node("param", (), (("name", f"{name}.{slot.name}"),), slot.shape))
                for slot in param_layout(net)}
     time = Tracer(tape, 0)  # a dynamics trace records t first
-    return apply(lambda slot: weights[slot.name], time, x)
+    return apply(weights.__getitem__, time, x)

@@ -116,7 +116,7 @@ class Residual(AbstractLayer):
 
 
 def compose_layers(root: AbstractLayer, leaf: Callable[[AbstractLayer, range], Callable]) -> Callable:
-    """``apply(params, t, x)`` of the expanded spec ``root``, the one composition every layer compiler shares:
+    """``apply(params, t, x)`` of the expanded spec ``root``, the one composition every lowering shares:
     ``Sequential`` chains its children and ``Residual`` adds its layer's output to its input; every other layer is
     ``leaf(layer, subtree)``, ``subtree`` the :func:`pyneuralode._layers.walk` positions of the layer and its
     sublayers (its own first: ``param_layout`` numbers parameters by it), which such a layer compiles itself."""

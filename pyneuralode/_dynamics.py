@@ -3,7 +3,8 @@
 The function is traced once (:mod:`pyneuralode._trace`) into the neutral expression graph
 (:mod:`pyneuralode._graph`); :class:`Dynamics` carries that graph and is an ordinary
 :class:`pyneuralode.AbstractLayer`, so ``ODEModel``, ``compare``, ``Trainer``, every solver and adjoint, NFE
-counting, float32/64, batching and reverse time need nothing new: each backend's layer compiler compiles it.
+counting, float32/64, batching and reverse time need nothing new: each backend compiles it with the one graph
+compiler it compiles every layer with (networks are graphs of the same ops; see :mod:`pyneuralode._numpy_layers`).
 
 Canonical parameters (one flat vector, the same on every backend): the declared ``params`` first, in declaration
 order, each row-major; then each network's parameters, networks in declaration order, each in its own canonical layout.
@@ -198,12 +199,12 @@ class Dynamics(AbstractLayer):
 
 
 def _numpy_net(net, flat, t):
-    apply = numpy_layer(net)
+    apply, slots = numpy_layer(net), {slot.name: slot for slot in param_layout(net)}
 
-    def tensor(slot):
-        return flat[slot.offset:slot.stop].reshape(slot.shape)
+    def tensor(name):
+        return flat[slots[name].offset:slots[name].stop].reshape(slots[name].shape)
     # a traced x comes from pn.grad's NumPy reference, which traces the network into its own graph
-    return lambda x: apply(tensor, t, (x if isinstance(x, Tracer) else np.asarray(x, dtype=np.float64))[None])[0]
+    return lambda x: apply(tensor, t, x if isinstance(x, Tracer) else np.asarray(x, dtype=np.float64))
 
 
 def _pairs(value, what: str) -> tuple:

@@ -121,16 +121,60 @@ matrix and ``b`` a vector or a matrix (no stacked systems); ``stack``/``concaten
 any order (``x[::-1]``, ``x[[2, 0, 1]]``, ``x[mask]`` with a constant mask, ``np.flip``, ``np.roll``); ``reshape`` ``shape`` (no ``-1``; row-major);
 ``transpose`` ``axes`` (a full permutation); ``broadcast_to`` ``shape``."""
 
+LAYERS = ("linear", "activation", "conv2d", "group_norm")
+"""The layer catalogue's primitives, one op each, so that a network spec and a user's field are one graph (see
+:mod:`pyneuralode._numpy_layers`, which writes every layer spec in these ops and the ops above) and each backend
+runs its best kernel for them (``addmm``, cuDNN-style convolutions, a fused group norm). Per sample:
+``linear`` ``(x, weight[, bias])`` is ``x @ weight.T (+ bias)`` over the last axis, PyTorch's ``(out, in)`` weight;
+``activation`` (attr ``name``, one of :data:`ACTIVATIONS`) is elementwise; ``conv2d`` ``(x, weight[, bias])``
+is ``torch.nn.functional.conv2d`` of one ``(C, H, W)`` sample with an ``(O, C, kh, kw)`` weight (attrs ``stride``
+and ``padding``, ``(h, w)`` pairs; zero padding); ``group_norm`` ``(x, weight, bias)`` is
+``torch.nn.functional.group_norm`` of one sample whose axis 0 holds the channels (attrs ``groups`` and ``eps``;
+biased variance)."""
+
 LEAVES = ("time", "state", "param", "constant", "literal", "call")
 """Ops whose value comes from the environment, not from a NumPy function (``call`` is a network)."""
 
-OPS: tuple[str, ...] = (*LEAVES, *UNARY, *BINARY, *REDUCTIONS, *OTHER)
+OPS: tuple[str, ...] = (*LEAVES, *UNARY, *BINARY, *REDUCTIONS, *OTHER, *LAYERS)
 """Every op a graph may contain; each backend's compiler implements all of them."""
 
 
 def index_of(node: Node) -> tuple:
     """The NumPy index of a ``getitem`` node: ints, ``None`` (new axis) and slices."""
     return tuple(slice(*e) if isinstance(e, tuple) else e for e in node.attr("index"))
+
+
+ACTIVATIONS: dict[str, Callable] = {
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "softplus": lambda x: np.logaddexp(x, 0.0),
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+    "silu": lambda x: x / (1.0 + np.exp(-x)),
+    "cube": lambda x: x * x * x,
+    "rbf": lambda x: np.exp(-(x * x)),
+    "identity": lambda x: x,
+}
+"""The ``activation`` op's definition by name, in NumPy functions (so a traced argument writes them as ops)."""
+
+
+def _conv2d(node: Node, x, weight, bias=None):
+    """One ``(C, H, W)`` sample (or a stack of them: leading axes are kept) cross-correlated with ``weight``."""
+    (sh, sw), (ph, pw) = node.attr("stride"), node.attr("padding")
+    kh, kw = weight.shape[2:]
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(ph, ph), (pw, pw)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(-2, -1))[..., ::sh, ::sw, :, :]
+    out = np.einsum("...chwij,ocij->...ohw", windows, weight)
+    return out if bias is None else out + bias[:, None, None]
+
+
+def _group_norm(node: Node, x, weight, bias):
+    groups, eps = node.attr("groups"), node.attr("eps")
+    g = x.reshape(groups, -1)
+    centred = g - g.mean(axis=1, keepdims=True)
+    normal = (centred / np.sqrt((centred * centred).mean(axis=1, keepdims=True) + eps)).reshape(x.shape)
+    extra = (None,) * (x.ndim - 1)
+    return normal * weight[(slice(None), *extra)] + bias[(slice(None), *extra)]
 
 
 def namespace_ops(xp) -> dict[str, Callable]:
@@ -160,7 +204,13 @@ def namespace_ops(xp) -> dict[str, Callable]:
     return table
 
 
-NUMPY_OPS: dict[str, Callable] = namespace_ops(np)
+NUMPY_OPS: dict[str, Callable] = {
+    **namespace_ops(np),
+    "linear": lambda node, x, weight, bias=None: x @ weight.T if bias is None else x @ weight.T + bias,
+    "activation": lambda node, x: ACTIVATIONS[node.attr("name")](x),
+    "conv2d": _conv2d,
+    "group_norm": _group_norm,
+}
 """``op -> fn(node, *input_values)``: the executable NumPy definition of every non-leaf op."""
 
 

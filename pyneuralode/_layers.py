@@ -288,17 +288,6 @@ def walk(layer: AbstractLayer) -> list[AbstractLayer]:
     return out
 
 
-def field_layer_not_supported(layer: AbstractLayer, backend: str, supported) -> SpecError:
-    """The one wording, on every backend, of a layer that backend's vector-field compiler does not have;
-    ``supported`` are the primitive layer types it compiles (``Sequential`` and ``Residual`` always)."""
-    from ._errors import NotSupportedError
-
-    names = sorted({t.__name__ for t in supported} | {"Sequential", "Residual"})
-    return NotSupportedError(f"{type(layer).__name__} layers are not available inside a vector field on backend "
-                             f"{backend!r}: a field is built from {', '.join(names)} (and composites of them such "
-                             "as pn.MLP).")
-
-
 def check_state_preserving(field: AbstractLayer, in_shape, what: str) -> None:
     """Raise a SpecError unless ``field`` maps samples of ``in_shape`` to the same shape (an ODE's vector field
     returns the shape of its state)."""

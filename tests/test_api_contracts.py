@@ -81,10 +81,9 @@ def test_unsupported_field_layers_are_refused_with_the_same_words():
     for name in ("jax", "torch"):
         with pytest.raises(pn.NotSupportedError) as info:
             pn.ODEModel(field, backend=name).program
-        messages.append(str(info.value).replace(repr(name), "BACKEND"))
-    assert messages[0] == messages[1]
-    assert messages[0].startswith("ODEBlock layers are not available inside a vector field on backend BACKEND: "
-                                  "a field is built from ")
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]  # one lowering of layers into the graph, for every backend
+    assert messages[0].startswith("ODEBlock layers are not available inside a vector field: a field is built from ")
     assert "Residual" in messages[0] and "jax" not in messages[0] and "torch" not in messages[0]
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import pyneuralode as pn
-from pyneuralode._graph import NUMPY_OPS, OPS, evaluate
+from pyneuralode._graph import LAYERS, NUMPY_OPS, OPS, evaluate
+from pyneuralode._numpy_layers import layer_graph
 from pyneuralode.backends import BACKEND_NAMES
 
 from helpers import assert_field_matches_reference, model, rel_err, unavailable_reason
@@ -115,10 +116,42 @@ def case(request):
     return _make(CASES[request.param], request.param)
 
 
+# Networks are graphs of the same ops: every layer lowers to them (the layer ops, LAYERS, and ordinary ones), and
+# a field that calls a network runs the network's graph inlined. Each case is one network inside a field.
+_FEATURES = pn.Sequential(pn.Linear(2, 6, time_input=True), *(pn.Activation(a) for a in pn.ACTIVATIONS),
+                          pn.ConcatSquash(6, 6), pn.Augment(2), pn.Residual(pn.MLP([8, 8], activation="elu")),
+                          pn.Linear(8, 2))
+_IMAGES = pn.Sequential(pn.ConcatConv2d(3, 4, 3, padding=1), pn.GroupNorm(2, 4), pn.Activation("softplus"),
+                        pn.Conv2d(4, 3, 3, padding=1))
+_POOLED = pn.Sequential(pn.Conv2d(3, 2, 3, stride=2), pn.GlobalAvgPool2d(), pn.Flatten(), pn.Linear(2, 75))
+
+
+@pn.dynamics(state=2, nets={"F": _FEATURES})
+def feature_layers(t, u, p):
+    return p.F(u)
+
+
+@pn.dynamics(state=(3, 5, 5), nets={"F": _IMAGES, "G": _POOLED})
+def image_layers(t, u, p):
+    return p.F(u) + 0.1 * np.reshape(p.G(u), (3, 5, 5))
+
+
 def test_cases_cover_every_op():
-    """Every op of the graph appears in some case (so the backend checks below exercise every op)."""
+    """Every op of the graph appears in some case (so the backend checks below exercise every op): the fields'
+    own ops in CASES, the layer ops in the networks' graphs."""
     seen = {node.op for fn in CASES.values() for node in _make(fn).graph.nodes}
-    assert seen >= set(OPS) - {"call"}, set(OPS) - seen
+    assert seen >= set(OPS) - {"call", *LAYERS}, set(OPS) - seen
+    lowered = {node.op for dyn in (feature_layers, image_layers) for node in layer_graph(dyn, dyn.state).nodes}
+    assert lowered >= set(LAYERS) and "call" not in lowered
+
+
+@pytest.mark.parametrize("dyn", [feature_layers, image_layers], ids=["feature layers", "image layers"])
+def test_networks_match_their_numpy_definition(backend, dyn):
+    """Each layer's compiled graph on each backend equals its NumPy definition, values and both gradients."""
+    params = pn.init_params(dyn, 2)
+    rng = np.random.default_rng(3)
+    u = rng.standard_normal((2, *dyn.state))
+    assert_field_matches_reference(backend, dyn, params, 0.4, u, rng.standard_normal(u.shape))
 
 
 def test_graph_matches_the_numpy_reference(case):

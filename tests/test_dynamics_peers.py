@@ -7,7 +7,6 @@ differences, and the exact error where something cannot be traced.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

@@ -147,7 +147,7 @@ def _float64(fn):
 
 
 def test_group_norm_vjp_matches_autodiff_of_the_definition():
-    from pyneuralode.backends.jax._image_layers import group_norm
+    from pyneuralode.backends.jax._group_norm import group_norm
 
     def reference(y, w, b, groups):
         g = y.reshape(y.shape[0], groups, -1)

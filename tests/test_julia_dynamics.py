@@ -143,13 +143,24 @@ EXPECTED_SHAPED = [
     ("transpose", (("axes", (2, 0, 1)),), [(2, 3, 4)], (4, 2, 3), "permutedims(a, (2, 3, 1))"),
     ("broadcast_to", (("shape", (2, 3)),), [(3,)], (2, 3), "(a .* trues(3, 2))"),
     ("broadcast_to", (("shape", (3,)),), [()], (3,), "fill(a, 3)"),
+    # a network that pn.grad wrote out: Julia holds W (out, in) as (in, out)
+    ("linear", (), [(3,), (2, 3), (2,)], (2,), "(transpose(b) * a .+ c)"),
+    ("linear", (), [(3,), (2, 3)], (2,), "(transpose(b) * a)"),
+    ("activation", (("name", "relu"),), [(3,)], (3,), "max.(a, 0)"),
+    ("activation", (("name", "sigmoid"),), [(3,)], (3,), "(1 ./ (1 .+ exp.(.-a)))"),
 ]
+NETWORK_ONLY = {"conv2d", "group_norm"}
+"""Layer ops that only networks hold; on Julia a network is a Lux layer, called from the field (a ``call``)."""
 
 
 def test_every_op_has_a_checked_translation():
     shaped = {row[0] for row in EXPECTED_SHAPED}
     leaves = {"time", "state", "param", "constant", "literal", "call"}
-    assert set(OPS) == set(EXPECTED) | shaped | leaves, set(OPS) ^ (set(EXPECTED) | shaped | leaves)
+    assert set(OPS) == set(EXPECTED) | shaped | leaves | NETWORK_ONLY, set(OPS) ^ (set(EXPECTED) | shaped | leaves)
+    emitter = _Emitter(lotka_volterra_ude, "float64")
+    for op in NETWORK_ONLY:
+        with pytest.raises(pn.NotSupportedError, match=f"{op}.*no Julia translation"):
+            emitter.op(Node(op, (0, 1, 2), shape=(2,)), ["a", "b", "c"], [(2,), (2,), (2,)])
 
 
 def test_elementwise_op_texts():

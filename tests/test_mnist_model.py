@@ -145,7 +145,7 @@ def test_layers_match_torch_nn(layer, shape, impl, monkeypatch):
 
 
 def test_group_norm_matches_numpy():
-    from pyneuralode.backends.jax._image_layers import group_norm
+    from pyneuralode.backends.jax._group_norm import group_norm
 
     jax.config.update("jax_enable_x64", True)
     x = RNG.normal(size=(2, 6, 3, 3))

@@ -24,7 +24,6 @@ import numpy as np
 from ..._errors import SolveError, max_steps_error, non_finite_error
 from ..._flow_results import Density, FlowValueAndGrad
 from ..._solution import Stats
-from . import _concat_squash  # noqa: F401  (registers ConcatSquash with the JAX compiler)
 from ._backsolve import make_backsolve
 from ._counting import new_probe, vjp_counted
 from ._diffrax import fixed_grid, integrate, make_solver

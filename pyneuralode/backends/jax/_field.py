@@ -1,8 +1,13 @@
-"""Compile a pyneuralode spec to a pure JAX function ``field(params_flat, t, y) -> dy/dt``.
+"""The JAX compiler of the neutral graph: any spec (an MLP, a conv net, a CNF's field, a ``pn.dynamics`` field, an
+event condition) to a pure function ``field(params_flat, t, y) -> dy/dt``.
 
-``y`` always carries a leading batch axis here (the program adds one for unbatched inputs), so layers see
-``(batch, *sample_shape)``. Parameters are sliced from the canonical flat vector with static offsets, so the
-compiled function takes the same vector every backend takes.
+A spec is compiled through its graph (:func:`pyneuralode._numpy_layers.layer_graph`, one sample), which is made
+when the function is first traced, for the sample shape it meets. The graph's ops run as :data:`JAX_OPS`, the
+graph's NumPy definition with ``jax.numpy`` in place of ``numpy``; the batch is added op by op: an op whose
+inputs carry the batch axis is ``jax.vmap``-ed over it (which writes the same XLA program as mapping the whole
+graph), except the layer ops, which run their batched kernels directly — a ``vmap``-ed convolution would become a
+grouped one (see ``_conv.py``), and a batched ``linear`` is one ``dot`` already. Parameters are sliced from the
+canonical flat vector with static offsets, so the compiled function takes the same vector every backend takes.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from ..._augment import Augment
-from ..._blocks import compose_layers
-from ..._layers import AbstractLayer, Activation, Linear, field_layer_not_supported
+from ..._dynamics import Dynamics
+from ..._graph import namespace_ops, register_namespace
+from ..._layers import AbstractLayer
+from ..._numpy_layers import layer_graph, numpy_layer, sample_rank
 from ..._params import param_layout
+from ._conv import conv2d
+from ._group_norm import group_norm
 
 _ACTIVATIONS: dict[str, Callable] = {
     "tanh": jnp.tanh,
@@ -29,60 +37,54 @@ _ACTIVATIONS: dict[str, Callable] = {
     "identity": lambda x: x,
 }
 
+
+def _linear(node, x, weight, bias=None):
+    out = x @ weight.T
+    return out if bias is None else out + bias
+
+
+def _conv2d_batched(node, x, weight, bias=None):
+    out = conv2d(x, weight, stride=node.attr("stride"), padding=node.attr("padding"))
+    return out if bias is None else out + bias[:, None, None]
+
+
+def _group_norm_batched(node, x, weight, bias):
+    return group_norm(x, weight, bias, groups=node.attr("groups"), eps=node.attr("eps"))
+
+
+JAX_OPS = {**namespace_ops(jnp),
+           "linear": _linear,
+           "activation": lambda node, x: _ACTIVATIONS[node.attr("name")](x),
+           "conv2d": lambda node, x, *w: _conv2d_batched(node, x[None], *w)[0],
+           "group_norm": lambda node, x, *w: _group_norm_batched(node, x[None], *w)[0]}
+"""``op -> fn(node, *values)`` for every non-leaf graph op, on one sample."""
+
+_BATCHED = {"linear": _linear, "activation": JAX_OPS["activation"], "conv2d": _conv2d_batched,
+            "group_norm": _group_norm_batched}
+"""The layer ops on a batched first input and unbatched parameters: their kernels take the batch axis as it is."""
+
+register_namespace(jnp, JAX_OPS, lambda array, like: jnp.asarray(
+    array, dtype=like.dtype if array.dtype.kind == "f" else bool))  # losses (pn.loss) run on these ops too
+
 LayerFn = Callable[[list, jax.Array, jax.Array], jax.Array]  # (tensors, t, y) -> y
-
-
-def _linear(layer: Linear) -> LayerFn:
-    def apply(tensors, t, y):
-        weight = tensors[0]
-        if layer.time_input:  # t is the last input feature (DiffEqFlux / the paper's ConcatLinear)
-            y = jnp.concatenate([y, jnp.broadcast_to(t, (*y.shape[:-1], 1)).astype(y.dtype)], axis=-1)
-        out = y @ weight.T
-        return out + tensors[1] if layer.bias else out
-    return apply
-
-
-def _activation(layer: Activation) -> LayerFn:
-    fn = _ACTIVATIONS[layer.name]
-    return lambda tensors, t, y: fn(y)
-
-
-def _augment(layer: Augment) -> LayerFn:
-    def apply(tensors, t, y):  # zeros appended on the first sample axis (features, or channels of NCHW)
-        return jnp.concatenate([y, jnp.zeros((y.shape[0], layer.dims, *y.shape[2:]), y.dtype)], axis=1)
-    return apply
-
-
-_COMPILERS: dict[type, Callable[[AbstractLayer], LayerFn]] = {Linear: _linear, Activation: _activation,
-                                                             Augment: _augment}
-
-
-_PACKED: set[type] = set()
-"""Layer types whose own parameters arrive as ONE flat vector (their slice of the canonical vector) rather than one
-tensor each — for layers with many small parameters read elementwise (:class:`pyneuralode.Dynamics`'s scalars):
-each separate tensor costs the gradient its own kernels, and a slice feeding elementwise maths fuses for free."""
-
-
-def register_layer(layer_type: type, compiler: Callable[[AbstractLayer], LayerFn], *, packed: bool = False) -> None:
-    """Teach the JAX backend a new primitive layer type (used by problem modules that add layers); ``packed``: its
-    compiler takes its own parameters as one flat vector first (see :data:`_PACKED`)."""
-    _COMPILERS[layer_type] = compiler
-    if packed:
-        _PACKED.add(layer_type)
 
 
 def tensor_plan(root: AbstractLayer) -> tuple[list[tuple[int, int, tuple | None]], list[int]]:
     """``(tensors, slot_tensor)``: the tensors :func:`compile_split` cuts from the flat vector, each ``(start,
-    stop, shape)`` (``shape`` None for a packed layer's flat vector), and the tensor each parameter slot of
-    ``param_layout(root)`` lives in."""
+    stop, shape)``, and the tensor each parameter slot of ``param_layout(root)`` lives in.
+
+    A :class:`pyneuralode.Dynamics`'s declared parameters are ONE flat vector (``shape`` None): they are many
+    small tensors read elementwise, each separate tensor costs the gradient its own kernels, and a slice feeding
+    elementwise maths fuses for free."""
     tensors: list[tuple[int, int, tuple | None]] = []
     slot_tensor: list[int] = []
     previous = None
     for s in param_layout(root):
-        if type(s.layer) in _PACKED and previous is not None and previous.layer_index == s.layer_index:
+        packed = isinstance(s.layer, Dynamics)
+        if packed and previous is not None and previous.layer_index == s.layer_index:
             tensors[-1] = (tensors[-1][0], s.stop, None)  # the packed layer's next parameter: extend its vector
         else:
-            tensors.append((s.offset, s.stop, None if type(s.layer) in _PACKED else s.shape))
+            tensors.append((s.offset, s.stop, None if packed else s.shape))
         slot_tensor.append(len(tensors) - 1)
         previous = s
     return tensors, slot_tensor
@@ -108,22 +110,53 @@ def compile_split(spec: AbstractLayer):
 
 
 def compile_tensors(spec: AbstractLayer) -> LayerFn:
-    """``apply(tensors, t, y)`` for the whole spec, ``tensors`` its parameter tensors in canonical order (as
-    :func:`tensor_plan` cuts them: a packed layer's parameters are one flat vector).
-
-    ``Sequential`` chains its children; every other layer gets its own tensors from its registered compiler — a
-    layer with sublayers of its own (:class:`pyneuralode.Dynamics` and its networks) gets its whole subtree's
-    tensors, in canonical order, and compiles its sublayers itself with this function.
-    """
+    """``apply(tensors, t, y)`` for the whole spec, ``tensors`` its parameter tensors as :func:`tensor_plan` cuts
+    them, ``y`` of shape ``(batch, *sample)`` (any number of leading axes where the spec fixes its sample shape)."""
     root = spec.expand()
-    positions: dict[int, list[int]] = {}
-    for s, k in zip(param_layout(root), tensor_plan(root)[1]):
-        if k not in positions.setdefault(s.layer_index, []):
-            positions[s.layer_index].append(k)
-    def leaf(layer: AbstractLayer, subtree: range):
-        if type(layer) not in _COMPILERS:
-            raise field_layer_not_supported(layer, "jax", _COMPILERS)
-        apply, mine = _COMPILERS[type(layer)](layer), [k for i in subtree for k in positions.get(i, [])]
-        return lambda tensors, t, y: apply([tensors[k] for k in mine], t, y)
+    numpy_layer(root)  # a layer with no lowering is refused here, not when the function is first traced
+    tensors, slot_tensor = tensor_plan(root)
+    reads: dict[str, Callable] = {}
+    for slot, k in zip(param_layout(root), slot_tensor):
+        if tensors[k][2] is None:  # a slice of a packed vector
+            a, b, shape = slot.offset - tensors[k][0], slot.stop - tensors[k][0], slot.shape
+            reads[slot.name] = (lambda k, a, b, shape: lambda ts: ts[k][a:b].reshape(shape))(k, a, b, shape)
+        else:
+            reads[slot.name] = (lambda k: lambda ts: ts[k])(k)
+    rank = sample_rank(root)
 
-    return compose_layers(root, leaf)
+    def apply(ts, t, y):
+        lead = y.shape[:y.ndim - rank] if rank is not None else y.shape[:1]
+        sample = y.shape[len(lead):]
+        flat_y = y.reshape((-1, *sample)) if len(lead) != 1 else y
+        out = _run(layer_graph(root, tuple(sample)), reads, ts, jnp.asarray(t, dtype=y.dtype), flat_y)
+        return out.reshape((*lead, *out.shape[1:])) if len(lead) != 1 else out
+    return apply
+
+
+def _run(graph, reads, ts, t, y):
+    """The graph on a batch ``y``; each value carries the batch axis only when it depends on ``y``."""
+    values, batched = [], []
+    for node in graph.nodes:
+        args = [values[i] for i in node.inputs]
+        flags = [batched[i] for i in node.inputs]
+        op = node.op
+        if op == "time":
+            value, flag = t, False
+        elif op == "state":
+            value, flag = y, True
+        elif op == "param":
+            value, flag = reads[node.attr("name")](ts), False
+        elif op == "literal":
+            array = node.attr("value").array
+            value, flag = jnp.asarray(array, dtype=y.dtype if array.dtype.kind == "f" else bool), False
+        elif not any(flags):
+            value, flag = JAX_OPS[op](node, *args), False
+        elif op in _BATCHED and flags[0] and not any(flags[1:]):
+            value, flag = _BATCHED[op](node, *args), True
+        else:
+            fn = (lambda node: lambda *xs: JAX_OPS[node.op](node, *xs))(node)
+            value, flag = jax.vmap(fn, in_axes=tuple(0 if f else None for f in flags))(*args), True
+        values.append(value)
+        batched.append(flag)
+    out = values[graph.output]
+    return out if batched[graph.output] else jnp.broadcast_to(out, (y.shape[0], *out.shape))

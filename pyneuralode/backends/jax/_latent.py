@@ -1,4 +1,4 @@
-"""A :class:`pyneuralode.LatentODE` compiled for JAX: the parts through the field compiler, the latent solve through
+"""A :class:`pyneuralode.LatentODE` compiled for JAX: the parts through the graph compiler, the latent solve through
 the :class:`._program.JaxProgram` of its ODE model (same diffrax solve, adjoints and exact NFE), the encoder as a
 ``lax.scan`` running backwards over the union of observation times."""
 

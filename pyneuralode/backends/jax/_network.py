@@ -1,7 +1,7 @@
 """A :class:`pyneuralode.Network` compiled for JAX: pure functions of the flat parameters, jit-compiled.
 
 The spec is compiled node by node: ``Sequential`` chains, ``Residual`` adds its input, every other layer goes
-through the field compiler (:func:`._field.compile_field`) on its own slice of the flat vector (a subtree's
+through the graph compiler (:func:`._field.compile_field`) on its own slice of the flat vector (a subtree's
 parameters are contiguous in the depth-first layout), and each ``ODEBlock`` is solved by the
 :class:`._program.JaxProgram` of its own :class:`pyneuralode.ODEModel` — the same diffrax solve, adjoints and
 exact NFE counting (step formula forward; VJP probe or counted backsolve backward). Each block gets one row of a

@@ -49,6 +49,13 @@ BINARY_JULIA: dict[str, str] = {
 }
 """NumPy binary op -> its Julia broadcast expression (NumPy broadcasting is Julia's under the layout map)."""
 
+ACTIVATION_JULIA: dict[str, str] = {
+    "tanh": "tanh.({x})", "relu": "max.({x}, 0)", "softplus": "(max.({x}, 0) .+ log1p.(exp.(.-abs.({x}))))",
+    "sigmoid": "(1 ./ (1 .+ exp.(.-{x})))", "elu": "ifelse.({x} .> 0, {x}, expm1.(min.({x}, 0)))",
+    "silu": "({x} ./ (1 .+ exp.(.-{x})))", "cube": "({x} .^ 3)", "rbf": "exp.(.-({x} .* {x}))", "identity": "{x}",
+}
+"""The ``activation`` op by name -> its Julia broadcast expression (each the NumPy definition of the name)."""
+
 REDUCTION_JULIA: dict[str, str] = {"sum": "sum", "mean": "sum", "prod": "prod", "max": "maximum", "min": "minimum"}
 """NumPy reduction -> the Julia reduction (``mean`` is ``sum`` divided by the count, known statically)."""
 
@@ -191,6 +198,10 @@ class _Emitter:
             return f"(transpose({args[0]}) \\ {args[1]})" if len(shapes[1]) == 1 else f"({args[1]} / {args[0]})"
         if op == "matmul":
             return self.matmul(args, shapes)
+        if op == "linear" and rank == 1:  # a network pn.grad wrote out: NumPy's W @ x is transpose(W_jl) * x
+            return f"(transpose({args[1]}) * {args[0]}{f' .+ {args[2]}' if len(args) == 3 else ''})"
+        if op == "activation":
+            return ACTIVATION_JULIA[node.attr("name")].format(x=args[0])
         if op == "stack":
             return self.stack(node, args, shapes[0])
         if op == "concatenate":

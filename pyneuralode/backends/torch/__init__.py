@@ -5,12 +5,9 @@
 with ``load_params``/``params``.
 """
 
-from . import _concat_squash  # noqa: F401  (registers the ConcatSquash layer)
 from ._backend import TorchBackend
 from ._compile import VectorField, flat_values, load_flat
 from ._network import NetworkModule
 from ._program import NativeODE
-from . import _image_layers  # noqa: F401  (registers Conv2d, GroupNorm, ... with the spec compiler)
-from . import _graph  # noqa: F401  (registers pn.Dynamics, the traced user field, with the spec compiler)
 
 __all__ = ["NativeODE", "NetworkModule", "TorchBackend", "VectorField", "flat_values", "load_flat"]

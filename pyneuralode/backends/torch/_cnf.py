@@ -21,7 +21,6 @@ import torch
 from ..._errors import non_finite_error
 from ..._flow_results import Density, FlowValueAndGrad
 from ..._solution import Stats
-from . import _concat_squash  # noqa: F401  (registers ConcatSquash with the torch compiler)
 from ._backend import select_device
 from ._compile import VectorField, flat_grad, load_flat, to_tensor
 from ._failures import BACKWARD, torchdiffeq_failures

@@ -1,9 +1,5 @@
-"""The torch compiler of the neutral expression graph: a :class:`pyneuralode.Dynamics` as one more layer module.
-
-:class:`DynamicsModule` is registered with the spec compiler (:mod:`._compile`), so a ``Dynamics`` field goes
-through the same ``VectorField`` and ``TorchProgram`` as an MLP (torchdiffeq, NFE counting, every adjoint). Its
-networks are built by that same compiler (children modules); its ops come from :data:`TORCH_OPS`, the graph's
-NumPy semantics written with torch functions.
+"""The torch ops of the neutral expression graph: :data:`TORCH_OPS`, the graph's NumPy semantics written with torch
+functions, which :class:`._compile.VectorField` runs for every spec (an MLP, a conv net, a ``pn.dynamics`` field).
 
 The graph describes one sample. A batch runs the same ops batch-aware rather than through ``torch.func.vmap``
 (vmap's per-op dispatch made a batch-64 UDE field ~4x slower than the same field written by hand): each value
@@ -20,10 +16,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..._dynamics import Dynamics
+import torch.nn.functional as F
+
 from ..._graph import BINARY, REDUCTIONS, UNARY, index_of, register_namespace
-from ..._params import param_layout
-from ._compile import register_layer
 
 _UNARY = {"negative": torch.negative, "exp": torch.exp, "log": torch.log, "log1p": torch.log1p,
           "expm1": torch.expm1, "sin": torch.sin, "cos": torch.cos, "tan": torch.tan, "arcsin": torch.arcsin,
@@ -169,7 +164,40 @@ def _integer_power(node, batched, ranks):
     return lambda x: x ** n
 
 
+def _softplus(x):
+    # jax.nn.softplus is logaddexp(x, 0); torch's F.softplus switches to x above threshold=20, which differs in
+    # the 9th digit. Use the exact form so float64 backends agree.
+    return torch.logaddexp(x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+_ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "softplus": _softplus, "sigmoid": torch.sigmoid,
+                "elu": F.elu, "silu": F.silu, "cube": lambda x: x * x * x, "rbf": lambda x: torch.exp(-(x * x)),
+                "identity": lambda x: x}
+
+
+def _sample_kernel(kernel):
+    """A kernel on a batch (``N`` first) run on one sample too: torch's ``group_norm`` needs the batch axis."""
+    def build(node, batched, ranks):
+        fn = kernel(node)
+        return fn if batched[0] else lambda x, *w: fn(x[None], *w)[0]
+    return build
+
+
+def _conv2d(node):
+    stride, padding = node.attr("stride"), node.attr("padding")
+    return lambda x, weight, bias=None: F.conv2d(x, weight, bias, stride, padding)
+
+
+def _group_norm(node):
+    groups, eps = node.attr("groups"), node.attr("eps")
+    return lambda x, weight, bias: F.group_norm(x, groups, weight, bias, eps)
+
+
 TORCH_OPS: dict[str, Builder] = {
+    "linear": lambda node, batched, ranks: F.linear,  # any leading axes, one addmm
+    "activation": lambda node, batched, ranks: _ACTIVATIONS[node.attr("name")],
+    "conv2d": _sample_kernel(_conv2d),
+    "group_norm": _sample_kernel(_group_norm),
     **{op: _elementwise(_UNARY) for op in UNARY},
     **{op: _elementwise(_BINARY) for op in BINARY},
     **{op: _reduction for op in REDUCTIONS},
@@ -193,79 +221,3 @@ register_namespace(torch, {op: (lambda build: lambda node, *xs: build(node, [Fal
                            for op, build in TORCH_OPS.items()},
                    lambda array, like: torch.as_tensor(np.array(array), device=like.device,
                                                        dtype=like.dtype if array.dtype.kind == "f" else torch.bool))
-
-
-class DynamicsModule(torch.nn.Module):
-    """``forward(t, y)`` of a :class:`pyneuralode.Dynamics`: ``y`` one sample ``state`` or a batch
-    ``(batch, *state)``. Declared parameters are its own (``slot_parameter(name)``); networks are children."""
-
-    def __init__(self, layer: Dynamics, *, dtype, device, children=()):
-        super().__init__()
-        self.graph = layer.graph
-        self.state = layer.state
-        self.out_shape = layer.graph.nodes[layer.graph.output].shape  # the state's, or () for an event function
-        self.declared = torch.nn.ParameterDict({
-            name: torch.nn.Parameter(torch.zeros(value.array.shape, dtype=dtype, device=device))
-            for name, value in layer.params})
-        self.nets = torch.nn.ModuleDict(dict(zip((name for name, _ in layer.nets), children)))
-        # each network's weights by canonical slot name ("H.0.weight"), for the graph's param leaves that read
-        # them (pn.grad expands a network into ops); a built module registers its parameters in canonical order
-        self._weights = {f"{name}.{slot.name}": parameter
-                         for (name, net), child in zip(layer.nets, children)
-                         for slot, parameter in zip(param_layout(net), child.parameters())}
-        constants = dict(layer.constants)
-        for k, node in enumerate(layer.graph.nodes):  # literals and constants: tensors of the model's dtype
-            if node.op in ("literal", "constant"):
-                array = (constants[node.attr("name")] if node.op == "constant" else node.attr("value")).array
-                self.register_buffer(f"fixed_{k}", torch.as_tensor(
-                    np.array(array), dtype=dtype if array.dtype.kind == "f" else torch.bool, device=device),
-                    persistent=False)
-        self._plans = {batched: self._plan(batched) for batched in (False, True)}
-
-    def slot_parameter(self, name: str) -> torch.nn.Parameter:
-        """The declared parameter ``name`` (kept in a ``ParameterDict``, so any identifier is a valid name)."""
-        return self.declared[name]
-
-    def _plan(self, batched_state: bool):
-        """``[(fn, inputs)]`` for nodes 2.. (0 and 1 are ``t`` and ``u``) and whether the output is batched."""
-        nodes, batched, plan = self.graph.nodes, [False, batched_state], []
-        for k, node in enumerate(nodes[2:], start=2):
-            flags = [batched[i] for i in node.inputs]
-            ranks = [len(nodes[i].shape) for i in node.inputs]
-            if node.op == "param":  # the Parameter object itself: load_flat and .to() update it in place
-                name = node.attr("name")
-                fn = (lambda param: lambda: param)(self._weights[name] if name in self._weights
-                                                   else self.declared[name])
-            elif node.op in ("literal", "constant"):
-                fn = (lambda name: lambda: getattr(self, name))(f"fixed_{k}")
-            elif node.op == "call":  # also reads t, node 0
-                plan.append((self._call(node.attr("net"), flags[0]), (*node.inputs, 0)))
-                batched.append(flags[0])
-                continue
-            else:
-                fn = TORCH_OPS[node.op](node, flags, ranks)
-            plan.append((fn, node.inputs))
-            batched.append(any(flags))
-        return plan, batched[self.graph.output]
-
-    def _call(self, net_name: str, batched: bool):
-        if batched:  # layer modules take (batch, *sample) already
-            return lambda x, t: self.nets[net_name](t, x)
-        return lambda x, t: self.nets[net_name](t, x[None])[0]
-
-    def forward(self, t, y):
-        if not (isinstance(t, torch.Tensor) and t.dtype == y.dtype):
-            t = torch.as_tensor(t, dtype=y.dtype, device=y.device)
-        batched = y.dim() > len(self.state)
-        plan, out_batched = self._plans[batched]
-        values = [t, y]
-        for fn, inputs in plan:
-            values.append(fn(*[values[i] for i in inputs]))
-        out = values[self.graph.output]
-        if batched and not out_batched:  # a value that does not depend on u
-            out = out.expand(y.shape[0], *self.out_shape)
-        return out
-
-
-register_layer(Dynamics, lambda layer, dtype, device, children=(): DynamicsModule(
-    layer, dtype=dtype, device=device, children=children))

@@ -1,5 +1,5 @@
-"""JAX compilers of the image layers (``Conv2d``, ``ConcatConv2d``, ``GroupNorm``, ``GlobalAvgPool2d``,
-``Flatten``), registered with the field compiler on import. Inputs are batched NCHW (PyTorch's layout)."""
+"""The JAX kernel of the graph's ``group_norm`` op on batched ``(B, C, ...)`` input (PyTorch's layout): one
+multiply-add forward and a hand-written VJP, fast inside solver loops."""
 
 from __future__ import annotations
 
@@ -8,19 +8,6 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
-
-from ..._conv_layers import ConcatConv2d, Conv2d, Flatten, GlobalAvgPool2d, GroupNorm
-from ._conv import conv2d
-from ._field import register_layer
-
-
-def _conv(layer: Conv2d):
-    time_channel = layer.time_channel
-
-    def apply(tensors, t, y):
-        out = conv2d(y, tensors[0], stride=layer.stride, padding=layer.padding, time=t if time_channel else None)
-        return out + tensors[1][:, None, None] if layer.bias else out
-    return apply
 
 
 def _gn_stats(y, groups: int, eps: float):
@@ -91,14 +78,3 @@ def group_norm(y, weight, bias, *, groups: int, eps: float):
     multiply-add, 2x faster than autodiff's). Like the convolutions' ``custom_vjp`` it supports reverse mode only.
     """
     return _group_norm_fn(int(groups), float(eps))(y, weight, bias)
-
-
-def _group_norm(layer: GroupNorm):
-    return lambda tensors, t, y: group_norm(y, tensors[0], tensors[1], groups=layer.num_groups, eps=layer.eps)
-
-
-register_layer(Conv2d, _conv)
-register_layer(ConcatConv2d, _conv)
-register_layer(GroupNorm, _group_norm)
-register_layer(GlobalAvgPool2d, lambda layer: lambda tensors, t, y: jnp.mean(y, axis=(2, 3), keepdims=True))
-register_layer(Flatten, lambda layer: lambda tensors, t, y: y.reshape(y.shape[0], -1))
