@@ -252,6 +252,10 @@ _BINARY_RULES: dict[str, Callable] = {  # (position, a, b, y, g) -> cotangent of
 }
 
 
+_DIFFERENTIABLE_NETWORKS = ("pn.grad differentiates through networks of Linear and ConcatSquash layers, activations, "
+                            "Sequential (pn.MLP), Residual and Augment")
+
+
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -305,8 +309,7 @@ def _rule(tape: _Tape, node: Node, position: int, inputs: list[Tracer], y: Trace
     if op == "activation":
         return _ACTIVATION_RULES[node.attr("name")](x, y, g)
     if op in ("conv2d", "group_norm"):
-        raise SpecError("pn.grad differentiates through networks of Linear and ConcatSquash layers, activations, "
-                        "Sequential (pn.MLP), Residual and Augment, not through Conv2d or GroupNorm.")
+        raise SpecError(f"{_DIFFERENTIABLE_NETWORKS}, not through Conv2d or GroupNorm.")
     if op == "solve":  # y = a⁻¹ b: b̄ = a⁻ᵀ ȳ, ā = −b̄ yᵀ
         a = inputs[0]
         g_b = np.linalg.solve(np.transpose(a), g)
@@ -344,8 +347,7 @@ def _lowered_call(tape: _Tape, node: Node, x: Tracer) -> Tracer:
     try:
         apply = numpy_layer(net)
     except NotSupportedError:
-        raise SpecError(f"pn.grad differentiates through networks built from Linear layers, activations, "
-                        f"Sequential (pn.MLP), Residual and Augment; p.{name} is a {type(net).__name__} with other "
+        raise SpecError(f"{_DIFFERENTIABLE_NETWORKS}; p.{name} is a {type(net).__name__} with other "
                         "layers.") from None
     weights = {slot.name: tape.add(Node("param", (), (("name", f"{name}.{slot.name}"),), slot.shape))
                for slot in param_layout(net)}

@@ -28,7 +28,7 @@ from ._blocks import Residual, compose_layers
 from ._concat_squash import ConcatSquash
 from ._conv_layers import Conv2d, Flatten, GlobalAvgPool2d, GroupNorm
 from ._errors import NotSupportedError
-from ._graph import LEAVES, NUMPY_OPS, Graph, Node
+from ._graph import NUMPY_OPS, Graph, Node, evaluate
 from ._layers import AbstractLayer, Activation, Linear, Sequential
 from ._params import _named_walk, param_layout
 from ._trace import Tracer, _as_tracer, _prune, _Tape
@@ -104,17 +104,10 @@ def _dynamics(layer, prefix: str):
                 return tape.add(node)  # as recorded, with its attributes (a boolean event's flag)
             return (constants[node.attr("name")] if op == "constant" else node.attr("value")).array
 
-        values: list = []
-        for node in layer.graph.nodes:
-            args = [values[i] for i in node.inputs]
-            if node.op in LEAVES:
-                values.append(leaf(node, args))
-            elif tape is None:
-                values.append(NUMPY_OPS[node.op](node, *args))
-            else:  # the node as traced (its shape and dtype are known), on this trace's inputs
-                inputs = tuple(tape.lift(a, f"the {node.op} op") for a in args)
-                values.append(tape.add(dataclasses.replace(node, inputs=inputs)))
-        return values[layer.graph.output]
+        def retraced(node: Node, *args):  # the node as traced (its shape and dtype are known), on this trace
+            return tape.add(dataclasses.replace(node, inputs=tuple(tape.lift(a, f"the {node.op} op") for a in args)))
+
+        return evaluate(layer.graph, leaf, NUMPY_OPS if tape is None else dict.fromkeys(NUMPY_OPS, retraced))
     return apply
 
 

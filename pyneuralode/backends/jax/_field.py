@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from ..._dynamics import Dynamics
-from ..._graph import namespace_ops, register_namespace
+from ..._graph import evaluate, namespace_ops, register_namespace
 from ..._layers import AbstractLayer
 from ..._numpy_layers import layer_graph, numpy_layer, sample_rank
 from ..._params import param_layout
@@ -134,29 +134,24 @@ def compile_tensors(spec: AbstractLayer) -> LayerFn:
 
 
 def _run(graph, reads, ts, t, y):
-    """The graph on a batch ``y``; each value carries the batch axis only when it depends on ``y``."""
-    values, batched = [], []
-    for node in graph.nodes:
-        args = [values[i] for i in node.inputs]
-        flags = [batched[i] for i in node.inputs]
-        op = node.op
-        if op == "time":
-            value, flag = t, False
-        elif op == "state":
-            value, flag = y, True
-        elif op == "param":
-            value, flag = reads[node.attr("name")](ts), False
-        elif op == "literal":
-            array = node.attr("value").array
-            value, flag = jnp.asarray(array, dtype=y.dtype if array.dtype.kind == "f" else bool), False
-        elif not any(flags):
-            value, flag = JAX_OPS[op](node, *args), False
-        elif op in _BATCHED and flags[0] and not any(flags[1:]):
-            value, flag = _BATCHED[op](node, *args), True
-        else:
-            fn = (lambda node: lambda *xs: JAX_OPS[node.op](node, *xs))(node)
-            value, flag = jax.vmap(fn, in_axes=tuple(0 if f else None for f in flags))(*args), True
-        values.append(value)
-        batched.append(flag)
-    out = values[graph.output]
-    return out if batched[graph.output] else jnp.broadcast_to(out, (y.shape[0], *out.shape))
+    """The graph on a batch ``y``; each value is ``(array, batched)``: it carries the batch axis only when it
+    depends on ``y``."""
+    def leaf(node, args):
+        if node.op in ("time", "state"):
+            return (t, False) if node.op == "time" else (y, True)
+        if node.op == "param":
+            return reads[node.attr("name")](ts), False
+        array = node.attr("value").array  # a literal (layer graphs hold constants as literals)
+        return jnp.asarray(array, dtype=y.dtype if array.dtype.kind == "f" else bool), False
+
+    def op(node, *pairs):
+        args, flags = [a for a, _ in pairs], [f for _, f in pairs]
+        if not any(flags):
+            return JAX_OPS[node.op](node, *args), False
+        if node.op in _BATCHED and flags[0] and not any(flags[1:]):
+            return _BATCHED[node.op](node, *args), True
+        return jax.vmap(lambda *xs: JAX_OPS[node.op](node, *xs), in_axes=tuple(0 if f else None for f in flags))(
+            *args), True
+
+    out, batched = evaluate(graph, leaf, dict.fromkeys(JAX_OPS, op))
+    return out if batched else jnp.broadcast_to(out, (y.shape[0], *out.shape))
