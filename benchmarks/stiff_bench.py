@@ -12,6 +12,8 @@ asserted). Contenders, timed interleaved in one process (median after warm-up):
   with and without the analytic Jacobian.
 - ``pn solve, PI controller`` / ``pn grad, PI controller``: the pyneuralode model again with
   ``StepControl(pcoeff=0.2, icoeff=0.3)`` (JAX only), its steps and NFE recorded beside the integral controller's.
+- ``pn solve, uncounted`` / ``pn grad, uncounted``: the model with ``Kvaerno5(count_evaluations=False)`` (the same
+  steps and values, ``nfe_forward`` not taken): what the exact in-graph count costs.
 
 Run: ``python -m benchmarks.stiff_bench [--rounds 20] [--solver Kvaerno5]`` →
 ``benchmarks/results/stiff_bench.json``.
@@ -126,6 +128,9 @@ def main(argv=None):
         "grad_rel_diff_vs_raw": float(np.max(np.abs(pn_res.grad_params - raw_g)) / np.max(np.abs(raw_g))),
         "max_abs_err_vs_radau_1e-12": float(np.max(np.abs(pn_sol.ys - reference))),
     }
+    uncounted = model.replace(solver=getattr(pn, args.solver)(count_evaluations=False))
+    un_sol = uncounted.solve(params, y0, ts)
+    assert un_sol.stats.steps == pn_sol.stats.steps and np.array_equal(un_sol.ys, pn_sol.ys)
     pi_sol = pi_model.solve(params, y0, ts)
     agreement["pi_controller"] = {
         "pcoeff": PI[0], "icoeff": PI[1], "steps_accepted": pi_sol.stats.steps_accepted,
@@ -136,6 +141,8 @@ def main(argv=None):
         "raw diffrax solve": lambda: jax.block_until_ready(raw_solve(params)),
         "pn grad": lambda: model.value_and_grad(params, y0, ts, loss=loss),
         "raw diffrax grad": lambda: jax.block_until_ready(raw_grad(params)),
+        "pn solve, uncounted": lambda: uncounted.solve(params, y0, ts),
+        "pn grad, uncounted": lambda: uncounted.value_and_grad(params, y0, ts, loss=loss),
         "pn solve, PI controller": lambda: pi_model.solve(params, y0, ts),
         "pn grad, PI controller": lambda: pi_model.value_and_grad(params, y0, ts, loss=loss),
         "scipy BDF": _scipy("BDF", ts, y0, jac=False),
@@ -148,6 +155,8 @@ def main(argv=None):
     ratios = {
         "pn/raw solve": med["pn solve"] / med["raw diffrax solve"],
         "pn/raw grad": med["pn grad"] / med["raw diffrax grad"],
+        "pn uncounted/raw solve": med["pn solve, uncounted"] / med["raw diffrax solve"],
+        "pn uncounted/raw grad": med["pn grad, uncounted"] / med["raw diffrax grad"],
         **{f"pn solve / {name}": med["pn solve"] / med[name] for name in cases if name.startswith("scipy")},
         "pn solve PI / integral": med["pn solve, PI controller"] / med["pn solve"],
         "pn grad PI / integral": med["pn grad, PI controller"] / med["pn grad"],

@@ -40,7 +40,7 @@ class BackendResult:
 
     backend: str
     value: float
-    nfe_forward: int
+    nfe_forward: int | None
     nfe_backward: int | None
     steps_accepted: int
     steps_rejected: int
@@ -60,7 +60,8 @@ class PairDifference:
     outputs: float
     grad_params: float
     grad_y0: float
-    nfe_forward: int
+    nfe_forward: int | None
+    """The first backend's forward NFE minus the second's (``None`` where either was not counted)."""
     round_off_floor: float
 
 
@@ -98,7 +99,8 @@ class Comparison:
             lines.append("")
             head = ("pair", "max rel diff ys", "grad_params", "grad_y0", "ΔNFE-F", "round-off floor")
             rows = [(f"{p.a} vs {p.b}", f"{p.outputs:.2e}", f"{p.grad_params:.2e}", _fmt(p.grad_y0),
-                     f"{p.nfe_forward:+d}", f"{p.round_off_floor:.1e}") for p in self.pairs]
+                     "–" if p.nfe_forward is None else f"{p.nfe_forward:+d}", f"{p.round_off_floor:.1e}")
+                    for p in self.pairs]
             lines += _table(head, rows)
             if any(p.round_off_floor > 1e-9 for p in self.pairs):
                 lines.append("round-off floor: how far one backend's own gradient moves when the weights are "
@@ -208,7 +210,8 @@ def pair_differences(results) -> tuple[PairDifference, ...]:
         return relative_difference(a.grad_y0, b.grad_y0) if a.grad_y0.size and b.grad_y0.size else float("nan")
     return tuple(PairDifference(a.backend, b.backend, relative_difference(a.ys, b.ys),
                                 relative_difference(a.grad_params, b.grad_params), grad_y0(a, b),
-                                a.nfe_forward - b.nfe_forward, max(a.grad_round_off, b.grad_round_off))
+                                None if None in (a.nfe_forward, b.nfe_forward) else a.nfe_forward - b.nfe_forward,
+                                max(a.grad_round_off, b.grad_round_off))
                  for a, b in itertools.combinations(results, 2))
 
 

@@ -18,14 +18,15 @@ import dataclasses
 import numpy as np
 
 from ._errors import SpecError
-from ._solution import Stats
+from ._solution import Stats, counted
 from ._validate import as_real_array, check_params, check_state
 
 
 @dataclasses.dataclass(frozen=True)
 class MemberOutcomes:
     """What every ensemble result reports per member: ``nfe_forward``, ``steps_accepted``, ``steps_rejected``
-    (``(M,)`` integer arrays, each member's exact counts, 0 for a failed member), ``ok`` (``(M,)`` booleans, false
+    (``(M,)`` integer arrays, each member's exact counts, 0 for a failed member; ``nfe_forward`` is -1 where the
+    solver was told not to count, ``count_evaluations=False``), ``ok`` (``(M,)`` booleans, false
     where the member's solve failed) and ``errors`` (per member, ``None`` or the message of the pyneuralode error
     its solve raised)."""
 
@@ -43,7 +44,7 @@ class MemberOutcomes:
     @property
     def stats(self) -> tuple[Stats, ...]:
         """One :class:`pyneuralode.Stats` per member: exactly what the single solve of that member reports."""
-        return tuple(Stats(nfe_forward=int(n), steps_accepted=int(a), steps_rejected=int(r))
+        return tuple(Stats(nfe_forward=counted(n), steps_accepted=int(a), steps_rejected=int(r))
                      for n, a, r in zip(self.nfe_forward, self.steps_accepted, self.steps_rejected))
 
     @staticmethod
@@ -170,7 +171,7 @@ def loop_ensemble(solve_one, inputs: EnsembleInputs, ts: np.ndarray) -> Ensemble
             errors.append(str(err))
             continue
         ys[m] = sol.ys
-        counts[m] = sol.stats.nfe_forward, sol.stats.steps_accepted, sol.stats.steps_rejected
+        counts[m] = sol.stats.forward_row()
         errors.append(None)
     return EnsembleSolution.from_counts(ts, ys, counts, errors)
 

@@ -513,7 +513,7 @@ def record_member(m: int, hit: EventSolution, t, y, occurred, which, counts, der
     ``derivatives``, the :func:`sensitivity_arrays`, when given)."""
     t[m], y[m], occurred[m] = hit.t, hit.y, hit.occurred
     which[m] = -1 if hit.which is None else hit.which
-    counts[m] = hit.stats.nfe_forward, hit.stats.steps_accepted, hit.stats.steps_rejected
+    counts[m] = hit.stats.forward_row()
     for k in SENSITIVITIES if derivatives is not None else ():
         derivatives[k][m] = getattr(hit, k)
 

@@ -7,6 +7,17 @@ import dataclasses
 import numpy as np
 
 
+NOT_COUNTED = -1
+"""What a compiled solve returns for a count it did not take (an implicit solver with ``count_evaluations=False``);
+:func:`counted` reads it as ``None``."""
+
+
+def counted(value) -> int | None:
+    """A count read back from a backend as an ``int``, or ``None`` where it was not taken (:data:`NOT_COUNTED`)."""
+    value = int(round(float(value)))
+    return None if value == NOT_COUNTED else value
+
+
 @dataclasses.dataclass(frozen=True)
 class Stats:
     """Counts of one call, identical in meaning on every backend (exact counts, not estimates).
@@ -21,11 +32,12 @@ class Stats:
     different work for the same steps (documented in the README: diffrax re-evaluates the first stage after a
     rejected step and differentiates rejected steps). Implicit solvers on JAX (``Kvaerno*``, ``KenCarp*``,
     ``ImplicitEuler``) count the forward solve's evaluations exactly (Newton iterations and Jacobian
-    linearisations, accepted and rejected steps) inside the compiled solve; their ``nfe_backward`` is ``None``
-    (not counted) for discretise-then-optimise adjoints, whose VJPs run inside diffrax's implicit differentiation.
+    linearisations, accepted and rejected steps) inside the compiled solve, unless the solver is given
+    ``count_evaluations=False`` (then ``nfe_forward`` is ``None``); their ``nfe_backward`` is ``None`` (not counted)
+    for discretise-then-optimise adjoints, whose VJPs run inside diffrax's implicit differentiation.
     """
 
-    nfe_forward: int = 0
+    nfe_forward: int | None = 0
     nfe_backward: int | None = 0
     steps_accepted: int = 0
     steps_rejected: int = 0
@@ -36,6 +48,12 @@ class Stats:
     def steps(self) -> int:
         """Forward steps attempted (accepted + rejected)."""
         return self.steps_accepted + self.steps_rejected
+
+    def forward_row(self) -> tuple[int, int, int]:
+        """``(nfe_forward, steps_accepted, steps_rejected)`` as an ensemble's per-member arrays hold them
+        (:data:`NOT_COUNTED` for an evaluation count that was not taken)."""
+        nfe = NOT_COUNTED if self.nfe_forward is None else self.nfe_forward
+        return nfe, self.steps_accepted, self.steps_rejected
 
     def to_dict(self) -> dict[str, int]:
         """The counts as a plain ``dict`` (JSON-ready)."""

@@ -72,6 +72,38 @@ def test_implicit_nfe_is_exact(name):
     assert sol.stats.nfe_forward == counter.count
 
 
+def test_count_evaluations_false_solves_the_same_and_reports_no_count():
+    """``count_evaluations=False`` takes the counted solve's steps and values, and its gradient, and reports the
+    evaluation count as not taken (``None``; -1 in an ensemble's arrays) rather than estimating it."""
+    counted_model = _model("Kvaerno5")
+    model = counted_model.replace(solver=pn.Kvaerno5(count_evaluations=False))
+    assert repr(model.solver) == "Kvaerno5(count_evaluations=False)"
+    loss = pn.MSE(np.full((len(SHORT), 3), 0.3))
+    a, b = counted_model.solve(TRUE, Y0, SHORT), model.solve(TRUE, Y0, SHORT)
+    assert b.stats.nfe_forward is None and a.stats.nfe_forward > 0
+    assert (b.stats.steps_accepted, b.stats.steps_rejected) == (a.stats.steps_accepted, a.stats.steps_rejected)
+    np.testing.assert_array_equal(b.ys, a.ys)
+    ga, gb = counted_model.value_and_grad(TRUE, Y0, SHORT, loss=loss), model.value_and_grad(TRUE, Y0, SHORT, loss=loss)
+    assert gb.stats.nfe_forward is None and gb.value == ga.value
+    np.testing.assert_array_equal(gb.grad_params, ga.grad_params)
+    ens = model.solve_ensemble(np.stack([TRUE, TRUE + 0.01]), Y0, SHORT)
+    assert ens.nfe_forward.tolist() == [-1, -1] and ens.stats[0].nfe_forward is None
+    assert ens.stats[0].steps == a.stats.steps
+    with pytest.raises(pn.SpecError, match="takes True or False"):
+        pn.Kvaerno5(count_evaluations="no")
+
+
+def test_comparison_marks_an_uncounted_nfe_difference():
+    """A pair where one side did not count its evaluations prints "–" for the difference, not a number."""
+    from pyneuralode._compare import BackendResult, Comparison, pair_differences
+    z = np.zeros(2)
+    rows = tuple(BackendResult(name, 1.0, nfe, 0, 3, 1, 1e-3, 0.0, z, z, z) for name, nfe in (("a", 40), ("b", None)))
+    (pair,) = pair_differences(rows)
+    assert pair.nfe_forward is None
+    table = str(Comparison("t", rows, (pair,), {}))
+    assert "a vs b" in table and table.splitlines()[-1].split()[-2] == "–"
+
+
 PI = pn.StepControl(rtol=1e-7, atol=1e-10, max_steps=20_000, pcoeff=0.2, icoeff=0.3)
 
 

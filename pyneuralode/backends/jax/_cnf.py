@@ -23,7 +23,7 @@ import numpy as np
 
 from ..._errors import SolveError, max_steps_error, non_finite_error
 from ..._flow_results import Density, FlowValueAndGrad
-from ..._solution import Stats
+from ..._solution import Stats, counted
 from ._backsolve import make_backsolve
 from ._counting import new_probe, vjp_counted
 from ._diffrax import fixed_grid, integrate, make_solver
@@ -169,7 +169,7 @@ class JaxCNFProgram:
         if stats["failed"]:
             raise SolveError("The CNF solve failed (diffrax reported an unsuccessful result): tighten rtol/atol, "
                              "lower the learning rate, or check the inputs.")
-        return {"nfe_forward": int(stats["nfe_forward"]), "steps_accepted": int(stats["steps_accepted"]),
+        return {"nfe_forward": counted(stats["nfe_forward"]), "steps_accepted": int(stats["steps_accepted"]),
                 "steps_rejected": int(stats["steps_rejected"])}
 
     def backward_stats(self, probe_grad) -> dict:

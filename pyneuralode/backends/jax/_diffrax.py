@@ -38,6 +38,7 @@ import optimistix as optx
 
 from ..._control import StepControl, fixed_step_grid
 from ..._errors import BLOW_UP, FAILED, MAX_STEPS, OK, STIFF, NotSupportedError
+from ..._solution import NOT_COUNTED
 from ..._solvers import AbstractSolver
 from ..._stepwatch import EPS, FIRST_STEP_MARGIN, GROWTH, PATIENCE
 from ._implicit import KenCarp3, KenCarp4, KenCarp5, counting_parts
@@ -257,7 +258,8 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
       constant step ``dt`` when no grid is given.
 
     ``field(t, y, args)`` is diffrax's vector-field signature. ``stats`` holds ``nfe_forward`` (exact for
-    explicit methods, and for implicit ones through ``_implicit``), ``steps_accepted``, ``steps_rejected``, the flag
+    explicit methods, and for implicit ones through ``_implicit``; ``NOT_COUNTED`` for an implicit solver given
+    ``count_evaluations=False``), ``steps_accepted``, ``steps_rejected``, the flag
     ``max_steps`` and ``failed``, the failure kind (``pyneuralode._errors.OK``, ``MAX_STEPS``, ``BLOW_UP``,
     ``STIFF`` or ``FAILED``; see :mod:`pyneuralode._stepwatch`, whose rule watches every adaptive solve).
     ``watch_stalls=False`` keeps only the blow-up test: a stalled solve runs on to ``max_steps``. Ensembles use it
@@ -303,7 +305,8 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
     else:
         controller, dt0 = diffrax.ConstantStepSize(), dt
     solver, watch = diffrax_solver, controller
-    if model_solver.stiff:  # each step's exact evaluation count reaches the controller (see _implicit)
+    counting = model_solver.stiff and model_solver.count_evaluations
+    if counting:  # each step's exact evaluation count reaches the controller (see _implicit)
         solver, controller = counting_parts(diffrax_solver, controller, norm=norm)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(field), solver, t0, t1, dt0, y0, args=args, saveat=saveat,
@@ -312,9 +315,11 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
     steps, accepted = sol.stats["num_steps"], sol.stats["num_accepted_steps"]
     max_steps = sol.result == diffrax.RESULTS.max_steps_reached
     controller_state = sol.controller_state
-    if model_solver.stiff:  # (watched controller's state, evaluation count)
+    if counting:  # (watched controller's state, evaluation count)
         controller_state, counted = controller_state
         nfe = counted.astype(jnp.int32) + before  # + the evaluations before the solve (Hairer's rule)
+    elif model_solver.stiff:  # count_evaluations=False: the host reads NOT_COUNTED as None
+        nfe = jnp.asarray(NOT_COUNTED, jnp.int32)
     else:
         restarts = watch.restarts(controller_state) if model_solver.adaptive else 0
         nfe = nfe_from_steps(diffrax_solver, steps, restarts, before=before)

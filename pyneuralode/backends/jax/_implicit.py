@@ -20,8 +20,9 @@ beside the error estimate:
   count to a total in its state (returned with ``SaveAt(controller_state=True)``), and judges the step on the
   error alone. So rejected steps are counted too, and the controller takes the same steps as on the plain state.
 
-The solve's carried state, dense output and interpolation stay the plain ``y`` (the count costs ~5% of a
-Robertson solve; measured by ``benchmarks/stiff_bench.py``). The evaluations outside Newton iterations
+The solve's carried state, dense output and interpolation stay the plain ``y`` (the count costs 3-5% of a
+Robertson solve; measured by ``benchmarks/stiff_bench.py``; a solver given ``count_evaluations=False`` is not
+wrapped at all). The evaluations outside Newton iterations
 (``FIXED_PER_STEP``) are a constant of these methods; the whole count is checked against an independent
 host-callback counter for every method in tests/test_stiff.py. Nothing here changes the numbers: the solve takes
 the unwrapped solver's steps and values exactly (also tested).

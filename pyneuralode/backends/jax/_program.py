@@ -13,7 +13,7 @@ import optimistix as optx
 
 from ..._errors import OK, SolveError, non_finite_error, solve_failure
 from ..._losses import cast_arrays
-from ..._solution import Solution, Stats, ValueAndGrad
+from ..._solution import Solution, Stats, ValueAndGrad, counted
 from .._base import AbstractProgram
 from ._backsolve import make_backsolve
 from ._counting import new_probe, vjp_counted
@@ -195,7 +195,7 @@ class JaxProgram(AbstractProgram):
 
     def _forward_stats(self, stats) -> dict:
         self.raise_failure(stats["failed"])
-        return {"nfe_forward": int(stats["nfe_forward"]), "steps_accepted": int(stats["steps_accepted"]),
+        return {"nfe_forward": counted(stats["nfe_forward"]), "steps_accepted": int(stats["steps_accepted"]),
                 "steps_rejected": int(stats["steps_rejected"])}
 
     # The numpy API's compiled entry points return everything the host reads about the run packed into one
