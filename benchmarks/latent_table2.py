@@ -26,7 +26,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 PAPER = {30: (0.3937, 0.1642), 50: (0.3202, 0.1502), 100: (0.1813, 0.1346)}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 
 import pyneuralode as pn
 from pyneuralode.problems.ude import ALPHA, DATA_TIMES, DELTA, UDEConfig, lotka_volterra_data, ude_field

@@ -14,7 +14,7 @@ from ..._params import num_params
 from ..._solution import Stats
 from ._counting import new_probe
 from ._field import compile_field
-from ._program import JaxProgram
+from ._program import JaxProgram, backward_count
 from ._x64 import x64_scoped
 
 
@@ -94,8 +94,7 @@ class JaxLatentProgram:
         if probe_grad is None:
             return Stats(**forward)
         self.ode.raise_failure(probe_grad[1], where="backward (adjoint) solve")
-        counted = not (self.model.solver.stiff and self.model.adjoint.name != "BacksolveAdjoint")
-        return Stats(**forward, nfe_backward=int(round(probe_grad[0])) if counted else None,
+        return Stats(**forward, nfe_backward=backward_count(self.model, probe_grad[0]),
                      backward_steps_accepted=int(round(probe_grad[2])),
                      backward_steps_rejected=int(round(probe_grad[3])))
 

@@ -25,7 +25,7 @@ from ..._solution import Stats
 from ._counting import PROBE_SIZE
 from ._diffrax import fixed_grid
 from ._field import compile_field
-from ._program import JaxProgram
+from ._program import JaxProgram, backward_count
 from ._sharding import resolve_mesh
 from ._train import OptaxState, all_finite, optax_step, solves_ok
 from ._x64 import require_x64_for_native, x64_scoped
@@ -133,9 +133,7 @@ class JaxNetworkProgram:
                 continue
             row = probe_grad[block.index]
             block.program.raise_failure(row[1], where="backward (adjoint) solve")
-            model = block.program.model
-            counted = not (model.solver.stiff and model.adjoint.name != "BacksolveAdjoint")
-            out.append(Stats(**forward, nfe_backward=int(round(row[0])) if counted else None,
+            out.append(Stats(**forward, nfe_backward=backward_count(block.program.model, row[0]),
                              backward_steps_accepted=int(round(row[2])),
                              backward_steps_rejected=int(round(row[3]))))
         return out

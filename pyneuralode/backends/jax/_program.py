@@ -95,6 +95,15 @@ def _pack(values) -> jax.Array:
     return jnp.stack([jnp.asarray(v).astype(jnp.result_type(float)) for v in values])
 
 
+def backward_count(model, probe_count) -> int | None:
+    """The backward pass's evaluation count as the VJP probe carried it, or ``None`` where it is not counted: an
+    implicit solver under a discretise-then-optimise adjoint, whose VJPs run inside diffrax's implicit
+    differentiation, out of the probe's reach (BacksolveAdjoint counts its own backward solve)."""
+    if model.solver.stiff and model.adjoint.name != "BacksolveAdjoint":
+        return None
+    return int(round(float(probe_count)))
+
+
 @x64_scoped
 class JaxProgram(AbstractProgram):
     """The JAX/Diffrax program of one :class:`pyneuralode.ODEModel`.
@@ -457,9 +466,8 @@ class JaxProgram(AbstractProgram):
         self.raise_failure(probe_grad[1], where="backward (adjoint) solve")
         if not (np.isfinite(value) and np.all(np.isfinite(gp)) and np.all(np.isfinite(gy))):
             raise non_finite_error("loss or its gradient")
-        counted_backward = not (self.model.solver.stiff and self.model.adjoint.name != "BacksolveAdjoint")
         stats_out = Stats(**forward,
-                          nfe_backward=int(round(probe_grad[0])) if counted_backward else None,
+                          nfe_backward=backward_count(self.model, probe_grad[0]),
                           backward_steps_accepted=int(round(probe_grad[2])),
                           backward_steps_rejected=int(round(probe_grad[3])))
         return ValueAndGrad(value, gp, gy if batched else gy[0], stats_out, ys if batched else ys[:, 0])

@@ -17,7 +17,7 @@ from ..._errors import non_finite_error
 from ..._losses import cast_arrays
 from ..._solution import Stats, counted
 from ._counting import new_probe
-from ._program import _FORWARD, _pack, unbatch_like
+from ._program import _FORWARD, _pack, backward_count, unbatch_like
 from ._sharding import check_divisible, put_batch, put_replicated, resolve_mesh
 from ._x64 import x64_scoped
 
@@ -115,7 +115,7 @@ class JaxTrainer(OptaxState):
         self.program.raise_failure(back_failed, where="backward (adjoint) solve")
         if not finite:
             raise non_finite_error("loss or its gradient")
-        return value, Stats(nfe_forward=counted(nfe_f), nfe_backward=int(round(nfe_b)), steps_accepted=int(accepted),
+        return value, Stats(nfe_forward=counted(nfe_f), nfe_backward=backward_count(self.program.model, nfe_b), steps_accepted=int(accepted),
                             steps_rejected=int(rejected), backward_steps_accepted=int(round(back_acc)),
                             backward_steps_rejected=int(round(back_rej))), 1 + int(trials)
 
