@@ -86,6 +86,10 @@ def test_count_evaluations_false_solves_the_same_and_reports_no_count():
     ga, gb = counted_model.value_and_grad(TRUE, Y0, SHORT, loss=loss), model.value_and_grad(TRUE, Y0, SHORT, loss=loss)
     assert gb.stats.nfe_forward is None and gb.value == ga.value
     np.testing.assert_array_equal(gb.grad_params, ga.grad_params)
+    trainer = pn.Trainer(model, optimizer=pn.Adam(lr=1e-3), loss=pn.MSE)  # the same counts as value_and_grad
+    trainer.init(TRUE)
+    info = trainer.step(Y0, SHORT, np.full((len(SHORT), 3), 0.3))
+    assert info.loss == gb.value and info.stats == gb.stats  # nfe_backward: None under DirectAdjoint, as there
     ens = model.solve_ensemble(np.stack([TRUE, TRUE + 0.01]), Y0, SHORT)
     assert ens.nfe_forward.tolist() == [-1, -1] and ens.stats[0].nfe_forward is None
     assert ens.stats[0].steps == a.stats.steps
