@@ -108,15 +108,15 @@ def stiff_error(max_steps: int, where: str = "forward solve", *, solver=None, ba
                 backsolve: bool = False) -> MaxStepsError:
     """The solve stopped early because it could not reach the end within ``max_steps`` (see
     :mod:`pyneuralode._stepwatch`): a :class:`MaxStepsError` that comes before the steps are all spent."""
-    from ._stepwatch import PATIENCE
+    from ._stepwatch import PATIENCE, STARVATION
 
     hint = stiff_hint(solver, backend)
     what = (" — the signature of a stiff problem, which explicit solvers cross only in tiny steps" if hint
             else "")
     advice = _advice(backsolve and backsolve_hint(backend), hint, MAX_STEPS_ADVICE)
-    return MaxStepsError(f"The {where} stopped early: for {PATIENCE} consecutive steps the step size was too small "
-                         f"to reach the end of the interval within max_steps={max_steps} while the state stayed "
-                         f"bounded{what}: {advice}.")
+    return MaxStepsError(f"The {where} stopped early: for {PATIENCE} consecutive steps the step size was so small "
+                         f"that the rest of the interval would need more than {STARVATION:g} times the steps left "
+                         f"of max_steps={max_steps}, while the state stayed bounded{what}: {advice}.")
 
 
 def fixed_steps_error(steps: float, max_steps: int) -> MaxStepsError:

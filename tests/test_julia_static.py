@@ -302,5 +302,7 @@ def test_julia_step_watch_uses_the_python_constants():
     growth = re.search(r"^const WATCH_GROWTH = ([0-9.]+)$", source, re.M)
     assert patience and int(patience.group(1)) == _stepwatch.PATIENCE
     assert growth and float(growth.group(1)) == _stepwatch.GROWTH
+    starvation = re.search(r"^const WATCH_STARVATION = ([0-9.]+)$", source, re.M)
+    assert starvation and float(starvation.group(1)) == _stepwatch.STARVATION
     margin = re.search(r"^const WATCH_FIRST_STEP_MARGIN = ([0-9.]+)$", source, re.M)
     assert margin and float(margin.group(1)) == _stepwatch.FIRST_STEP_MARGIN

@@ -40,7 +40,7 @@ from ..._control import StepControl, fixed_step_grid
 from ..._errors import BLOW_UP, FAILED, MAX_STEPS, OK, STIFF, NotSupportedError
 from ..._solution import NOT_COUNTED
 from ..._solvers import AbstractSolver
-from ..._stepwatch import EPS, FIRST_STEP_MARGIN, GROWTH, PATIENCE
+from ..._stepwatch import EPS, FIRST_STEP_MARGIN, GROWTH, PATIENCE, STARVATION
 from ._implicit import KenCarp3, KenCarp4, KenCarp5, counting_parts
 
 _SOLVERS = {
@@ -211,10 +211,10 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
         if self.stall_is_stiffness:  # static: an implicit solve skips the stall bookkeeping (a few % of its step)
             steps, run, ref = stall
             steps = steps + 1
-            # "h * (max_steps - steps) < |t_end - t0|", divided through: with the product form steering the loop,
+            # "STARVATION * h * (max_steps - steps) < |t_end - t0|", divided through: with the product form steering the loop,
             # one measurement of a vectorised Lotka–Volterra ensemble on XLA:CPU ran 1.7x slower than the
             # quotient form (stall counter only, no growth test); the quotient form was never the slower one.
-            starved = h < jnp.abs(t_end - t0) / (self.max_steps - steps)
+            starved = h < jnp.abs(t_end - t0) / (STARVATION * (self.max_steps - steps))
             # empty leaves (the parameter integrals of a backsolve over a field with no parameters) have no max
             size = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)).astype(ref.dtype)
                                       for leaf in jax.tree_util.tree_leaves(y0) if leaf.size]))

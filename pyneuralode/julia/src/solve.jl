@@ -307,6 +307,7 @@ end
 # tests/test_julia_static.py checks that these constants equal the Python ones).
 const WATCH_PATIENCE = 200
 const WATCH_GROWTH = 10.0
+const WATCH_STARVATION = 10.0
 const WATCH_FIRST_STEP_MARGIN = 100.0
 
 """
@@ -314,8 +315,8 @@ const WATCH_FIRST_STEP_MARGIN = 100.0
 
 OrdinaryDiffEq's `unstable_check(dt, u, p, t)` (called after every accepted step with the next step size `dt`)
 carrying pyneuralode's rule: `true` (the solve stops with `ReturnCode.Unstable`) on a NaN state (the default
-check), when `|dt| <= eps * max(|t|, |t_end|)` (blow-up), or after `WATCH_PATIENCE` consecutive steps too small
-to reach `t_end` within the steps left while `maximum(abs, u)` stayed within `WATCH_GROWTH` times its value at
+check), when `|dt| <= eps * max(|t|, |t_end|)` (blow-up), or after `WATCH_PATIENCE` consecutive steps so small
+that reaching `t_end` would take more than `WATCH_STARVATION` times the steps left while `maximum(abs, u)` stayed within `WATCH_GROWTH` times its value at
 the start of that run plus `atol` (stiff: `stiff` is set). OrdinaryDiffEq calls it after accepted steps only,
 so here the steps counted are the accepted ones (jax and torch count rejected steps too).
 """
@@ -338,7 +339,7 @@ function (w::StepWatch)(dt, u, p, t)
     w.steps += 1
     h = abs(Float64(dt))
     h > w.eps * max(abs(Float64(t)), abs(w.t_end)) || return true
-    if w.stall_is_stiffness && h * (w.max_steps - w.steps) < abs(w.t_end - Float64(t))
+    if w.stall_is_stiffness && WATCH_STARVATION * h * (w.max_steps - w.steps) < abs(w.t_end - Float64(t))
         size = Float64(maximum(abs, u))
         w.run == 0 && (w.ref = size)
         w.run += 1
