@@ -25,6 +25,12 @@ class StepControl(metaclass=CheckedOptions):
       ``atol[i] + rtol * |y[i]|`` component by component. For :class:`pyneuralode.ODEModel` on JAX and torch.
     - ``dt0``: first step of an adaptive solver; ``None`` picks it with Hairer's rule (Hairer, Nørsett & Wanner,
       *Solving ODEs I*, II.4), computed the same way on every backend.
+    - ``dtmax``: the largest step an adaptive solver may take (``None``: no bound), the first one included —
+      diffrax's ``PIDController(dtmax=...)``, torchdiffeq's ``options={"max_step": ...}``, OrdinaryDiffEq's
+      ``dtmax`` and SciPy's ``max_step``. Events are found by a change of sign between step ends, so an event
+      condition that changes sign twice within one step (a ball that rises through a height and falls back through
+      it) goes unnoticed, on every backend as in diffrax and torchdiffeq; a ``dtmax`` below the time between the
+      two crossings finds it. The same holds for a short pulse in the forcing, which a long step can stride over.
     - ``dt``: the step of a fixed-step solver (``Euler``, ``Midpoint``, ``Heun``, ``RK4``); required by them and
       refused by adaptive solvers (which take ``dt0``). When ``dt`` does not divide an interval between two save
       times, that interval is split into ``ceil(|Δt| / dt)`` *equal* steps, each at most ``dt``: every save time
@@ -64,6 +70,7 @@ class StepControl(metaclass=CheckedOptions):
     atol: float | tuple = 1e-8
     dt0: float | None = None
     dt: float | None = None
+    dtmax: float | None = None
     safety: float = 0.9
     factormin: float = 0.2
     factormax: float = 10.0
@@ -83,7 +90,7 @@ class StepControl(metaclass=CheckedOptions):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
                 raise SpecError(f"StepControl {name} must be a finite number > 0, got {value!r}.")
             object.__setattr__(self, name, float(value))
-        for name in ("dt0", "dt"):
+        for name in ("dt0", "dt", "dtmax"):
             value = getattr(self, name)
             if value is not None:
                 if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
@@ -108,6 +115,9 @@ class StepControl(metaclass=CheckedOptions):
         object.__setattr__(self, "max_steps", int(self.max_steps))  # numpy integers too
         for name in ("jump_ts", "step_ts"):
             object.__setattr__(self, name, _sorted_times(getattr(self, name), name))
+        if self.dtmax is not None and self.dt is not None:
+            raise SpecError("StepControl dtmax bounds the steps of an adaptive solver; a fixed-step solver takes "
+                            "steps of dt, so give one or the other.")
         if (self.jump_ts or self.step_ts) and self.dt is not None:
             raise SpecError("StepControl jump_ts/step_ts are for adaptive solvers; a fixed-step solver (dt=...) "
                             "makes every save time a step boundary, so put these times in ts instead.")

@@ -75,6 +75,10 @@ class Event:
     starts on the side it is meant to reach lets its first crossing pass and stops at the next one in its direction
     (found by solving again from ``t0``; its counts are included in ``stats``).
 
+    A sign change is looked for between step ends (as diffrax and torchdiffeq do): a condition that changes sign
+    twice within one step is missed; ``pn.StepControl(dtmax=...)`` below the time between the two crossings finds
+    it.
+
     ``model.solve_event(..., t1=np.inf)`` waits for the event however long it takes (bounded by ``max_steps``);
     :func:`pyneuralode.steady_state_event` is the ready-made event of reaching equilibrium.
     """

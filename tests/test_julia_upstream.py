@@ -149,6 +149,9 @@ SOLVE_KEYWORDS = {
     # `unstable_check = ODE_DEFAULT_UNSTABLE_CHECK` in `__init`, with the (dt, u, p, t) signature, in every
     # OrdinaryDiffEq/OrdinaryDiffEqCore release read (and in OrdinaryDiffEq's solve.jl long before the split)
     "unstable_check": "OrdinaryDiffEqCore 1.0-4.15",
+    # `dtmax = eltype(prob.tspan)(prob.tspan[end] - prob.tspan[1])` in `_ode_init` (read at SciML/OrdinaryDiffEq.jl
+    # 00a7452), made negative there for a backward solve; a common solver option of every OrdinaryDiffEq release
+    "dtmax": "OrdinaryDiffEqCore __init (common solver option)",
     # SciML's common solver option (its docs: "force FSAL algorithms ... to re-evaluate the derivatives at the
     # point of discontinuity"), an `__init` keyword kept in `integrator.opts.d_discontinuities_cache` (seen in
     # OrdinaryDiffEq's `reinit!`); not re-read at the two pinned releases this session
@@ -408,9 +411,9 @@ def test_solve_keywords_are_recorded():
 
 def test_solve_keyword_checker_catches_an_unrecorded_keyword(tmp_path):
     copy = broken_copy(tmp_path, {"src/solve.jl": [("(; adaptive = false, maxiters = Int(max_steps))",
-                                                    "(; adaptive = false, maxiters = Int(max_steps), dtmax = 1.0)")]})
+                                                    "(; adaptive = false, maxiters = Int(max_steps), dtmin = 1.0)")]})
     copy = copy / "src"
-    assert [p for p in _solve_keyword_violations(copy) if "'dtmax'" in p], _solve_keyword_violations(copy)
+    assert [p for p in _solve_keyword_violations(copy) if "'dtmin'" in p], _solve_keyword_violations(copy)
 
 
 def test_upstream_shape_branches_are_recorded():

@@ -132,3 +132,28 @@ def test_fixed_step_grid_splits_each_interval_into_equal_steps(backend, ts, expe
     sol = m.solve(np.array([1.0]), np.array([1.0]), ts)
     np.testing.assert_allclose(sol.ys[:, 0], expected, rtol=1e-14, atol=0)
     assert sol.stats.steps_accepted == sum(int(np.ceil(abs(b - a) / 0.4 - 1e-9)) for a, b in zip(ts[:-1], ts[1:]))
+
+
+def test_dtmax_bounds_every_step_on_every_backend(backend):
+    """``StepControl(dtmax=0.25)`` on ``y' = -y`` over [0, 10]: an unbounded solve at rtol 1e-6 takes fewer than
+    40 steps; bounded, no step is longer than 0.25, so at least 40 are accepted. Every backend clips the first step
+    and each next one to dtmax (diffrax ``PIDController(dtmax)``, torchdiffeq ``max_step``, OrdinaryDiffEq
+    ``dtmax``), so the counts equal JAX's and stay within tolerance of the exact solution."""
+    ts = np.linspace(0.0, 10.0, 3)
+    free = model(pn.Linear(1, 1, bias=False), backend=backend, control=pn.StepControl(rtol=1e-6, atol=1e-9))
+    bounded = model(pn.Linear(1, 1, bias=False), backend=backend,
+                    control=pn.StepControl(rtol=1e-6, atol=1e-9, dtmax=0.25))
+    a = free.solve(np.array([-1.0]), np.array([1.0]), ts)
+    b = bounded.solve(np.array([-1.0]), np.array([1.0]), ts)
+    assert a.stats.steps_accepted < 40 <= b.stats.steps_accepted
+    np.testing.assert_allclose(b.ys[:, 0], np.exp(-ts), rtol=1e-5)
+    reference = model(pn.Linear(1, 1, bias=False), backend="jax",
+                      control=pn.StepControl(rtol=1e-6, atol=1e-9, dtmax=0.25))
+    assert b.stats == reference.solve(np.array([-1.0]), np.array([1.0]), ts).stats
+
+
+def test_dtmax_is_checked():
+    with pytest.raises(pn.SpecError, match="dtmax must be a finite number > 0"):
+        pn.StepControl(dtmax=0.0)
+    with pytest.raises(pn.SpecError, match="give one or the other"):
+        pn.StepControl(dt=0.1, dtmax=0.5)

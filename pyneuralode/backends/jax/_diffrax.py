@@ -276,7 +276,7 @@ def integrate(field, args, y0, t0, t1, *, model_solver: AbstractSolver, diffrax_
         atol = jnp.asarray(control.atol_array(dtype)) if control.per_component_atol else control.atol
         pid = diffrax.PIDController(
             rtol=control.rtol, atol=atol, pcoeff=control.pcoeff, icoeff=control.icoeff, dcoeff=0.0,
-            safety=control.safety,
+            safety=control.safety, dtmax=control.dtmax,  # diffrax clips dt0 to dtmax too
             factormin=control.factormin, factormax=control.factormax, norm=norm)
         saveat = eqx.tree_at(lambda s: s.controller_state, saveat, True)
         if control.dt0 is None:

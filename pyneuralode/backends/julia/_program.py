@@ -138,6 +138,7 @@ def julia_options(model) -> dict:
                                 f"got {jac!r}.")
     options.update(
         solver=SOLVERS[solver.name], rtol=control.rtol, atol=control.atol, dt0=control.dt0, dt=control.dt,
+        dtmax=control.dtmax,
         max_steps=control.max_steps, safety=control.safety, factormin=control.factormin,
         factormax=control.factormax, jac=jac, dtype=model.dtype)
     if control.jump_ts or control.step_ts:  # numpy arrays arrive in Julia as vectors of Float64

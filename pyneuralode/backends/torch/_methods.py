@@ -161,6 +161,8 @@ def _controller_options(control: StepControl) -> dict:
                "dtype": torch.float64}  # time-like quantities in float64 (torchdiffeq's default), any state dtype
     if control.dt0 is not None:
         options["first_step"] = control.dt0
+    if control.dtmax is not None:  # torchdiffeq clips every step to it, the first included, as diffrax does
+        options["max_step"] = control.dtmax
     return options
 
 

@@ -139,19 +139,20 @@ struct SolveOptions{A, S, K <: NamedTuple}
 end
 
 """
-    solve_options(; solver = "tsit5", rtol = 1e-6, atol = 1e-8, dt0 = nothing, dt = nothing,
+    solve_options(; solver = "tsit5", rtol = 1e-6, atol = 1e-8, dt0 = nothing, dt = nothing, dtmax = nothing,
         max_steps = 4096, safety = 0.9, factormin = 0.2, factormax = 10.0, sensealg = "interpolating",
         vjp = "zygote", checkpointing = false, jac = "forwarddiff", dtype = "float64", jump_ts = Float64[],
         step_ts = Float64[]) -> SolveOptions
 
 `max_steps` becomes `maxiters` (OrdinaryDiffEq counts accepted and rejected steps, as pyneuralode does).
 Fixed-step solvers need `dt` (they step on pyneuralode's shared grid, see [`_solve_kwargs`](@ref)); adaptive
-ones start from `dt0` when given, else from OrdinaryDiffEq's Hairer-Wanner initial step rule. `qndf`/`fbdf`
+ones start from `dt0` when given, else from OrdinaryDiffEq's Hairer-Wanner initial step rule, and take no step
+longer than `dtmax` when given (OrdinaryDiffEq's `dtmax`, which bounds the first step too). `qndf`/`fbdf`
 keep their own controllers. `jump_ts` (times where the field is discontinuous) and `step_ts` (times to step
 onto) apply to adaptive solvers, as OrdinaryDiffEq's `d_discontinuities` and `tstops`.
 """
 function solve_options(; solver::AbstractString = "tsit5", rtol::Real = 1e-6, atol::Real = 1e-8,
-        dt0 = nothing, dt = nothing, max_steps::Integer = 4096, safety::Real = 0.9, factormin::Real = 0.2,
+        dt0 = nothing, dt = nothing, dtmax = nothing, max_steps::Integer = 4096, safety::Real = 0.9, factormin::Real = 0.2,
         factormax::Real = 10.0, sensealg::AbstractString = "interpolating", vjp::AbstractString = "zygote",
         checkpointing::Bool = false, jac::AbstractString = "forwarddiff", dtype::AbstractString = "float64",
         jump_ts = Float64[], step_ts = Float64[])
@@ -166,7 +167,10 @@ function solve_options(; solver::AbstractString = "tsit5", rtol::Real = 1e-6, at
         return SolveOptions(alg, sa, kwargs, Int(max_steps), T, Float64(dt), solver in STIFF, Float64[], Float64[])
     end
     kwargs = (; reltol = T(rtol), abstol = T(atol), maxiters = Int(max_steps))
-    dt0 === nothing || (kwargs = merge(kwargs, (; dt = T(dt0))))
+    # a given dt0 is clipped to dtmax here, as diffrax and torchdiffeq clip it (OrdinaryDiffEq's automatic first
+    # step is clipped to dtmax by OrdinaryDiffEq itself)
+    dt0 === nothing || (kwargs = merge(kwargs, (; dt = T(dtmax === nothing ? dt0 : min(dt0, dtmax)))))
+    dtmax === nothing || (kwargs = merge(kwargs, (; dtmax = T(dtmax))))
     solver in OWN_CONTROLLER ||
         (kwargs = merge(kwargs, _controller_kwargs(alg, safety, factormin, factormax)))
     return SolveOptions(alg, sa, kwargs, Int(max_steps), T, nothing, solver in STIFF,
