@@ -222,6 +222,11 @@ class NativeODE(torch.nn.Module):
       ``model.native`` was given, ``model.init(0)`` by default).
     - ``stats``: a :class:`pyneuralode.Stats` of the latest call — forward counts after ``ode(y0, ts)``, backward
       ones once you have backpropagated through it — with the meaning ``model.value_and_grad`` gives them.
+
+    ``y0`` and ``ts`` are taken in the model's dtype and on its device (differentiably, ``y0.to(...)``), as the
+    JAX ``native()`` and ``model.solve`` take them: a float64 model solves in float64 whatever ``y0``'s dtype (a
+    float32 ``y0`` used to run the whole solve in float32, at tolerances float32 cannot meet). Build the model
+    with ``dtype="float32"`` for a float32 solve.
     """
 
     def __init__(self, program: TorchProgram, params):
@@ -240,6 +245,7 @@ class NativeODE(torch.nn.Module):
 
     def forward(self, y0: torch.Tensor, ts) -> torch.Tensor:
         program = self._program
+        y0 = torch.as_tensor(y0).to(dtype=program.dtype, device=program.device)
         ts_t = torch.as_tensor(ts, dtype=program.dtype, device=program.device)
         ts_np = ts_t.detach().cpu().numpy()
         program._check_fixed_grid(ts_np)
