@@ -17,7 +17,6 @@ or ``ConcatSquash`` layers, activations and ``Sequential`` (:func:`pyneuralode.M
 from __future__ import annotations
 
 import functools
-import itertools
 from typing import Callable
 
 import numpy as np
@@ -27,9 +26,6 @@ from ._graph import NUMPY_OPS, Graph, Node, evaluate
 from ._numpy_layers import numpy_layer
 from ._params import param_layout
 from ._trace import Tracer, _Tape
-
-_ARGUMENT = itertools.count()
-
 
 def grad(fn: Callable) -> Callable:
     """``grad(fn)(x, *args)`` is the gradient of the real scalar ``fn(x, *args)`` with respect to ``x`` (an array of
@@ -65,8 +61,10 @@ def _differentiate(fn, x, args, kwargs, *, scalar: bool):
         tape = x._tape
         if x.dtype == np.bool_:
             raise SpecError(f"{what} was called on a boolean value: differentiate with respect to real numbers.")
-        # a fresh node standing for the argument, so that fn's other uses of x's ancestors stay constants
-        fresh = tape.add(Node("reshape", (x._index,), (("shape", x.shape), ("argument", next(_ARGUMENT))),
+        # a fresh node standing for the argument, so that fn's other uses of x's ancestors stay constants; its
+        # mark is the tape's length, unique on this tape and the same each time the function is traced (a global
+        # counter made every trace differ, and tracing is checked to give the same graph twice)
+        fresh = tape.add(Node("reshape", (x._index,), (("shape", x.shape), ("argument", len(tape.nodes))),
                               x.shape))
         return _derivative(tape, fn, fresh, args, kwargs, what, scalar)
     array = np.asarray(x, dtype=np.float64)  # the NumPy reference: trace fn here, evaluate the derivative

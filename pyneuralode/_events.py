@@ -37,7 +37,7 @@ import numpy as np
 from ._custom_loss import loss
 from ._dynamics import Dynamics
 from ._ensemble import MemberOutcomes
-from ._errors import MaxStepsError, SpecError
+from ._errors import MaxStepsError, NonFiniteError, SpecError
 from ._layers import AbstractLayer
 from ._solution import Stats
 from ._stepwatch import time_scale
@@ -310,15 +310,17 @@ def check_event_inputs(model, params, y0, event, t0, t1) -> tuple[BoundEvent, fl
 
 @contextlib.contextmanager
 def open_ended_advice(t1: float):
-    """A :class:`pyneuralode.MaxStepsError` of a solve with ``t1 = ±inf`` says the event may never happen."""
+    """A :class:`pyneuralode.MaxStepsError` or :class:`pyneuralode.NonFiniteError` of a solve with ``t1 = ±inf``
+    says the event may never have happened, or been stepped over."""
     try:
         yield
-    except MaxStepsError as err:
+    except (MaxStepsError, NonFiniteError) as err:
         if np.isfinite(t1):
             raise
-        raise MaxStepsError(f"{err} With t1 = {t1} the solve runs until the event, and it had not happened: "
-                            "check the event condition, or give a finite t1 to be told occurred=False when the "
-                            "event does not come by then.") from None
+        raise type(err)(f"{err} With t1 = {t1} the solve runs until the event, and it had not happened: check the "
+                        "event condition (one that changes sign twice within a step is stepped over: bound the "
+                        "steps with pn.StepControl(dtmax=...)), or give a finite t1 to be told occurred=False when "
+                        "the event does not come by then.") from None
 
 
 def bad_starts(bound: BoundEvent, starts) -> np.ndarray:

@@ -50,7 +50,8 @@ class Literal:
 
     def __eq__(self, other):
         return (isinstance(other, Literal) and other.array.shape == self.array.shape
-                and other.array.dtype == self.array.dtype and bool(np.array_equal(other.array, self.array)))
+                and other.array.dtype == self.array.dtype
+                and bool(np.array_equal(other.array, self.array, equal_nan=self.array.dtype != np.bool_)))
 
     def __hash__(self):
         return hash((self.array.shape, self.array.dtype.str, self.array.tobytes()))

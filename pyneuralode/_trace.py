@@ -1062,6 +1062,25 @@ class Namespace:
         return f"p({', '.join(object.__getattribute__(self, '_values'))})"
 
 
+def _same_every_time(tracer: Callable) -> Callable:
+    """``tracer`` run twice on the user's function, refusing a function whose graph differs between the two runs:
+    one that draws random numbers (``np.random``, ``random``) or reads something that changes would otherwise have
+    one draw frozen into a constant of the graph, silently (a "noise" term that is the same drift at every step)."""
+    def traced(fn, *args, **kwargs):
+        graph = tracer(fn, *args, **kwargs)
+        if tracer(fn, *args, **kwargs) != graph:
+            name = getattr(fn, "__name__", "the function")
+            raise SpecError(f"{name} gave a different graph each time it was traced: it draws random numbers "
+                            "(np.random, random) or reads something that changes, which tracing would freeze into "
+                            "one constant — not noise that varies along the solve (pyneuralode solves ordinary, "
+                            "not stochastic, differential equations). Draw fixed values once outside and pass them "
+                            "as constants={...}.")
+        return graph
+    traced.__doc__, traced.__name__, traced.__wrapped__ = tracer.__doc__, tracer.__name__, tracer
+    return traced
+
+
+@_same_every_time
 def trace(fn: Callable, *, state: tuple[int, ...], params: dict[str, tuple[tuple[int, ...], bool]],
           constants: dict[str, tuple[int, ...]], nets: dict[str, Any], scalar: bool = False) -> Graph:
     """Trace ``fn(t, u, p)`` for one sample of shape ``state``.
@@ -1131,6 +1150,7 @@ def is_boolean_event(graph: Graph) -> bool:
     return out.op == "where" and bool(graph.nodes[out.inputs[2]].attr(BOOLEAN_EVENT, False))
 
 
+@_same_every_time
 def trace_arrays(fn: Callable, inputs: dict[str, tuple[tuple[int, ...], str]], *, what: str) -> Graph:
     """Trace ``fn(*inputs)`` on whole arrays (a loss): each input is a ``constant`` leaf named after its argument,
     ``inputs`` maps the names, in ``fn``'s order, to ``(shape, dtype)`` with dtype ``"float"`` or ``"bool"``. The

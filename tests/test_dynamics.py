@@ -264,6 +264,20 @@ def test_float_of_a_traced_value_says_use_np_where():
     assert "np.where" in _error(lambda t, u, p: u * math.exp(u[0]))
 
 
+def test_random_draws_are_refused_not_frozen():
+    """``np.random`` inside the function drew once at definition time and became a constant drift (a new user's
+    report: the solution was exactly linear in t); a function traced twice must give the same graph. A constant
+    NaN is the same graph both times."""
+    import random
+    message = _error(lambda t, u, p: u * 0 + np.random.normal(size=2), state=2)
+    assert message.startswith("<lambda> gave a different graph each time it was traced: it draws random numbers")
+    assert "constants={...}" in message
+    assert "different graph" in _error(lambda t, u, p: u * random.random(), state=2)
+    pn.dynamics(lambda t, u, p: np.where(u > 10, np.nan, -u), state=2)
+    with pytest.raises(pn.SpecError, match="different graph each time"):  # a loss is traced when given its target
+        pn.loss(lambda ys, target: np.mean((ys - target) ** 2) * random.random())(np.zeros((3, 2)))
+
+
 def test_unsupported_function_is_named_and_supported_ones_listed():
     msg = _error(lambda t, u, p: np.sort(u))
     assert msg.startswith("np.sort is not supported in a pn.dynamics function. Supported: ")

@@ -74,6 +74,9 @@ def test_a_step_over_two_crossings_misses_the_event_and_dtmax_finds_it(backend):
     hit = missed.solve_event(missed.init(0), np.array([H, V0]), event=above, t0=0.0, t1=1.0)
     if backend != "julia":  # OrdinaryDiffEq's ContinuousCallback also looks at 10 interpolated points per step
         assert not hit.occurred  # the documented limitation, pinned so that a fix is noticed
+        with pytest.raises(pn.NonFiniteError, match="With t1 = inf the solve runs until the event, and it had not "
+                                                    "happened"):  # it fell for ever: no blow-up advice alone
+            missed.solve_event(missed.init(0), np.array([H, V0]), event=above, t0=0.0, t1=np.inf)
     bounded = cached_model(falling, backend=backend, solver=_solver(backend),
                            control=pn.StepControl(rtol=1e-10, atol=1e-10, dtmax=0.05))
     hit = bounded.solve_event(bounded.init(0), np.array([H, V0]), event=above, t0=0.0, t1=1.0)
@@ -172,7 +175,9 @@ def test_open_ended_wait_and_a_distant_bound(backend, reverse):
         np.testing.assert_allclose(hit.dt_dparams, [-t_exact / 0.01], rtol=1e-5)
     never = pn.Event(lambda t, u, p: u[0] ** 2 + u[1] ** 2 - (4.0 if reverse else 0.25))  # the radius moves away
     with pytest.raises(pn.MaxStepsError, match=f"With t1 = {sign * np.inf} the solve runs until the event, and it "
-                                               "had not happened: check the event condition, or give a finite t1"):
+                                               r"had not happened: check the event condition \(one that changes "
+                                               r"sign twice within a step is stepped over: bound the steps with "
+                                               r"pn.StepControl\(dtmax=...\)\), or give a finite t1"):
         model.replace(control=pn.StepControl(rtol=1e-8, atol=1e-8, max_steps=300)).solve_event(
             model.init(0), np.array([1.0, 0.0]), event=never, t0=0.0, t1=sign * np.inf)
 

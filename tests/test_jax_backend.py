@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -104,6 +106,22 @@ def test_native_module_is_differentiable_and_matches_solve():
     np.testing.assert_allclose(np.asarray(ys), model.solve(params, Y0, TS).ys, rtol=1e-12, atol=1e-12)
     res = model.value_and_grad(params, Y0, TS, loss=pn.L1(np.zeros((len(TS), *Y0.shape))))
     assert rel_err(grad.params, res.grad_params) < 1e-10
+
+
+def test_native_call_raises_a_failed_solve_and_solve_reports_it():
+    """``ode(y0, ts)`` handed back ``inf`` rows for a solve that ran out of steps, silently (a new user's report);
+    it now raises with model.solve's words, as the torch native() does (diffrax's throw=True), jitted too, while
+    ``ode.solve`` keeps returning the flags (throw=False)."""
+    model = pn.ODEModel(pn.Linear(1, 1, bias=False), control=pn.StepControl(rtol=1e-10, atol=1e-10, max_steps=20))
+    with pytest.raises(pn.MaxStepsError) as expected:
+        model.solve(np.array([-1.0]), np.ones((1, 1)), np.array([0.0, 10.0]))
+    with jax.enable_x64(True):
+        ode, y0, ts = model.native(np.array([-1.0])), jnp.ones((1, 1)), jnp.array([0.0, 10.0])
+        for call in (ode, eqx.filter_jit(ode)):
+            with pytest.raises(eqx.EquinoxRuntimeError, match=re.escape(str(expected.value))):
+                call(y0, ts)
+        ys, stats = ode.solve(y0, ts)
+    assert int(stats["failed"]) != 0 and bool(stats["max_steps"])
 
 
 def test_vector_field_equals_numpy_evaluation():

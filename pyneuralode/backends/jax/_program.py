@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
-from ..._errors import OK, SolveError, non_finite_error, solve_failure
+from ..._errors import BLOW_UP, FAILED, MAX_STEPS, OK, STIFF, SolveError, non_finite_error, solve_failure
 from ..._losses import cast_arrays
 from ..._solution import Solution, Stats, ValueAndGrad, counted
 from .._base import AbstractProgram
@@ -483,6 +483,14 @@ class JaxProgram(AbstractProgram):
         from ._train import JaxTrainer
         return JaxTrainer(self, optimizer, loss_type, devices=devices)
 
+    def failure_messages(self) -> tuple[str, ...]:
+        """The message of each failure kind of a forward solve (index = kind; ``OK``'s is empty), for errors raised
+        inside compiled code (:class:`NativeODE`)."""
+        model = self.model
+        return tuple("" if kind == OK else str(solve_failure(kind, max_steps=model.control.max_steps,
+                                                               solver=model.solver, backend="jax"))
+                     for kind in range(max(OK, MAX_STEPS, BLOW_UP, STIFF, FAILED) + 1))
+
     def native(self, params):
         require_x64_for_native(self.dtype)
         return NativeODE(params=jnp.asarray(params, self.dtype), probe=new_probe(self.dtype), program=self)
@@ -507,7 +515,14 @@ class NativeODE(eqx.Module):
     - ``vector_field(t, y)``: the compiled network, ``dy/dt`` for batched ``y``.
     - ``solve(y0, ts) -> (ys, stats)``: ``stats`` holds the forward counts ``nfe_forward``, ``steps_accepted``,
       ``steps_rejected`` and the failure flags ``max_steps``/``failed`` (a failure kind, 0 when the solve
-      succeeded), as JAX scalars — nothing raises inside your jit, so check the flags.
+      succeeded), as JAX scalars — nothing raises, so check the flags (diffrax's ``throw=False``).
+    - ``ode(y0, ts)`` raises instead when the solve failed (diffrax's default ``throw=True``, and what the torch
+      ``native()`` does): an ``equinox.EquinoxRuntimeError`` carrying the words ``model.solve`` would raise
+      (max steps, stiffness, blow-up), from inside your jit too; a failed solve never hands back its ``inf`` rows.
+
+    jit it with ``eqx.filter_jit`` (``eqx.filter_jit(ode)(y0, ts)``) or close over it
+    (``jax.jit(lambda y0, ts: ode(y0, ts))``): ``jax.jit(ode)`` hashes the module, which holds arrays, and fails
+    with "unhashable type", as for any equinox module.
     - ``probe``: a zero array whose gradient counts the backward pass: differentiate with respect to the whole
       module and :func:`backward_counts` of ``grads.probe`` gives ``nfe_backward`` and the backward steps, the
       numbers ``model.value_and_grad`` reports. Keep it out of optimiser updates (``eqx.filter`` on ``params``).
@@ -541,5 +556,7 @@ class NativeODE(eqx.Module):
         return self.program.predict_fn(self.params, y0, ts, grid, self.probe)
 
     def __call__(self, y0, ts):
-        """Solve from batched ``y0`` and return ``ys`` of shape ``(len(ts), *y0.shape)``."""
-        return self.solve(y0, ts)[0]
+        """Solve from batched ``y0`` and return ``ys`` of shape ``(len(ts), *y0.shape)``; a failed solve raises
+        (``eqx.branched_error_if``) with the words of ``model.solve``'s error."""
+        ys, stats = self.solve(y0, ts)
+        return eqx.branched_error_if(ys, stats["failed"] != OK, stats["failed"], self.program.failure_messages())
