@@ -12,9 +12,9 @@ steps (this one included) of at most ``max_steps``:
   more steps cannot help, so it is never a ``MaxStepsError``.
 - **stiff** when, for ``PATIENCE`` consecutive steps, the step was *starved* — ``STARVATION * h * (max_steps -
   n) < |t_end - t|``, i.e. at that step size the rest of the interval needs more than ``STARVATION`` (ten) times
-  the steps that are left — while the state stayed bounded (``max|y| <= GROWTH * (max|y| at the start of the run + atol)``). An explicit solver on a
-  stiff problem shows exactly this: its steps collapse to the stability limit, orders of magnitude below the
-  interval, and stay there while the solution barely moves. (Hairer's DOPRI5 code also waits for consecutive
+  the steps that are left — while the state stayed bounded (``max|y| <= GROWTH * (max|y| at the start of the run
+  + atol)``). An explicit solver on a stiff problem shows exactly this: its steps collapse to the stability
+  limit, orders of magnitude below the interval, and stay there while the solution barely moves. (Hairer's DOPRI5 code also waits for consecutive
   positive tests — 15 of its eigenvalue estimate ``h|λ| > 3.25`` — and OrdinaryDiffEq's auto-switching algorithms
   for ``maxstiffstep`` of them; this test needs no stage values, so every backend can apply it, at the price of
   more patience.) The solve stops there with a :class:`pyneuralode.MaxStepsError` that comes early and names the

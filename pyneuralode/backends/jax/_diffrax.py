@@ -211,8 +211,8 @@ class WatchedController(diffrax.AbstractAdaptiveStepSizeController):
         if self.stall_is_stiffness:  # static: an implicit solve skips the stall bookkeeping (a few % of its step)
             steps, run, ref = stall
             steps = steps + 1
-            # "STARVATION * h * (max_steps - steps) < |t_end - t0|", divided through: with the product form steering the loop,
-            # one measurement of a vectorised Lotka–Volterra ensemble on XLA:CPU ran 1.7x slower than the
+            # "STARVATION * h * (max_steps - steps) < |t_end - t0|", divided through: with the product form steering
+            # the loop, one measurement of a vectorised Lotka–Volterra ensemble on XLA:CPU ran 1.7x slower than the
             # quotient form (stall counter only, no growth test); the quotient form was never the slower one.
             starved = h < jnp.abs(t_end - t0) / (STARVATION * (self.max_steps - steps))
             # empty leaves (the parameter integrals of a backsolve over a field with no parameters) have no max
