@@ -111,8 +111,8 @@ def stiff_error(max_steps: int, where: str = "forward solve", *, solver=None, ba
     from ._stepwatch import PATIENCE, STARVATION
 
     hint = stiff_hint(solver, backend)
-    what = (" — the signature of a stiff problem, which explicit solvers cross only in tiny steps" if hint
-            else "")
+    what = (" — the signature of a stiff problem, which explicit solvers cross only in tiny steps, or of a span too "
+            "long for max_steps" if hint else "")
     advice = _advice(backsolve and backsolve_hint(backend), hint, MAX_STEPS_ADVICE)
     return MaxStepsError(f"The {where} stopped early: for {PATIENCE} consecutive steps the step size was so small "
                          f"that the rest of the interval would need more than {STARVATION:g} times the steps left "

@@ -11,7 +11,7 @@ steps (this one included) of at most ``max_steps``:
   is reported as :class:`pyneuralode.NonFiniteError` (a finite-time singularity, or ``y' = 1000 y`` overflowing):
   more steps cannot help, so it is never a ``MaxStepsError``.
 - **stiff** when, for ``PATIENCE`` consecutive steps, the step was *starved* — ``STARVATION * h * (max_steps -
-  n) < |t_end - t|``, i.e. at that step size the rest of the interval needs more than ``STARVATION`` (ten) times
+  n) < |t_end - t|``, i.e. at that step size the rest of the interval needs more than ``STARVATION`` (two) times
   the steps that are left — while the state stayed bounded (``max|y| <= GROWTH * (max|y| at the start of the run
   + atol)``). An explicit solver on a stiff problem shows exactly this: its steps collapse to the stability
   limit, orders of magnitude below the interval, and stay there while the solution barely moves. (Hairer's DOPRI5 code also waits for consecutive
@@ -30,14 +30,15 @@ has begun. OrdinaryDiffEq clamps its initial step the same way (``ode_determine_
 ``nextfloat(dtmin)``); the margin lets the first step be rejected twice before the rule could fire.
 
 Raising ``max_steps`` relaxes the stiff test (more steps are left), so a user who really wants the long solve can
-always have it. The factor ``STARVATION`` keeps the test to what it is for: a step size that varies along the
-solution (a forced pendulum at rtol 1e-9: 3961 steps in all, taking smaller steps in some phases than on average)
-made ``h * (max_steps - n) < |t_end - t|`` hold for 200 steps in a row near the end of a budget the solve would
-have kept (``max_steps=4096``), and a non-stiff solve that simply needs a few more steps than ``max_steps`` (an
-oscillator with 4457 steps) was called stiff. A stiff stall is orders of magnitude short of the interval (an
-explicit solver on Van der Pol at mu = 1000 needs ~1e6 steps for what 4096 should cover), so the factor delays
-its diagnosis by nothing; a solve short by less than a factor ten runs to ``max_steps`` and gets the plain
-max-steps message, which names both remedies.
+always have it. The factor ``STARVATION`` keeps a solve that will finish from being stopped: a step size that
+varies along the solution (a forced pendulum at rtol 1e-9: 3961 steps in all, taking smaller steps in some phases
+than on average) made ``h * (max_steps - n) < |t_end - t|`` hold for 200 steps in a row near the end of a budget
+the solve would have kept (``max_steps=4096``). It cannot tell a stiff stall from a span that is merely too long
+for ``max_steps`` (a harmonic oscillator at rtol 1e-8 over [0, 600] needs ~8000 steps of 4096): both are
+projected to fail, and stopping early is right for both, so the message names both causes and their remedies. A
+larger factor would leave the too-long solve to run out its steps but delays a stiff diagnosis in proportion:
+with ``max_steps=100000``, ``y' = diag(-1, -1e4) y`` on [0, 100] needs ~3e5 Dopri5 steps, starved by a factor
+of three, so a factor of ten would stop it only after ~70 000 steps instead of 200.
 
 A solve that waits for an event (``model.solve_event``) is not watched for stalls: its ``t_end`` is a bound it
 usually never reaches, so "too few steps left to reach it" says nothing about stiffness (a generous bound such as
@@ -53,7 +54,7 @@ PATIENCE = 200
 """Consecutive starved steps with a bounded state before a solve is declared stiff."""
 GROWTH = 10.0
 """How much ``max|y|`` may grow over a starved run and still count as bounded."""
-STARVATION = 10.0
+STARVATION = 2.0
 """A step is starved when at its size the rest of the interval needs more than this many times the steps left."""
 
 FIRST_STEP_MARGIN = 100.0

@@ -311,7 +311,7 @@ end
 # tests/test_julia_static.py checks that these constants equal the Python ones).
 const WATCH_PATIENCE = 200
 const WATCH_GROWTH = 10.0
-const WATCH_STARVATION = 10.0
+const WATCH_STARVATION = 2.0
 const WATCH_FIRST_STEP_MARGIN = 100.0
 
 """
