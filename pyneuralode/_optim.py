@@ -138,8 +138,11 @@ class LBFGS(AbstractOptimizer):
     agrees is where they go: on a problem with a unique minimum they converge to it (tested on a convex
     least-squares fit through the ODE solver). Each step evaluates the loss and gradient once at the current
     parameters and then once per line-search trial (``StepInfo.evaluations`` counts them; ``StepInfo.stats`` are
-    those of the first). On Julia a trial whose solve fails (too many steps, a blow-up) counts as an infinite loss
-    and the search backs off; its state (``s``, ``y``, the number of pairs) is saved in checkpoints.
+    those of the first). A trial whose solve fails (too many steps, a blow-up) makes the search back off on every
+    backend (tested on JAX and torch): optax treats its non-finite loss as a failed trial, torch scores it far
+    above the first loss with a zero gradient (its zoom interpolation would turn an infinite loss into NaN), Julia
+    counts it as an infinite loss; a failure at the current parameters raises. Julia's state (``s``, ``y``, the
+    number of pairs) is saved in checkpoints.
     """
 
     memory_size: int = 10

@@ -174,6 +174,23 @@ def test_lbfgs_reaches_the_minimum_on_every_backend(backend, linear_data):
     np.testing.assert_allclose(trainer.params, W_TRUE.reshape(-1), rtol=0, atol=1e-7)
 
 
+def test_lbfgs_backs_off_from_a_trial_whose_solve_fails(backend):
+    """Fitting y' = a y to exp(0.6 t) on [0, 4] from a = 0 with max_steps=30: the first trial step lands near
+    a = 1, whose solve needs 38 steps. torch's L-BFGS raised MaxStepsError there on every step and never moved (a
+    new user's report); now a failed trial is a failed sufficient-decrease test and the search backs off, as on
+    JAX. Both reach a = 0.6."""
+    ts, y0 = np.linspace(0.0, 4.0, 9), np.array([[1.0]])
+    model = pn.ODEModel(pn.Linear(1, 1, bias=False), control=pn.StepControl(rtol=1e-8, atol=1e-8, max_steps=30),
+                        backend=backend)
+    with pytest.raises(pn.MaxStepsError):  # the trial point the line search first proposes
+        model.solve(np.array([1.0]), y0, ts)
+    trainer = pn.Trainer(model, optimizer=pn.LBFGS(), loss=pn.MSE)
+    trainer.init(np.array([0.0]))
+    for _ in range(8):
+        trainer.step(y0, ts, np.exp(0.6 * ts)[:, None, None])
+    np.testing.assert_allclose(trainer.params, [0.6], atol=1e-7)
+
+
 @pytest.mark.parametrize("optimizer", [pn.Adam(lr=pn.CosineDecay(init_value=0.05, decay_steps=4)), pn.LBFGS()],
                          ids=["adam-cosine", "lbfgs"])
 def test_scheduled_and_lbfgs_checkpoints_resume_exactly(backend, linear_data, optimizer, tmp_path):

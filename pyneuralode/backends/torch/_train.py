@@ -11,9 +11,13 @@ import copy
 import numpy as np
 import torch
 
-from ..._errors import non_finite_error, trainer_not_initialised
+from ..._errors import SolveError, non_finite_error, trainer_not_initialised
 from ._compile import flat_values, load_flat
 from ._optim import TorchOptimizer
+
+
+FAILED_TRIAL_PENALTY = 1e10
+"""A line-search trial whose solve fails scores ``loss0 + FAILED_TRIAL_PENALTY * (1 + |loss0|)``."""
 
 
 def check_finite(value: torch.Tensor, grads) -> None:
@@ -70,10 +74,23 @@ class TorchTrainer(FieldWeights):
             value, stats = self._evaluate(y0, ts, data)
             self.optimizer.step()
             return float(value.detach()), stats, 1
-        first = []
+        first, trials = [], [0]
 
         def closure():
-            value, stats = self._evaluate(y0, ts, data)
+            trials[0] += 1
+            try:
+                value, stats = self._evaluate(y0, ts, data)
+            except SolveError:
+                if not first:  # at the current weights: nothing to back off from
+                    raise
+                # A trial the line search proposed whose solve failed (too many steps, a blow-up): a loss far
+                # above the first one with a zero gradient fails the sufficient-decrease test, and torch's zoom
+                # then backs off to a tenth of the step (its cubic interpolation would turn +inf into NaN). optax
+                # treats a non-finite trial as failed too, and Julia's host line search an infinite loss.
+                for param in self.program.field.flat_parameters():
+                    param.grad = torch.zeros_like(param)
+                start = first[0][0].detach()
+                return start + FAILED_TRIAL_PENALTY * (1 + start.abs())
             first.append((value, stats))
             return value
 
@@ -88,4 +105,4 @@ class TorchTrainer(FieldWeights):
             self.optimizer.optimizer.load_state_dict(state_before)
             raise
         value, stats = first[0]
-        return float(value.detach()), stats, len(first)
+        return float(value.detach()), stats, trials[0]
