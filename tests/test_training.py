@@ -114,6 +114,18 @@ def test_host_trainer_resumes_exactly_and_a_failed_step_changes_nothing(optimize
     assert np.linalg.norm(straight.params() - target) < np.linalg.norm(target)
 
 
+def test_a_step_with_one_save_time_changes_nothing(backend):
+    """With one save time the solution is y0, which does not depend on the weights: the loss is the target's
+    distance to y0 and the update is zero. torch's trainer raised torch's "element 0 of tensors does not require
+    grad" (a new user's report); JAX already returned the loss."""
+    m = model(pn.MLP([2, 4, 2], activation="tanh"), backend=backend)
+    trainer = pn.Trainer(m, optimizer=pn.Adam(lr=0.1), loss=pn.MSE)
+    trainer.init(m.init(0))
+    info = trainer.step(np.array([[1.0, 2.0]]), np.array([0.3]), np.zeros((1, 1, 2)))
+    assert info.loss == 2.5
+    np.testing.assert_array_equal(trainer.params, m.init(0))
+
+
 def test_trainer_checkpoint_resumes_exactly(backend, spiral, tmp_path):
     m = model(spiral_field(), backend=backend, control=CONTROL)
     batches = _batches(spiral, 6)

@@ -175,8 +175,11 @@ class TorchProgram(AbstractProgram):
         counter.phase = "backward"
         params_t = self.field.flat_parameters()
         inputs = [*params_t, y0_t] if y0_t.requires_grad else params_t
-        with self._failures(where=BACKWARD):
-            grads = list(torch.autograd.grad(value, inputs, allow_unused=True))
+        if value.requires_grad:
+            with self._failures(where=BACKWARD):
+                grads = list(torch.autograd.grad(value, inputs, allow_unused=True))
+        else:  # nothing to differentiate: one save time (ys is y0) in a training step, whose y0 needs no gradient
+            grads = [None] * len(inputs)
         counter.last_output = None
         grad_y0 = grads.pop() if y0_t.requires_grad else None
         return value, grads, grad_y0, ys, self._stats(forward=len(ts) > 1)
