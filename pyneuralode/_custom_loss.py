@@ -148,6 +148,11 @@ def loss(fn):
 class CustomLoss(AbstractLoss):
     """A :class:`LossFunction` with its target and arrays bound (what ``model.value_and_grad`` takes)."""
 
+    _shape_hint = (" A pn.loss function is traced with ys shaped like its target, so the target must have the "
+                   "solution's shape; to fit a final state or a part of the solution, pass a target of the "
+                   "solution's shape (e.g. zeros) and the data as an extra array argument of your function, which "
+                   "may have any shape (def final(ys, target, data): return np.mean((ys[-1] - data) ** 2)).")
+
     def __init__(self, function: LossFunction, target, arrays: dict):
         target = np.asarray(target)
         if target.dtype.kind not in "iuf":

@@ -87,7 +87,10 @@ class AbstractLoss(metaclass=CheckedOptions):
         """Raise a SpecError if the target cannot be compared with a solution of shape ``ys_shape``."""
         if tuple(self.target.shape) != tuple(ys_shape):
             raise SpecError(f"{type(self).__name__} target has shape {tuple(self.target.shape)} but the solution "
-                            f"has shape {tuple(ys_shape)} (len(ts), *y0.shape).")
+                            f"has shape {tuple(ys_shape)} (len(ts), *y0.shape).{self._shape_hint}")
+
+    _shape_hint = ""
+    """What a target-shape error adds for this kind of loss."""
 
     def data(self) -> dict[str, np.ndarray]:
         """The named arrays the kernel reads besides ``ys`` (each of shape ``(len(ts), *y0.shape)``)."""

@@ -284,3 +284,19 @@ def test_custom_loss_errors(linear_data):
 
     with pytest.raises(pn.SpecError, match="is not supported in a pn.loss function"):
         sorted_loss(linear_data)
+
+    @pn.loss
+    def final_state(ys, target):
+        return np.mean((ys[-1] - target) ** 2)
+
+    model = _linear_model("jax")  # a final-state target: the message says how to write it (a new user's report)
+    with pytest.raises(pn.SpecError, match=r"pass a target of the solution's shape \(e.g. zeros\) and the data as "
+                                           "an extra array argument"):
+        model.value_and_grad(W_TRUE.reshape(-1), Y0, TS, loss=final_state(linear_data[-1]))
+
+    @pn.loss
+    def final(ys, target, data):
+        return np.mean((ys[-1] - data) ** 2)
+
+    res = model.value_and_grad(W_TRUE.reshape(-1), Y0, TS, loss=final(np.zeros_like(linear_data), linear_data[-1]))
+    assert res.value < 1e-12  # the data were made by W_TRUE
