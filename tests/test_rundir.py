@@ -136,6 +136,18 @@ def test_crash_between_checkpoint_and_metrics_loses_no_records(tmp_path, monkeyp
     assert _records(out) == seen["records"]  # every record of the uninterrupted run, step times included
 
 
+def test_metrics_json_is_strict_json(tmp_path):
+    """NaN was written as a bare NaN (not JSON: jq and JavaScript refuse it) and np.int64(3) as 3.0 (a new user's
+    report); now null and 3, in the summary and the records, and the CSV keeps its columns."""
+    log = MetricsLog(tmp_path, summary={"best": np.float64("nan"), "epochs": np.int64(3)})
+    log.append(iteration=np.int64(3), loss=float("nan"), lr=np.float32(0.5), grid=np.array([1.0, np.inf]))
+    text = log.write().read_text()
+    data = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
+    assert data["summary"] == {"best": None, "epochs": 3}
+    assert data["records"] == [{"iteration": 3, "loss": None, "lr": 0.5, "grid": [1.0, None]}]
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[0] == "iteration,loss,lr,grid"
+
+
 def test_failed_metrics_write_leaves_no_temporary_and_the_old_file(tmp_path, monkeypatch):
     log = MetricsLog(tmp_path, records=[{"iteration": 1, "loss": 0.5}])
     log.write()

@@ -5,10 +5,32 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
+
+import numpy as np
 
 from .._errors import RunDirectoryError
 from ._atomic import atomic_write
+
+
+def json_ready(value):
+    """``value`` with what strict JSON cannot hold made plain: a NaN or infinite number becomes ``null`` (json's
+    bare ``NaN`` is not JSON: jq and JavaScript refuse it), NumPy scalars and arrays become Python numbers and
+    lists (an ``np.int64`` stays an integer instead of turning into ``3.0``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_ready(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, (np.bool_, np.integer, np.floating)):
+        return json_ready(value.item())
+    return value
+
+
+def _dumps(value, **kwargs) -> str:
+    return json.dumps(json_ready(value), allow_nan=False, default=lambda v: json_ready(float(v)), **kwargs)
 
 
 class MetricsLog:
@@ -37,8 +59,8 @@ class MetricsLog:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / f"{self.name}.json"
         # One record per line, each by json's C encoder (indent= would switch to the pure-Python one: 10x slower).
-        records = ",\n".join("  " + json.dumps(r, default=float) for r in self.records)
-        summary = json.dumps(self.summary, indent=2, default=float)
+        records = ",\n".join("  " + _dumps(r) for r in self.records)
+        summary = _dumps(self.summary, indent=2)
         text = f'{{"summary": {summary},\n "records": [\n{records}\n ]}}\n'
         # Not fsync'd: these are views of the records the checkpoint holds, rewritten from it on resume.
         atomic_write(path, lambda fh: fh.write(text.encode()), durable=False)
