@@ -39,7 +39,15 @@ class AbstractOptimizer(metaclass=CheckedOptions):
         return lr if isinstance(lr, AbstractSchedule) else None
 
     def _optax_lr(self):
-        return self.schedule.to_optax() if self.schedule is not None else self.lr
+        if self.schedule is None:
+            return self.lr
+        schedule = self.schedule.to_optax()
+
+        def in_float(count):  # optax's step count is int32, and int32 / int is float32 in JAX even with x64 on:
+            import jax.numpy as jnp  # the rates were float32-rounded (1.5e-8 relative) in a float64 model
+
+            return schedule(jnp.asarray(count, jnp.result_type(float)))
+        return in_float
 
     def _torch_lr(self) -> float:
         return self.schedule.init_value if self.schedule is not None else self.lr
