@@ -98,9 +98,10 @@ def test_compare_report(pair):
 
 def test_compare_skips_unavailable_backend_with_reason():
     y0, t, target = _spiral_inputs()
-    m = model(spiral_field(), backend="jax", control=pn.StepControl(rtol=1e-6, atol=1e-6), solver=pn.Tsit5())
+    m = model(spiral_field(), backend="jax", control=pn.StepControl(rtol=1e-6, atol=1e-6),
+              adjoint=pn.CheckpointAdjoint())
     comparison = pn.compare(m, backends=("jax", "torch"), params=m.init(0), y0=y0, ts=t, loss=pn.L1(target),
                             repeats=1)
     assert [r.backend for r in comparison.results] == ["jax"]
-    assert "Tsit5() is not available on backend 'torch'" in comparison.skipped["torch"]
-    assert "skipped torch: Tsit5()" in str(comparison)
+    assert "CheckpointAdjoint() is not available on backend 'torch'" in comparison.skipped["torch"]
+    assert "skipped torch: CheckpointAdjoint()" in str(comparison)

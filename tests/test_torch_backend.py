@@ -68,6 +68,38 @@ def test_native_solves_in_the_model_dtype_whatever_y0s_dtype():
     assert y0.grad.dtype == torch.float32 and abs(float(y0.grad) - np.exp(-0.4)) < 1e-6
 
 
+def test_tsit5_is_diffraxs_tableau_and_takes_jaxs_steps():
+    """torchdiffeq has no Tsit5 (the new user's README snippet failed on torch); pyneuralode runs Tsitouras' pair on
+    torchdiffeq's adaptive loop. Its tableau equals diffrax's bit for bit; its continuous extension, expanded into
+    powers, equals diffrax's factored one at x = 1 (the step's b weights) and at interior points; and a solve takes
+    JAX's steps, with outputs (interpolated at the save times) and gradients equal to round-off."""
+    tsit5 = pytest.importorskip("diffrax._solver.tsit5")
+    import jax
+    import jax.numpy as jnp
+    from pyneuralode.backends.torch._methods import PNTsit5
+    table = tsit5._tsit5_tableau
+    assert all(np.array_equal(np.asarray(a), b.numpy()) for a, b in zip(table.a_lower, PNTsit5.tableau.beta))
+    for ours, theirs in ((PNTsit5.tableau.alpha, table.c), (PNTsit5.tableau.c_sol, table.b_sol),
+                         (PNTsit5.tableau.c_error, table.b_error)):
+        np.testing.assert_array_equal(ours.numpy(), theirs)
+    k = np.eye(7)[:, None, :]  # one stage at a time: y(x) - y0 = dt * b_i(x) with dt = 1
+    for x in (0.3, 0.77, 1.0):
+        with jax.enable_x64(True):
+            theirs = tsit5._Tsit5Interpolation(t0=0.0, t1=1.0, y0=jnp.zeros((7, 1)), y1=None,
+                                               k=jnp.asarray(np.moveaxis(k, -1, 0))).evaluate(x)
+        ours = (PNTsit5._dense.numpy() * x ** np.arange(1, 5)).sum(1)
+        np.testing.assert_allclose(ours, np.asarray(theirs)[:, 0], rtol=0, atol=2e-14)  # weights up to ~47
+    ts, y0 = np.linspace(0.0, 2.0, 7), np.array([[1.0, 0.3], [-0.5, 0.8]])
+    loss = pn.MSE(np.zeros((7, 2, 2)))
+    out = {}
+    for backend in ("jax", "torch"):
+        m = pn.ODEModel(SMALL, solver=pn.Tsit5(), control=pn.StepControl(rtol=1e-8, atol=1e-8), backend=backend)
+        out[backend] = (m.solve(m.init(0), y0, ts), m.value_and_grad(m.init(0), y0, ts, loss=loss))
+    (sol_j, res_j), (sol_t, res_t) = out["jax"], out["torch"]
+    assert sol_t.stats == sol_j.stats
+    assert rel(sol_t.ys, sol_j.ys) < 1e-13 and rel(res_t.grad_params, res_j.grad_params) < 1e-12
+
+
 def _numpy_activation(name, x):
     return {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0), "softplus": lambda v: np.logaddexp(v, 0),
             "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "elu": lambda v: np.where(v > 0, v, np.expm1(v)),
@@ -336,8 +368,8 @@ def test_blow_up_raises_non_finite_or_solve_error():
 
 
 def test_unsupported_options_and_devices_are_clear_errors():
-    with pytest.raises(pn.NotSupportedError, match="Tsit5.*backend='jax'"):
-        make(solver=pn.Tsit5())
+    with pytest.raises(pn.NotSupportedError, match="Vern7.*backend='julia'"):
+        make(solver=pn.Vern7())
     with pytest.raises(pn.NotSupportedError, match="CheckpointAdjoint"):
         make(adjoint=pn.CheckpointAdjoint())
     if not torch.cuda.is_available():

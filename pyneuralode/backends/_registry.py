@@ -42,7 +42,7 @@ class BackendEntry:
     component_atol: bool = True  # whether it takes a per-component StepControl atol
 
 
-_COMMON_SOLVERS = {"Euler", "Midpoint", "Heun", "RK4", "Bosh3", "Dopri5", "Dopri8"}
+_COMMON_SOLVERS = {"Euler", "Midpoint", "Heun", "RK4", "Bosh3", "Dopri5", "Tsit5", "Dopri8"}
 _SDIRK = {"ImplicitEuler", "Kvaerno3", "Kvaerno4", "Kvaerno5", "KenCarp3", "KenCarp4", "KenCarp5"}
 """Implicit Runge–Kutta methods both diffrax and OrdinaryDiffEqSDIRK have (KenCarp: the implicit tableau on the
 whole field)."""
@@ -51,7 +51,7 @@ _ENTRIES = (
     BackendEntry(
         "jax", "pyneuralode.backends.jax:JaxBackend", ("jax", "diffrax", "equinox", "optax"),
         'pip install "pyneuralode[jax]"',
-        frozenset(_COMMON_SOLVERS | _SDIRK | {"Tsit5"}),
+        frozenset(_COMMON_SOLVERS | _SDIRK),
         frozenset({"BacksolveAdjoint", "CheckpointAdjoint", "DirectAdjoint"}),
         controllers=frozenset({"integral", "PI"})),  # diffrax's PIDController
     BackendEntry(
@@ -62,7 +62,7 @@ _ENTRIES = (
     BackendEntry(
         "julia", "pyneuralode.backends.julia:JuliaBackend", ("juliacall",),
         'pip install "pyneuralode[julia]" (then Julia 1.10+ via juliaup, or point PYTHON_JULIAPKG_EXE at one)',
-        frozenset(_COMMON_SOLVERS | _SDIRK | {"Tsit5", "Vern7", "Rodas5P", "QNDF", "FBDF"}),
+        frozenset(_COMMON_SOLVERS | _SDIRK | {"Vern7", "Rodas5P", "QNDF", "FBDF"}),
         frozenset({"BacksolveAdjoint", "DirectAdjoint", "InterpolatingAdjoint", "QuadratureAdjoint",
                    "GaussAdjoint"}),
         refusals=(Refusal("BacksolveAdjoint", "seminorm", True,

@@ -40,11 +40,13 @@ from __future__ import annotations
 
 import importlib
 
+import numpy as np
 import torch
 from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.bosh3 import Bosh3Solver
 from torchdiffeq._impl.dopri5 import Dopri5Solver
 from torchdiffeq._impl.dopri8 import Dopri8Solver
+from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver, _ButcherTableau
 
 from ..._control import StepControl, fixed_step_grid
 from ..._errors import NotSupportedError
@@ -132,8 +134,61 @@ class PNBosh3(_DetachedFirstStep, Bosh3Solver):
         return [y0, f0, 3 * dy - 2 * f0 - f1, f1 + f0 - 2 * dy, torch.zeros_like(y0)]
 
 
+def _tsit5_tableau() -> _ButcherTableau:
+    """Tsitouras' 5(4) pair (Tsitouras 2011, "Runge–Kutta pairs of order 5(4) satisfying only the first column
+    simplifying assumption") in torchdiffeq's form, its coefficients as diffrax 0.7.2 writes them
+    (``_solver/tsit5.py``; tests/test_torch_backend.py checks them against diffrax's table bit for bit).
+    ``c_error`` is ``b - b_hat``, diffrax's ``b_error``; the last row of ``beta`` equals ``c_sol``: FSAL."""
+    b = [0.09646076681806523, 0.01, 0.4798896504144996, 1.379008574103742, -3.290069515436081, 2.324710524099774]
+    b_hat = [0.09468075576583945, 0.009183565540343254, 0.4877705284247616, 1.234297566930479, -2.7077123499835256,
+             1.866628418170587, 1 / 66]
+    beta = [[161 / 1000],
+            [-0.008480655492356989, 0.335480655492357],
+            [2.8971530571054935, -6.359448489975075, 4.3622954328695815],
+            [5.325864828439257, -11.748883564062828, 7.4955393428898365, -0.09249506636175525],
+            [5.86145544294642, -12.92096931784711, 8.159367898576159, -0.071584973281401, -0.028269050394068383],
+            b]
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    return _ButcherTableau(alpha=as_tensor([161 / 1000, 327 / 1000, 9 / 10, 0.9800255409045097, 1.0, 1.0]),
+                           beta=[as_tensor(row) for row in beta], c_sol=as_tensor([*b, 0.0]),
+                           c_error=as_tensor([x - y for x, y in zip([*b, 0.0], b_hat)]))
+
+
+def _tsit5_dense_coefficients() -> torch.Tensor:
+    """Tsitouras' continuous extension, ``y(x) = y0 + dt sum_i b_i(x) k_i`` for ``x`` in [0, 1], as diffrax's
+    ``_Tsit5Interpolation`` writes each ``b_i(x)`` (a product of factors), expanded here into the powers
+    ``x^1 .. x^4``: a (7 stages x 4) table, lowest power first."""
+    poly = np.polynomial.polynomial.Polynomial
+    x = poly([0.0, 1.0])
+    factors = [-1.0530884977290216 * x * (x - 1.3299890189751412) * (x**2 - 1.4364028541716351 * x
+                                                                     + 0.7139816917074209),
+               0.1017 * x**2 * (x**2 - 2.1966568338249754 * x + 1.2949852507374631),
+               2.490627285651252793 * x**2 * (x**2 - 2.38535645472061657 * x + 1.57803468208092486),
+               -16.54810288924490272 * (x - 1.21712927295533244) * (x - 0.61620406037800089) * x**2,
+               47.37952196281928122 * (x - 1.203071208372362603) * (x - 0.658047292653547382) * x**2,
+               -34.87065786149660974 * (x - 1.2) * (x - 0.666666666666666667) * x**2,
+               2.5 * (x - 1) * (x - 0.6) * x**2]
+    return torch.tensor(np.array([np.pad(f.coef, (0, 5 - len(f.coef)))[1:] for f in factors]), dtype=torch.float64)
+
+
+class PNTsit5(_DetachedFirstStep, RKAdaptiveStepsizeODESolver):
+    """Tsitouras' 5(4) pair, which torchdiffeq lacks: its tableau and 4th-order continuous extension, the ones
+    diffrax's and OrdinaryDiffEq's ``Tsit5`` use, on torchdiffeq's adaptive Runge–Kutta loop (so its step control
+    and pyneuralode's matching of diffrax's steps apply unchanged)."""
+
+    order = 5
+    tableau = _tsit5_tableau()
+    mid = torch.zeros(7, dtype=torch.float64)  # unused: _interp_fit below replaces torchdiffeq's midpoint fit
+    _dense = _tsit5_dense_coefficients()
+
+    def _interp_fit(self, y0, y1, k, dt):
+        table = self._dense.to(dtype=k.dtype, device=k.device)
+        powers = torch.tensordot(k, table, dims=([-1], [0])) * dt.type_as(y0)  # (..., 4): x^1 .. x^4
+        return [y0] + list(powers.unbind(-1))
+
+
 ADAPTIVE_METHODS = {"Dopri5": ("pyneuralode_dopri5", PNDopri5), "Bosh3": ("pyneuralode_bosh3", PNBosh3),
-                    "Dopri8": ("pyneuralode_dopri8", PNDopri8)}
+                    "Dopri8": ("pyneuralode_dopri8", PNDopri8), "Tsit5": ("pyneuralode_tsit5", PNTsit5)}
 """pyneuralode adaptive solver -> (torchdiffeq method name we register, solver class)."""
 
 # odeint and odeint_adjoint look methods up by name in this one dict (torchdiffeq/_impl/odeint.py SOLVERS;
