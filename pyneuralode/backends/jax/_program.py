@@ -519,13 +519,13 @@ class NativeODE(eqx.Module):
     - ``ode(y0, ts)`` raises instead when the solve failed (diffrax's default ``throw=True``, and what the torch
       ``native()`` does): an ``equinox.EquinoxRuntimeError`` carrying the words ``model.solve`` would raise
       (max steps, stiffness, blow-up), from inside your jit too; a failed solve never hands back its ``inf`` rows.
+    - ``probe``: a zero array whose gradient counts the backward pass: differentiate with respect to the whole
+      module and :func:`backward_counts` of ``grads.probe`` gives ``nfe_backward`` and the backward steps, the
+      numbers ``model.value_and_grad`` reports. Keep it out of optimiser updates (``eqx.filter`` on ``params``).
 
     jit it with ``eqx.filter_jit`` (``eqx.filter_jit(ode)(y0, ts)``) or close over it
     (``jax.jit(lambda y0, ts: ode(y0, ts))``): ``jax.jit(ode)`` hashes the module, which holds arrays, and fails
     with "unhashable type", as for any equinox module.
-    - ``probe``: a zero array whose gradient counts the backward pass: differentiate with respect to the whole
-      module and :func:`backward_counts` of ``grads.probe`` gives ``nfe_backward`` and the backward steps, the
-      numbers ``model.value_and_grad`` reports. Keep it out of optimiser updates (``eqx.filter`` on ``params``).
     """
 
     params: jax.Array
