@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..._errors import non_finite_error
+from ..._errors import SpecError, non_finite_error
 from ..._losses import cast_arrays
 from ..._solution import Stats, counted
 from ._counting import new_probe
@@ -71,6 +71,13 @@ class OptaxState:
 
     def load_optimizer_arrays(self, arrays) -> None:
         treedef = jax.tree_util.tree_structure(self.opt_state)
+        # optax's state is a fixed pytree: more arrays than its leaves are another optimiser's state (a JAX L-BFGS
+        # state loaded into Adam fitted its first leaves and left half the parameters NaN after the next step)
+        extra = sorted(set(arrays) - {f"opt_{i}" for i in range(treedef.num_leaves)}, key=lambda k: (len(k), k))
+        if extra:
+            raise SpecError(f"The state holds {', '.join(extra)}, which this trainer does not have: it was saved by "
+                            "a trainer with another optimiser (or another model); load it into a trainer built "
+                            "like the one that saved it.")
         leaves = [jnp.asarray(arrays[f"opt_{i}"]) for i in range(treedef.num_leaves)]
         self.opt_state = put_replicated(self.mesh, jax.tree_util.tree_unflatten(treedef, leaves))
 

@@ -128,6 +128,11 @@ class TorchProgram(AbstractProgram):
                 return torch.min(terms)
 
             def first_crossing(t, y):
+                # a state that overflowed turns the condition to +-inf or NaN, which torchdiffeq's loop would take
+                # for a sign change, i.e. an event (a body falling for ever with t1 = inf "landed" at t = 2.7e153);
+                # the loop already reads this function's sign on the host, so the check costs no extra sync
+                if not bool(torch.isfinite(y).all()):
+                    raise non_finite_error()
                 return torch.minimum(combined(t, y), direction * (ts_t[1] - t))
 
             t_event, path = odeint_event(
