@@ -41,12 +41,11 @@ class AbstractOptimizer(metaclass=CheckedOptions):
     def _optax_lr(self):
         if self.schedule is None:
             return self.lr
+        import jax.numpy as jnp
         schedule = self.schedule.to_optax()
 
         def in_float(count):  # optax's step count is int32, and int32 / int is float32 in JAX even with x64 on:
-            import jax.numpy as jnp  # the rates were float32-rounded (1.5e-8 relative) in a float64 model
-
-            return schedule(jnp.asarray(count, jnp.result_type(float)))
+            return schedule(jnp.asarray(count, jnp.result_type(float)))  # float32-rounded rates in float64 models
         return in_float
 
     def _torch_lr(self) -> float:

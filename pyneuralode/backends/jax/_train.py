@@ -122,7 +122,8 @@ class JaxTrainer(OptaxState):
         self.program.raise_failure(back_failed, where="backward (adjoint) solve")
         if not finite:
             raise non_finite_error("loss or its gradient")
-        return value, Stats(nfe_forward=counted(nfe_f), nfe_backward=backward_count(self.program.model, nfe_b), steps_accepted=int(accepted),
+        return value, Stats(nfe_forward=counted(nfe_f), nfe_backward=backward_count(self.program.model, nfe_b),
+                            steps_accepted=int(accepted),
                             steps_rejected=int(rejected), backward_steps_accepted=int(round(back_acc)),
                             backward_steps_rejected=int(round(back_rej))), 1 + int(trials)
 

@@ -90,6 +90,21 @@ class _DetachedFirstStep:
         self.rk_state = self.rk_state._replace(dt=dt)
 
 
+class _TableDenseOutput:
+    """Mixin: dense output ``y(x) = y0 + sum_i (dt k_i) * sum_p dense[i, p] x^(p+1)`` for ``x`` in [0, 1], from a
+    (stages x powers) table ``_dense``, lowest power first, in torchdiffeq's coefficient-list form (``None``: the
+    solver's own fit)."""
+
+    _dense: torch.Tensor | None = None
+
+    def _interp_fit(self, y0, y1, k, dt):
+        if self._dense is None:
+            return super()._interp_fit(y0, y1, k, dt)
+        table = self._dense.to(dtype=k.dtype, device=k.device)
+        powers = torch.tensordot(k, table, dims=([-1], [0])) * dt.type_as(y0)  # (..., powers): x^1, x^2, ...
+        return [y0] + list(powers.unbind(-1))
+
+
 class PNDopri5(_DetachedFirstStep, Dopri5Solver):
     """torchdiffeq's dopri5 with a gradient-free first step."""
 
@@ -104,20 +119,14 @@ def _diffrax_dopri8_eval_coeffs() -> torch.Tensor:
     return torch.as_tensor(_Dopri8Interpolation.eval_coeffs, dtype=torch.float64).flip(-1)  # lowest power first
 
 
-class PNDopri8(_DetachedFirstStep, Dopri8Solver):
+class PNDopri8(_TableDenseOutput, _DetachedFirstStep, Dopri8Solver):
     """torchdiffeq's dopri8 with a gradient-free first step and, when diffrax is installed, diffrax's 7th-order
-    dense output (torchdiffeq fits a quartic through a midpoint value of the same table)."""
+    dense output (torchdiffeq fits a quartic through a midpoint value of the same table).
 
-    _eval_coeffs = _diffrax_dopri8_eval_coeffs()
+    diffrax: ``y(x) = y0 + sum_i (dt k_i) * x * polyval(eval_coeffs[i], x)``, stages in the same order as
+    torchdiffeq's (both are Dormand–Prince 8(7) with 14 stages; compare torchdiffeq dopri8.py C_mid)."""
 
-    def _interp_fit(self, y0, y1, k, dt):
-        if self._eval_coeffs is None:
-            return super()._interp_fit(y0, y1, k, dt)
-        # diffrax: y(x) = y0 + sum_i (dt k_i) * x * polyval(eval_coeffs[i], x), stages in the same order as
-        # torchdiffeq's (both are Dormand–Prince 8(7) with 14 stages; compare torchdiffeq dopri8.py C_mid).
-        table = self._eval_coeffs.to(dtype=k.dtype, device=k.device)
-        powers = torch.tensordot(k, table, dims=([-1], [0])) * dt.type_as(y0)  # (..., 6): x^1 .. x^6
-        return [y0] + list(powers.unbind(-1))
+    _dense = _diffrax_dopri8_eval_coeffs()
 
 
 class PNBosh3(_DetachedFirstStep, Bosh3Solver):
@@ -171,20 +180,15 @@ def _tsit5_dense_coefficients() -> torch.Tensor:
     return torch.tensor(np.array([np.pad(f.coef, (0, 5 - len(f.coef)))[1:] for f in factors]), dtype=torch.float64)
 
 
-class PNTsit5(_DetachedFirstStep, RKAdaptiveStepsizeODESolver):
+class PNTsit5(_TableDenseOutput, _DetachedFirstStep, RKAdaptiveStepsizeODESolver):
     """Tsitouras' 5(4) pair, which torchdiffeq lacks: its tableau and 4th-order continuous extension, the ones
     diffrax's and OrdinaryDiffEq's ``Tsit5`` use, on torchdiffeq's adaptive Runge–Kutta loop (so its step control
     and pyneuralode's matching of diffrax's steps apply unchanged)."""
 
     order = 5
     tableau = _tsit5_tableau()
-    mid = torch.zeros(7, dtype=torch.float64)  # unused: _interp_fit below replaces torchdiffeq's midpoint fit
+    mid = torch.zeros(7, dtype=torch.float64)  # unused: the table below replaces torchdiffeq's midpoint fit
     _dense = _tsit5_dense_coefficients()
-
-    def _interp_fit(self, y0, y1, k, dt):
-        table = self._dense.to(dtype=k.dtype, device=k.device)
-        powers = torch.tensordot(k, table, dims=([-1], [0])) * dt.type_as(y0)  # (..., 4): x^1 .. x^4
-        return [y0] + list(powers.unbind(-1))
 
 
 ADAPTIVE_METHODS = {"Dopri5": ("pyneuralode_dopri5", PNDopri5), "Bosh3": ("pyneuralode_bosh3", PNBosh3),
