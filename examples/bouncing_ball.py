@@ -9,7 +9,8 @@ and shrinks, ``v -> -e v``. Each flight is one ``model.solve_event``; its sensit
 derivatives of every bounce time with respect to ``(g, e, h0)``. They are checked against finite differences,
 then Gauss-Newton recovers ``g`` and ``e`` from noisy bounce times of a drop from a known height (the times depend
 on ``g`` and ``h0`` only through ``h0 / g``, so one of the two must be known). The closed form
-(``t1 = sqrt(2 h0 / g)``, then flights of ``2 e^k sqrt(2 h0 / g)``) checks the solves.
+(``t1 = sqrt(2 h0 / g)``, then flights of ``2 e^k sqrt(2 h0 / g)``) checks the solves. Last, an event whose
+condition changes sign twice within one step is missed, and ``pn.StepControl(dtmax=...)`` finds it.
 """
 
 import os
@@ -82,3 +83,16 @@ for it in range(ITERS):
     theta[:2] -= np.linalg.lstsq(jac[:, :2], residual, rcond=None)[0]
     print(f"iteration {it + 1}: g {theta[0]:.4f}, e {theta[1]:.5f}, rms residual {np.sqrt(np.mean(residual ** 2)):.2e} s")
 print(f"fitted g {theta[0]:.3f} (true 9.81), e {theta[1]:.4f} (true 0.8)")
+
+# Events are found by a change of sign between step ends (as in diffrax and torchdiffeq). Thrown up from the floor
+# at 5 m/s (apex 1.274 m at 0.51 s), the ball passes 1.25 m on the way up and again 0.14 s later on the way down;
+# one step of the smooth flight strides over both, and the crossing is missed. StepControl(dtmax=...) below the
+# time between the crossings finds the first one.
+threshold = pn.Event(lambda t, u, p: u[0] - 1.25)
+up = np.array([LIFT, 5.0])
+first = (5.0 - np.sqrt(25.0 - 2 * 9.81 * (1.25 - LIFT))) / 9.81
+for dtmax in (None, 0.05):
+    bounded = model.replace(control=pn.StepControl(rtol=1e-10, atol=1e-10, dtmax=dtmax))
+    hit = bounded.solve_event(model.init(0), up, event=threshold, t0=0.0, t1=0.9)
+    print(f"dtmax={dtmax}: occurred {hit.occurred}, t {hit.t:.6f} (first crossing {first:.6f}), "
+          f"{hit.stats.steps_accepted} steps")
